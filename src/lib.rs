@@ -1,0 +1,21 @@
+//! fieldsync: a change-capture daemon that tails PostgreSQL logical replication (pgoutput) on the
+//! wedding form-field tables, stores each committed change durably in a local sled queue, and
+//! confirms WAL to PostgreSQL only once the change is flushed.
+//!
+//! Data flows one way: `source` (replication connection) → `pgoutput` (pure decoder) → `capture`
+//! (transactions of row changes) → `queue` (sled, durable watermark) → back to `source` as the only
+//! LSN it may confirm.
+
+pub mod app;
+pub mod capture;
+pub mod check;
+pub mod config;
+pub mod devdb;
+pub mod http;
+pub mod lsn;
+pub mod pg;
+pub mod pgoutput;
+pub mod queue;
+pub mod secret;
+pub mod source;
+pub mod telemetry;
