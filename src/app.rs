@@ -1,0 +1,92 @@
+//! Wiring: checks prerequisites before anything is written, opens the queue, serves HTTP and
+//! runs the replication source until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::check::{self, CheckResult};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::queue::{Queue, QueueError};
+use crate::source::progress::SourceStatus;
+use crate::source::stream::{Source, StreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("prerequisite failed: {}: {}{}", .0.name, .0.detail, .0.fix.as_ref().map(|f| format!("\n  fix: {f}")).unwrap_or_default())]
+    Preflight(CheckResult),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+    #[error("replication task ended abnormally: {0}")]
+    Task(String),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub http_addr: SocketAddr,
+    pub queue: Queue,
+    pub status: Arc<SourceStatus>,
+    shutdown: watch::Sender<bool>,
+    source: JoinHandle<Result<(), StreamError>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    /// Checks prerequisites (writing nothing when they fail), then opens the queue and starts.
+    pub async fn start(config: Config) -> Result<Daemon, AppError> {
+        check::preflight(&config).await.map_err(AppError::Preflight)?;
+        let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
+        let listener = http::bind(config.http.listen)
+            .await
+            .map_err(|source| AppError::Listen { addr: config.http.listen, source })?;
+        let http_addr = listener.local_addr().map_err(AppError::Http)?;
+        let status = Arc::new(SourceStatus::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState { queue: queue.clone(), source: status.clone() };
+        let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
+        let source = Source::new(Arc::new(config), queue.clone(), status.clone())?;
+        let source = tokio::spawn(source.run(shutdown_rx));
+        tracing::info!(http = %http_addr, "fieldsync started");
+        Ok(Daemon { http_addr, queue, status, shutdown, source, http })
+    }
+
+    /// Asks every task to stop and waits: the source flushes the queue and confirms it first.
+    pub async fn stop(self) -> Result<(), AppError> {
+        let _ = self.shutdown.send(true);
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Runs until `signal` resolves (then stops cleanly) or the source ends by itself (a definite
+    /// error).
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+        tokio::pin!(signal);
+        let result = tokio::select! {
+            r = &mut self.source => r,
+            _ = &mut signal => {
+                tracing::info!("shutdown requested");
+                let _ = self.shutdown.send(true);
+                (&mut self.source).await
+            }
+        };
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.http).await;
+        match result {
+            Ok(r) => r.map_err(AppError::from),
+            Err(e) => Err(AppError::Task(e.to_string())),
+        }
+    }
+}

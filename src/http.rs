@@ -1,0 +1,95 @@
+//! The `[http]` listener: `/healthz` (process alive), `/status` (replication positions, queue
+//! summary, capture counters) and `/queue` (summary and the newest records' metadata, never
+//! field values). Metrics join it later.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::queue::record::{ChangeRecord, EventId, Op};
+use crate::queue::Queue;
+use crate::source::progress::SourceStatus;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Queue,
+    pub source: Arc<SourceStatus>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/status", get(status))
+        .route("/queue", get(queue_view))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    match st.queue.summary() {
+        Ok(queue) => Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct QueueParams {
+    last: Option<usize>,
+}
+
+/// What `/queue` and `fieldsync queue` show of a record: where and what, not the values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecordSummary {
+    pub id: EventId,
+    pub table: String,
+    pub op: Op,
+    pub commit_time: i64,
+    pub origin: Option<String>,
+    pub columns: Vec<String>,
+}
+
+impl From<&ChangeRecord> for RecordSummary {
+    fn from(r: &ChangeRecord) -> Self {
+        let row = r.new.as_ref().or(r.old.as_ref());
+        RecordSummary {
+            id: r.id,
+            table: format!("{}.{}", r.schema, r.table),
+            op: r.op,
+            commit_time: r.commit_time,
+            origin: r.origin.clone(),
+            columns: row.map(|row| row.keys().cloned().collect()).unwrap_or_default(),
+        }
+    }
+}
+
+async fn queue_view(State(st): State<AppState>, Query(p): Query<QueueParams>) -> Response {
+    let last = p.last.unwrap_or(10).min(1000);
+    let result = st.queue.summary().and_then(|summary| {
+        let records: Vec<RecordSummary> = st.queue.last_records(last)?.iter().map(RecordSummary::from).collect();
+        Ok(serde_json::json!({"summary": summary, "last_records": records}))
+    });
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

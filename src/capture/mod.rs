@@ -1,0 +1,329 @@
+//! Capture: turns the decoded pgoutput stream into stored transactions of change records.
+//!
+//! Owns the relation cache and the open transaction. Rows of the configured tables are staged in
+//! the queue as they arrive (memory stays flat whatever the transaction size) and become visible
+//! at Commit. A transaction the queue already holds (a replay after reconnect or crash) is
+//! recognised at Begin by its commit LSN and skipped whole.
+//!
+//! Record ids are `commit LSN : index`, where the index counts every row message of the
+//! transaction (captured or not), so ids do not change when the table list does.
+
+use std::collections::HashSet;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::config::TableName;
+use crate::lsn::Lsn;
+use crate::pgoutput::{self, Column, Datum, Message, OldTuple, Relation, RelationCache, Tuple};
+use crate::queue::record::{EventId, OldImage, Op, TxnRecord};
+use crate::queue::{QueueError, QueueWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("replication stream out of order at {lsn}: {what}")]
+    Protocol { lsn: Lsn, what: String },
+    #[error("cannot map a row at {lsn}: {source}")]
+    Resolve {
+        lsn: Lsn,
+        #[source]
+        source: pgoutput::ResolveError,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What a message did to the stream position.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing that changes what may be confirmed.
+    Continue,
+    /// A transaction ended. `stored` is false when it held no captured row or was a replay;
+    /// such a transaction needs no flush before `end_lsn` may be confirmed.
+    Committed { end_lsn: Lsn, stored: bool, records: u32 },
+}
+
+/// Running counts, for logs and the status endpoint.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CaptureStats {
+    pub transactions_stored: u64,
+    pub records_stored: u64,
+    pub transactions_replayed: u64,
+    pub transactions_without_captured_rows: u64,
+}
+
+struct OpenTxn {
+    commit_lsn: Lsn,
+    commit_time: i64,
+    xid: u32,
+    origin: Option<String>,
+    /// Index of the next row message in this transaction.
+    next_index: u32,
+    records: u32,
+    /// Already stored: skip everything until Commit.
+    replay: bool,
+}
+
+pub struct Capture {
+    relations: RelationCache,
+    tables: HashSet<(String, String)>,
+    writer: QueueWriter,
+    txn: Option<OpenTxn>,
+    buf: Vec<u8>,
+    stats: CaptureStats,
+}
+
+impl Capture {
+    pub fn new(tables: &[TableName], writer: QueueWriter) -> Capture {
+        Capture {
+            relations: RelationCache::new(),
+            tables: tables.iter().map(|t| (t.schema.clone(), t.name.clone())).collect(),
+            writer,
+            txn: None,
+            buf: Vec::with_capacity(4096),
+            stats: CaptureStats::default(),
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    pub fn stats(&self) -> CaptureStats {
+        self.stats
+    }
+
+    /// The connection was lost: drop the relation cache and whatever the open transaction staged.
+    /// PostgreSQL sends both again after reconnecting.
+    pub fn reset(&mut self) -> Result<(), CaptureError> {
+        self.relations.clear();
+        if let Some(txn) = self.txn.take() {
+            if !txn.replay {
+                let removed = self.writer.discard(txn.commit_lsn)?;
+                tracing::info!(commit_lsn = %txn.commit_lsn, removed, "discarded a partly received transaction");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one decoded message received at `lsn`.
+    pub fn apply(&mut self, msg: Message, lsn: Lsn) -> Result<Step, CaptureError> {
+        match msg {
+            Message::Begin(b) => {
+                if self.txn.is_some() {
+                    return Err(protocol(lsn, "Begin inside an open transaction"));
+                }
+                let replay = self.writer.is_stored(b.final_lsn);
+                self.txn = Some(OpenTxn {
+                    commit_lsn: b.final_lsn,
+                    commit_time: pgoutput::pg_timestamp_to_unix_micros(b.commit_time),
+                    xid: b.xid,
+                    origin: None,
+                    next_index: 0,
+                    records: 0,
+                    replay,
+                });
+                Ok(Step::Continue)
+            }
+            Message::Commit(c) => {
+                let txn = self.txn.take().ok_or_else(|| protocol(lsn, "Commit without Begin"))?;
+                if txn.commit_lsn != c.commit_lsn {
+                    return Err(protocol(
+                        lsn,
+                        &format!("Commit at {} does not match Begin's final LSN {}", c.commit_lsn, txn.commit_lsn),
+                    ));
+                }
+                if txn.replay {
+                    self.stats.transactions_replayed += 1;
+                    return Ok(Step::Committed { end_lsn: c.end_lsn, stored: false, records: 0 });
+                }
+                if txn.records == 0 {
+                    self.stats.transactions_without_captured_rows += 1;
+                    return Ok(Step::Committed { end_lsn: c.end_lsn, stored: false, records: 0 });
+                }
+                self.writer.commit(TxnRecord {
+                    commit_lsn: txn.commit_lsn,
+                    end_lsn: c.end_lsn,
+                    commit_time: txn.commit_time,
+                    xid: txn.xid,
+                    origin: txn.origin,
+                    records: txn.records,
+                })?;
+                self.stats.transactions_stored += 1;
+                self.stats.records_stored += u64::from(txn.records);
+                Ok(Step::Committed { end_lsn: c.end_lsn, stored: true, records: txn.records })
+            }
+            Message::Origin(o) => {
+                if let Some(txn) = &mut self.txn {
+                    txn.origin = Some(o.name);
+                }
+                Ok(Step::Continue)
+            }
+            Message::Relation(r) => {
+                self.relations.apply(r);
+                Ok(Step::Continue)
+            }
+            Message::Type(_) | Message::Message(_) => Ok(Step::Continue),
+            Message::Insert(i) => {
+                self.row(lsn, i.relation_oid, Op::Insert, None, Some(&i.new))?;
+                Ok(Step::Continue)
+            }
+            Message::Update(u) => {
+                self.row(lsn, u.relation_oid, Op::Update, u.old.as_ref(), Some(&u.new))?;
+                Ok(Step::Continue)
+            }
+            Message::Delete(d) => {
+                self.row(lsn, d.relation_oid, Op::Delete, Some(&d.old), None)?;
+                Ok(Step::Continue)
+            }
+            Message::Truncate(t) => {
+                for oid in t.relation_oids {
+                    let rel = self
+                        .relations
+                        .get(oid)
+                        .cloned()
+                        .ok_or(CaptureError::Resolve { lsn, source: pgoutput::ResolveError::UnknownRelation { oid } })?;
+                    self.record(lsn, &rel, Op::Truncate, None, None)?;
+                }
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    fn row(
+        &mut self,
+        lsn: Lsn,
+        oid: u32,
+        op: Op,
+        old: Option<&OldTuple>,
+        new: Option<&Tuple>,
+    ) -> Result<(), CaptureError> {
+        let tuple = new.or(old.map(|o| match o {
+            OldTuple::Key(t) | OldTuple::Full(t) => t,
+        }));
+        let rel = match tuple {
+            Some(t) => self.relations.resolve(oid, t),
+            None => self.relations.get(oid).ok_or(pgoutput::ResolveError::UnknownRelation { oid }),
+        }
+        .map_err(|source| CaptureError::Resolve { lsn, source })?
+        .clone();
+        self.record(lsn, &rel, op, old, new)
+    }
+
+    fn record(
+        &mut self,
+        lsn: Lsn,
+        rel: &Relation,
+        op: Op,
+        old: Option<&OldTuple>,
+        new: Option<&Tuple>,
+    ) -> Result<(), CaptureError> {
+        let txn = self.txn.as_mut().ok_or_else(|| protocol(lsn, "row change outside a transaction"))?;
+        let index = txn.next_index;
+        txn.next_index += 1;
+        if txn.replay || !self.tables.contains(&(rel.namespace.clone(), rel.name.clone())) {
+            return Ok(());
+        }
+        let id = EventId { commit_lsn: txn.commit_lsn, index };
+        let (identity, old_tuple) = match old {
+            Some(OldTuple::Key(t)) => (Some(OldImage::Key), Some(t)),
+            Some(OldTuple::Full(t)) => (Some(OldImage::Full), Some(t)),
+            None => (None, None),
+        };
+        let record = RecordRef {
+            id,
+            commit_lsn: txn.commit_lsn,
+            commit_time: txn.commit_time,
+            xid: txn.xid,
+            origin: txn.origin.as_deref(),
+            schema: &rel.namespace,
+            table: &rel.name,
+            op,
+            identity,
+            old: old_tuple.map(|t| RowRef {
+                columns: &rel.columns,
+                tuple: t,
+                key_only: identity == Some(OldImage::Key),
+                fallback: None,
+            }),
+            new: new.map(|t| RowRef {
+                columns: &rel.columns,
+                tuple: t,
+                key_only: false,
+                // REPLICA IDENTITY FULL carries the whole old row: an unchanged TOASTed value
+                // in the new row is filled from it instead of staying "unchanged".
+                fallback: if identity == Some(OldImage::Full) { old_tuple } else { None },
+            }),
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &record).expect("records serialize to a Vec");
+        txn.records += 1;
+        self.writer.stage(id, &self.buf)?;
+        Ok(())
+    }
+}
+
+fn protocol(lsn: Lsn, what: &str) -> CaptureError {
+    CaptureError::Protocol { lsn, what: what.to_owned() }
+}
+
+/// The stored record, serialized straight from the decoded tuples. Field names match
+/// [`crate::queue::record::ChangeRecord`].
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    id: EventId,
+    commit_lsn: Lsn,
+    commit_time: i64,
+    xid: u32,
+    origin: Option<&'a str>,
+    schema: &'a str,
+    table: &'a str,
+    op: Op,
+    identity: Option<OldImage>,
+    old: Option<RowRef<'a>>,
+    new: Option<RowRef<'a>>,
+}
+
+struct RowRef<'a> {
+    columns: &'a [Column],
+    tuple: &'a Tuple,
+    /// Old key images list only the replica identity columns.
+    key_only: bool,
+    fallback: Option<&'a Tuple>,
+}
+
+impl Serialize for RowRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (i, (col, datum)) in self.columns.iter().zip(&self.tuple.0).enumerate() {
+            if self.key_only && !col.is_key {
+                continue;
+            }
+            let datum = match datum {
+                Datum::UnchangedToast => match self.fallback.and_then(|f| f.0.get(i)) {
+                    Some(d @ (Datum::Text(_) | Datum::Binary(_))) => d,
+                    _ => datum,
+                },
+                _ => datum,
+            };
+            map.serialize_entry(&col.name, &DatumRef(datum))?;
+        }
+        map.end()
+    }
+}
+
+struct DatumRef<'a>(&'a Datum);
+
+impl Serialize for DatumRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Datum::Null => s.serialize_none(),
+            Datum::UnchangedToast => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("unchanged", &true)?;
+                m.end()
+            }
+            Datum::Text(b) | Datum::Binary(b) => s.serialize_str(&String::from_utf8_lossy(b)),
+        }
+    }
+}

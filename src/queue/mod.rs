@@ -1,0 +1,347 @@
+//! The durable queue: captured changes in sled, and the durable watermark that alone may be
+//! confirmed to PostgreSQL.
+//!
+//! # Key layout (sled trees)
+//! - `changes`: `commit_lsn (u64 BE) ‖ index (u32 BE)` → [`record::ChangeRecord`] as JSON. Keys
+//!   sort in commit order, then in transaction order.
+//! - `txns`: `commit_lsn (u64 BE)` → [`record::TxnRecord`] as JSON, one per stored transaction.
+//! - `meta`: `head` → [`Head`] as JSON (the newest stored transaction and totals);
+//!   `confirmed` → u64 BE, the highest LSN ever confirmed to PostgreSQL.
+//!
+//! # Invariants
+//! - A transaction's records are staged in `changes` as they arrive (a large transaction is never
+//!   held in memory), but they are *visible* only once `meta/head` names a commit LSN at or after
+//!   theirs. `head` is written after the records, so sled's log order makes a durable head imply
+//!   durable records. On open, anything past the head (a half-received transaction) is removed.
+//! - Transactions arrive in commit-LSN order, so a transaction whose commit LSN is not past the
+//!   head is a replay and is not stored again (ids are stable: commit LSN + index).
+//! - The durable watermark advances only after `Db::flush` returns for everything written before
+//!   the flush began. Flushes are grouped: one background flusher flushes whatever has been written
+//!   since its last flush, so a burst of small transactions costs one fsync, not one each.
+
+pub mod flusher;
+pub mod record;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::lsn::Lsn;
+use flusher::Flusher;
+pub use flusher::{Durable, LatencySamples};
+use record::{ChangeRecord, EventId, TxnRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(
+        "queue at {path} is in use by another process (is `fieldsync run` already running with this [queue] path?)"
+    )]
+    Locked { path: String },
+    #[error("cannot open queue at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("queue storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("queue flush failed, nothing after {durable} is confirmed: {reason}")]
+    FlushFailed { durable: Lsn, reason: String },
+    #[error("corrupt queue entry {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("transaction at {commit_lsn} is not after the queue head {head}: replays must be skipped")]
+    OutOfOrder { commit_lsn: Lsn, head: Lsn },
+}
+
+/// The newest stored transaction and running totals, kept under `meta/head`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub last: Option<TxnRecord>,
+    pub total_records: u64,
+    pub total_txns: u64,
+}
+
+impl Head {
+    fn commit_lsn(&self) -> Option<Lsn> {
+        self.last.as_ref().map(|t| t.commit_lsn)
+    }
+}
+
+/// A point-in-time summary for the CLI view and `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueSummary {
+    pub records: u64,
+    pub transactions: u64,
+    pub durable: Durable,
+    pub confirmed: Lsn,
+    pub last_transaction: Option<TxnRecord>,
+}
+
+/// Handle on the open queue. Cheap to clone; one [`QueueWriter`] at a time writes.
+#[derive(Clone)]
+pub struct Queue {
+    db: sled::Db,
+    changes: sled::Tree,
+    txns: sled::Tree,
+    meta: sled::Tree,
+    flusher: Arc<Flusher>,
+    _stop: Arc<StopFlusherOnDrop>,
+}
+
+/// Dropped with the last [`Queue`] handle: stops the flusher after its final flush.
+struct StopFlusherOnDrop(Arc<Flusher>);
+
+impl Drop for StopFlusherOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+const HEAD: &[u8] = b"head";
+const CONFIRMED: &[u8] = b"confirmed";
+
+impl Queue {
+    /// Opens (or creates) the queue and removes any half-received transaction left by a crash.
+    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Queue, QueueError> {
+        let shown = path.display().to_string();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || is_lock_error(e) => {
+                    QueueError::Locked { path: shown.clone() }
+                }
+                _ => QueueError::Open { path: shown.clone(), source },
+            })?;
+        let changes = db.open_tree("changes")?;
+        let txns = db.open_tree("txns")?;
+        let meta = db.open_tree("meta")?;
+        let head = read_head(&meta)?;
+        let removed = remove_after(&changes, &txns, head.commit_lsn())?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed records of a transaction that was not fully received");
+        }
+        db.flush()?;
+        let durable = Durable {
+            commit_lsn: head.commit_lsn().unwrap_or(Lsn::ZERO),
+            end_lsn: head.last.as_ref().map_or(Lsn::ZERO, |t| t.end_lsn),
+        };
+        let flusher = Flusher::start(db.clone(), durable);
+        let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
+        Ok(Queue { db, changes, txns, meta, flusher, _stop })
+    }
+
+    /// The writer used by capture. Only one may be in use at a time.
+    pub fn writer(&self) -> Result<QueueWriter, QueueError> {
+        Ok(QueueWriter { queue: self.clone(), head: read_head(&self.meta)? })
+    }
+
+    /// Watch the durable watermark: the newest transaction whose records are flushed.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.flusher.subscribe()
+    }
+
+    /// True while something written is not yet flushed.
+    pub fn has_pending(&self) -> bool {
+        self.flusher.has_pending()
+    }
+
+    /// Flushes everything written so far and waits for the watermark to cover it.
+    pub fn flush_blocking(&self) -> Result<Durable, QueueError> {
+        self.flusher.flush_now()
+    }
+
+    /// Commit-to-durable latencies of recent transactions (for benchmarks and metrics).
+    pub fn latency_samples(&self) -> &LatencySamples {
+        self.flusher.latencies()
+    }
+
+    /// The highest LSN confirmed to PostgreSQL so far, as persisted.
+    pub fn confirmed(&self) -> Result<Lsn, QueueError> {
+        Ok(match self.meta.get(CONFIRMED)? {
+            Some(v) => Lsn::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("meta/confirmed", "not 8 bytes"))?),
+            None => Lsn::ZERO,
+        })
+    }
+
+    /// Records a confirmed LSN. Persisted with the next flush; never moves backwards.
+    pub fn save_confirmed(&self, lsn: Lsn) -> Result<(), QueueError> {
+        self.meta.fetch_and_update(CONFIRMED, |old| {
+            let old = old.and_then(|v| <[u8; 8]>::try_from(v).ok()).map_or(Lsn::ZERO, Lsn::from_be_bytes);
+            Some(old.max(lsn).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    pub fn head(&self) -> Result<Head, QueueError> {
+        read_head(&self.meta)
+    }
+
+    pub fn summary(&self) -> Result<QueueSummary, QueueError> {
+        let head = self.head()?;
+        Ok(QueueSummary {
+            records: head.total_records,
+            transactions: head.total_txns,
+            durable: *self.durable().borrow(),
+            confirmed: self.confirmed()?,
+            last_transaction: head.last,
+        })
+    }
+
+    /// Durable records after `after` (exclusive), in commit order, at most `limit`.
+    pub fn records_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<ChangeRecord>, QueueError> {
+        let visible = self.durable().borrow().commit_lsn;
+        let start = match after {
+            Some(id) => {
+                let mut k = id.key().to_vec();
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        for item in self.changes.range(start..) {
+            let (k, v) = item?;
+            let id = EventId::from_key(&k).ok_or_else(|| corrupt("changes key", "not 12 bytes"))?;
+            if id.commit_lsn > visible || out.len() >= limit {
+                break;
+            }
+            out.push(decode_record(&id, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest `n` durable records, oldest first.
+    pub fn last_records(&self, n: usize) -> Result<Vec<ChangeRecord>, QueueError> {
+        let visible = self.durable().borrow().commit_lsn;
+        let mut out = Vec::new();
+        for item in self.changes.iter().rev() {
+            let (k, v) = item?;
+            let id = EventId::from_key(&k).ok_or_else(|| corrupt("changes key", "not 12 bytes"))?;
+            if id.commit_lsn > visible {
+                continue;
+            }
+            if out.len() == n {
+                break;
+            }
+            out.push(decode_record(&id, &v)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The newest `n` stored transactions, oldest first.
+    pub fn last_transactions(&self, n: usize) -> Result<Vec<TxnRecord>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.txns.iter().rev().take(n) {
+            let (k, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(&format!("txns/{k:?}"), &e.to_string()))?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Bytes the queue occupies on disk (sled's estimate).
+    pub fn size_on_disk(&self) -> Result<u64, QueueError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Stages and commits transactions. Owned by the capture loop.
+pub struct QueueWriter {
+    queue: Queue,
+    head: Head,
+}
+
+impl QueueWriter {
+    /// True when the transaction committing at `commit_lsn` is already stored (a replay).
+    pub fn is_stored(&self, commit_lsn: Lsn) -> bool {
+        self.head.commit_lsn().is_some_and(|h| commit_lsn <= h)
+    }
+
+    /// Stages one record of the open transaction. Invisible until [`QueueWriter::commit`].
+    pub fn stage(&mut self, id: EventId, record_json: &[u8]) -> Result<(), QueueError> {
+        self.queue.changes.insert(id.key(), record_json)?;
+        Ok(())
+    }
+
+    /// Makes a transaction's staged records visible and hands it to the flusher.
+    pub fn commit(&mut self, txn: TxnRecord) -> Result<(), QueueError> {
+        if let Some(head) = self.head.commit_lsn() {
+            if txn.commit_lsn <= head {
+                return Err(QueueError::OutOfOrder { commit_lsn: txn.commit_lsn, head });
+            }
+        }
+        self.queue.flusher.check_failed()?;
+        let bytes = serde_json::to_vec(&txn).expect("TxnRecord serializes");
+        self.queue.txns.insert(txn.commit_lsn.to_be_bytes(), bytes)?;
+        let mut head = self.head.clone();
+        head.total_records += u64::from(txn.records);
+        head.total_txns += 1;
+        let (commit_lsn, end_lsn, commit_time) = (txn.commit_lsn, txn.end_lsn, txn.commit_time);
+        head.last = Some(txn);
+        self.queue.meta.insert(HEAD, serde_json::to_vec(&head).expect("Head serializes"))?;
+        self.head = head;
+        self.queue.flusher.written(Durable { commit_lsn, end_lsn }, commit_time);
+        Ok(())
+    }
+
+    /// Removes whatever was staged for a transaction that will not commit here (the connection
+    /// dropped mid-transaction; PostgreSQL will send it again).
+    pub fn discard(&mut self, commit_lsn: Lsn) -> Result<u64, QueueError> {
+        let from = EventId { commit_lsn, index: 0 }.key();
+        let to = EventId { commit_lsn, index: u32::MAX }.key();
+        let mut n = 0;
+        for key in self.queue.changes.range(from..=to).keys() {
+            self.queue.changes.remove(key?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
+    match meta.get(HEAD)? {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("meta/head", &e.to_string())),
+        None => Ok(Head::default()),
+    }
+}
+
+/// Removes change records and transaction markers after `head` (all of them when `None`).
+fn remove_after(changes: &sled::Tree, txns: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueError> {
+    let (change_from, txn_from) = match head {
+        Some(Lsn(u64::MAX)) => return Ok(0),
+        Some(h) => (EventId { commit_lsn: Lsn(h.0 + 1), index: 0 }.key().to_vec(), (h.0 + 1).to_be_bytes().to_vec()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut n = 0;
+    for key in changes.range(change_from..).keys() {
+        changes.remove(key?)?;
+        n += 1;
+    }
+    for key in txns.range(txn_from..).keys() {
+        txns.remove(key?)?;
+    }
+    Ok(n)
+}
+
+fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, QueueError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("record {id}"), &e.to_string()))
+}
+
+fn corrupt(what: &str, reason: &str) -> QueueError {
+    QueueError::Corrupt { what: what.to_owned(), reason: reason.to_owned() }
+}
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    // sled reports a held file lock as an OS error from flock/fcntl (EAGAIN/EWOULDBLOCK).
+    matches!(e.raw_os_error(), Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,9 @@
+//! The replication source: a logical replication connection speaking the wire protocol directly
+//! (`conn`, `wire`), the one place where its errors are classified (`error`), the WAL positions
+//! it may confirm (`progress`), and the session loop with reconnects (`stream`).
+
+pub mod conn;
+pub mod error;
+pub mod progress;
+pub mod stream;
+pub mod wire;

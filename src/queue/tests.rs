@@ -1,0 +1,114 @@
+use super::record::{EventId, TxnRecord};
+use super::*;
+
+fn txn(commit: u64, records: u32) -> TxnRecord {
+    TxnRecord { commit_lsn: Lsn(commit), end_lsn: Lsn(commit + 8), commit_time: 0, xid: 1, origin: None, records }
+}
+
+fn record_json(id: EventId) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": id, "commit_lsn": id.commit_lsn, "commit_time": 0, "xid": 1, "origin": null,
+        "schema": "public", "table": "t", "op": "insert", "identity": null, "old": null,
+        "new": {"n": id.index.to_string()}
+    }))
+    .unwrap()
+}
+
+fn stage_txn(w: &mut QueueWriter, commit: u64, n: u32) {
+    for index in 0..n {
+        let id = EventId { commit_lsn: Lsn(commit), index };
+        w.stage(id, &record_json(id)).unwrap();
+    }
+}
+
+#[test]
+fn committed_records_become_visible_once_flushed_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let mut w = q.writer().unwrap();
+    stage_txn(&mut w, 100, 3);
+    assert!(q.records_after(None, 100).unwrap().is_empty(), "staged records are invisible");
+    w.commit(txn(100, 3)).unwrap();
+    stage_txn(&mut w, 200, 2);
+    w.commit(txn(200, 2)).unwrap();
+    let durable = q.flush_blocking().unwrap();
+    assert_eq!(durable, Durable { commit_lsn: Lsn(200), end_lsn: Lsn(208) });
+    let ids: Vec<_> = q.records_after(None, 100).unwrap().into_iter().map(|r| (r.commit_lsn.0, r.id.index)).collect();
+    assert_eq!(ids, vec![(100, 0), (100, 1), (100, 2), (200, 0), (200, 1)]);
+    let after = q.records_after(Some(EventId { commit_lsn: Lsn(100), index: 2 }), 100).unwrap();
+    assert_eq!(after.len(), 2);
+    assert_eq!(q.summary().unwrap().records, 5);
+    assert_eq!(q.last_records(1).unwrap()[0].id, EventId { commit_lsn: Lsn(200), index: 1 });
+}
+
+#[test]
+fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open(dir.path(), 8 << 20).unwrap();
+        let mut w = q.writer().unwrap();
+        stage_txn(&mut w, 100, 2);
+        w.commit(txn(100, 2)).unwrap();
+        stage_txn(&mut w, 300, 50); // never committed: the process "dies" here
+        q.flush_blocking().unwrap();
+        q.db.flush().unwrap();
+    }
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(q.records_after(None, 1000).unwrap().len(), 2);
+    assert_eq!(q.changes.len(), 2, "staged tail is gone, not just hidden");
+    let mut w = q.writer().unwrap();
+    assert!(w.is_stored(Lsn(100)));
+    assert!(!w.is_stored(Lsn(300)));
+    stage_txn(&mut w, 300, 50);
+    w.commit(txn(300, 50)).unwrap();
+    q.flush_blocking().unwrap();
+    assert_eq!(q.records_after(None, 1000).unwrap().len(), 52);
+}
+
+#[test]
+fn a_replayed_transaction_is_refused_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let mut w = q.writer().unwrap();
+    stage_txn(&mut w, 100, 1);
+    w.commit(txn(100, 1)).unwrap();
+    assert!(w.is_stored(Lsn(100)) && w.is_stored(Lsn(50)));
+    assert!(matches!(w.commit(txn(100, 1)), Err(QueueError::OutOfOrder { .. })));
+}
+
+#[test]
+fn discarding_an_open_transaction_removes_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let mut w = q.writer().unwrap();
+    stage_txn(&mut w, 100, 2);
+    w.commit(txn(100, 2)).unwrap();
+    stage_txn(&mut w, 200, 5);
+    assert_eq!(w.discard(Lsn(200)).unwrap(), 5);
+    assert_eq!(q.changes.len(), 2);
+}
+
+#[test]
+fn the_confirmed_position_is_kept_and_never_goes_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open(dir.path(), 8 << 20).unwrap();
+        q.save_confirmed(Lsn(500)).unwrap();
+        q.save_confirmed(Lsn(400)).unwrap();
+        q.flush_blocking().unwrap();
+        q.db.flush().unwrap();
+    }
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(q.confirmed().unwrap(), Lsn(500));
+}
+
+#[test]
+fn a_queue_in_use_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _q = Queue::open(dir.path(), 8 << 20).unwrap();
+    match Queue::open(dir.path(), 8 << 20) {
+        Err(QueueError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a queue in use must not open twice"),
+    }
+}

@@ -1,0 +1,253 @@
+//! The replication session loop: connect, make sure the slot exists, stream from the right
+//! position, feed capture, confirm only what the queue made durable, reconnect with capped
+//! backoff after transient failures, stop cleanly on shutdown.
+//!
+//! Start position: the larger of the queue's stored head/confirmed position and the slot's
+//! `confirmed_flush_lsn`. Transactions PostgreSQL sends again anyway are recognised by capture.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::conn::{ReplicationConnection, SnapshotAction};
+use super::error::SourceError;
+use super::progress::{Progress, SourceStatus};
+use super::wire::ReplicationMessage;
+use crate::capture::{Capture, CaptureError, Step};
+use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::pgoutput::{self, DecodeError};
+use crate::queue::{Queue, QueueError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot decode the pgoutput message at {lsn}: {source}")]
+    Decode {
+        lsn: Lsn,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("replication slot {slot:?} does not exist and [replication] create_slot is false; fix: SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');")]
+    SlotMissing { slot: String },
+    #[error("replication slot {slot:?} {problem}; fix: {fix}")]
+    SlotUnusable { slot: String, problem: String, fix: String },
+}
+
+impl StreamError {
+    /// Transient errors are retried with backoff; everything else stops the daemon.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StreamError::Source(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// How long a session must have streamed before the reconnect backoff starts over.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// Upper bound for the goodbye exchange on shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Source {
+    config: Arc<Config>,
+    queue: Queue,
+    status: Arc<SourceStatus>,
+    capture: Capture,
+    progress: Progress,
+}
+
+impl Source {
+    pub fn new(config: Arc<Config>, queue: Queue, status: Arc<SourceStatus>) -> Result<Source, StreamError> {
+        let capture = Capture::new(&config.capture.tables, queue.writer()?);
+        let head_end = queue.head()?.last.map_or(Lsn::ZERO, |t| t.end_lsn);
+        let progress = Progress::new(queue.confirmed()?.max(head_end));
+        Ok(Source { config, queue, status, capture, progress })
+    }
+
+    /// Streams until `shutdown` turns true (Ok) or a definite error (Err).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+        let rc = &self.config.replication;
+        let mut backoff = rc.reconnect_backoff_min;
+        loop {
+            let started = Instant::now();
+            let result = self.session(&mut shutdown).await;
+            self.status.set_connected(false);
+            self.capture.reset()?;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() => {
+                    if started.elapsed() >= HEALTHY_SESSION {
+                        backoff = rc.reconnect_backoff_min;
+                    }
+                    let delay = jittered(backoff);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "replication connection lost; reconnecting");
+                    self.status.record_reconnect(e.to_string());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(rc.reconnect_backoff_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let rc = self.config.replication.clone();
+        let mut conn = ReplicationConnection::connect(&self.config.postgres).await?;
+        let system = conn.identify_system().await?;
+        let slot_confirmed = self.ensure_slot(&mut conn).await?;
+        let start = self.progress.confirmed().max(slot_confirmed);
+        let mut stream = conn.start_replication(&rc.slot, start, &rc.publication).await?;
+        self.progress.observe_received(start);
+        self.status.set_connected(true);
+        tracing::info!(slot = %rc.slot, publication = %rc.publication, start = %start, server_wal = %system.xlogpos, "replication started");
+
+        let mut ticker = tokio::time::interval(rc.status_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.goodbye(stream).await;
+                    return Ok(());
+                }
+                read = stream.next_batch(&mut batch) => {
+                    read?;
+                    let mut reply = false;
+                    for msg in batch.drain(..) {
+                        match msg {
+                            ReplicationMessage::XLogData { wal_start, wal_end, data, .. } => {
+                                self.progress.observe_received(wal_end);
+                                self.apply(wal_start, &data)?;
+                            }
+                            ReplicationMessage::Keepalive { wal_end, reply_requested, .. } => {
+                                self.progress.observe_received(wal_end);
+                                reply |= reply_requested;
+                            }
+                        }
+                    }
+                    self.status.touch(unix_ms_now());
+                    if reply {
+                        self.send_status(&mut stream).await?;
+                    }
+                }
+                _ = ticker.tick() => self.send_status(&mut stream).await?,
+            }
+        }
+    }
+
+    fn apply(&mut self, lsn: Lsn, data: &Bytes) -> Result<(), StreamError> {
+        let msg = pgoutput::decode(data).map_err(|source| StreamError::Decode { lsn, source })?;
+        if let Step::Committed { end_lsn, .. } = self.capture.apply(msg, lsn)? {
+            self.progress.observe_received(end_lsn);
+        }
+        Ok(())
+    }
+
+    /// Reports the confirmable position (see [`Progress::confirm`]) and remembers it.
+    async fn send_status(&mut self, stream: &mut super::conn::ReplicationStream) -> Result<(), StreamError> {
+        let durable = self.queue.durable().borrow().end_lsn;
+        self.progress.observe_durable(durable);
+        let idle = !self.capture.in_transaction() && !self.queue.has_pending();
+        let flush = self.progress.confirm(idle);
+        let received = self.progress.received();
+        stream.send_status(received, flush, flush, false).await?;
+        self.queue.save_confirmed(flush)?;
+        self.status.record_positions(received, durable, flush);
+        Ok(())
+    }
+
+    /// Clean stop: drop a half-received transaction, flush what is written, confirm it, end the copy.
+    async fn goodbye(&mut self, mut stream: super::conn::ReplicationStream) {
+        if let Err(e) = self.capture.reset() {
+            tracing::warn!(error = %e, "could not discard a partly received transaction; the next start removes it");
+        }
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.flush_blocking()).await {
+            Ok(Ok(durable)) => tracing::info!(durable = %durable.end_lsn, "queue flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final queue flush failed"),
+            Err(e) => tracing::error!(error = %e, "final queue flush task failed"),
+        }
+        let bye = async {
+            self.send_status(&mut stream).await?;
+            stream.finish().await.map_err(StreamError::from)
+        };
+        match tokio::time::timeout(GOODBYE_TIMEOUT, bye).await {
+            Ok(Ok(())) => tracing::info!(confirmed = %self.progress.confirmed(), "replication stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "replication goodbye failed; the slot resumes from the last confirmed position"),
+            Err(_) => tracing::warn!("replication goodbye timed out"),
+        }
+    }
+
+    /// Creates the slot when missing (if allowed); returns its `confirmed_flush_lsn`.
+    async fn ensure_slot(&mut self, conn: &mut ReplicationConnection) -> Result<Lsn, StreamError> {
+        let rc = &self.config.replication;
+        let rows = conn
+            .simple_query(&format!(
+                "SELECT plugin, database, confirmed_flush_lsn, wal_status FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&rc.slot)
+            ))
+            .await?;
+        let Some(row) = rows.into_iter().next() else {
+            if !rc.create_slot {
+                return Err(StreamError::SlotMissing { slot: rc.slot.clone() });
+            }
+            let created = conn.create_slot(&rc.slot, SnapshotAction::NoExport).await?;
+            tracing::info!(slot = %rc.slot, consistent_point = %created.consistent_point, "replication slot created");
+            return Ok(created.consistent_point);
+        };
+        let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let unusable = |problem: String, fix: String| StreamError::SlotUnusable { slot: rc.slot.clone(), problem, fix };
+        if field(0) != "pgoutput" {
+            return Err(unusable(
+                format!("uses output plugin {:?}, not pgoutput", field(0)),
+                format!("choose another [replication] slot, or SELECT pg_drop_replication_slot('{}');", rc.slot),
+            ));
+        }
+        if field(1) != self.config.postgres.dbname {
+            return Err(unusable(
+                format!("belongs to database {:?}, not {:?}", field(1), self.config.postgres.dbname),
+                "choose another [replication] slot name for this database".into(),
+            ));
+        }
+        if field(3) == "lost" {
+            return Err(unusable(
+                "was invalidated (wal_status = lost): the WAL it needed was removed".into(),
+                format!(
+                    "SELECT pg_drop_replication_slot('{}'); then restart fieldsync (changes made while the slot was lost are not captured; a fresh snapshot is needed)",
+                    rc.slot
+                ),
+            ));
+        }
+        Ok(field(2).parse().unwrap_or(Lsn::ZERO))
+    }
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Full jitter over the upper half: between `d/2` and `d`.
+fn jittered(d: Duration) -> Duration {
+    let half = d / 2;
+    half + Duration::from_micros(rand::thread_rng().gen_range(0..=half.as_micros() as u64))
+}
+
+fn unix_ms_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
