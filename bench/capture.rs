@@ -1,1 +1,184 @@
-fn main() {}
+//! Capture benchmark: `fieldsync` against `pg_recvlogical`, same cluster, same workload, same run.
+//!
+//! For each workload (1-row and 100-row transactions of form-field-like rows with jsonb values),
+//! two logical slots are created *before* the workload, so both consumers drain the same WAL:
+//! (a) `pg_recvlogical` with pgoutput to /dev/null, until `--endpos`; (b) fieldsync's capture into its
+//! fsynced sled queue, until the last transaction is durable. Prints rows/s and the ratio b/a.
+//! Then measures commit-to-durable latency (p50/p99) at steady 1,000 and 5,000 changes/s, and the
+//! process's peak RSS.
+//!
+//! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fieldsync::config::Config;
+use fieldsync::devdb::{Cluster, ClusterOptions};
+use fieldsync::lsn::Lsn;
+use fieldsync::queue::Queue;
+use fieldsync::source::progress::SourceStatus;
+use fieldsync::source::stream::Source;
+
+const ORG: &str = "00000000-0000-0000-0000-0000000000be";
+const WEDDING: &str = "00000000-0000-0000-0000-0000000000b0";
+
+fn main() {
+    let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cluster = Cluster::start(ClusterOptions::default()).expect("start PostgreSQL");
+    cluster.apply_default_schema("postgres").expect("apply schema");
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Bench');
+                 INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'K & L');"
+            ),
+        )
+        .unwrap();
+
+    println!("fieldsync capture benchmark: {rows} rows per workload, fsync on, PostgreSQL {}", server_version(&cluster));
+    println!("{:<22} {:>16} {:>16} {:>8}", "workload", "pg_recvlogical", "fieldsync", "ratio");
+    for txn_rows in [1u64, 100] {
+        let name = format!("{txn_rows}-row transactions");
+        let (reference, ours) = runtime.block_on(throughput(&cluster, rows, txn_rows));
+        println!(
+            "{name:<22} {:>12.0} r/s {:>12.0} r/s {:>8.2}",
+            reference,
+            ours,
+            ours / reference
+        );
+    }
+    for rate in [1_000u64, 5_000] {
+        let (p50, p99, n) = runtime.block_on(latency(&cluster, rate, Duration::from_secs(5)));
+        println!("commit-to-durable at {rate:>5}/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({n} transactions)");
+    }
+    println!("peak RSS of the benchmark process (fieldsync in-process): {} MiB", peak_rss_kib() / 1024);
+}
+
+fn server_version(cluster: &Cluster) -> String {
+    cluster.psql("postgres", "SHOW server_version").unwrap().trim().to_owned()
+}
+
+fn config(cluster: &Cluster, slot: &str, queue: &std::path::Path) -> Config {
+    let toml = format!(
+        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[replication]\nslot = \"{slot}\"\ncreate_slot = false\n[queue]\npath = \"{}\"\n",
+        cluster.url("postgres", "postgres"),
+        queue.display()
+    );
+    Config::from_toml_str(&toml, "bench", std::iter::empty::<(String, String)>()).expect("bench config")
+}
+
+/// Generates `rows` rows in transactions of `txn_rows` rows, with both slots created first; returns
+/// rows/s of (pg_recvlogical, fieldsync).
+async fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64) {
+    let ref_slot = format!("bench_ref_{txn_rows}");
+    let our_slot = format!("bench_fs_{txn_rows}");
+    for slot in [&ref_slot, &our_slot] {
+        cluster.psql("postgres", &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")).unwrap();
+    }
+    let txns = rows / txn_rows;
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "SET synchronous_commit = off;
+                 DO $$ BEGIN FOR t IN 1..{txns} LOOP
+                   INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value, updated_by)
+                   SELECT '{ORG}', '{WEDDING}', gen_random_uuid(), 'guest_count_matrix',
+                          jsonb_build_object('adults', 100 + i, 'children', i % 15, 'infants', i % 4),
+                          '00000000-0000-0000-0000-0000000000aa'
+                   FROM generate_series(1, {txn_rows}) i;
+                   COMMIT;
+                 END LOOP; END $$;"
+            ),
+        )
+        .unwrap();
+    let end: Lsn = cluster.psql("postgres", "SELECT pg_current_wal_lsn()").unwrap().trim().parse().unwrap();
+
+    // (a) the reference
+    let started = Instant::now();
+    let status = Command::new(cluster.bin_dir().join("pg_recvlogical"))
+        .args(["-d", &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", cluster.port())])
+        .args(["--slot", &ref_slot, "--start", "--no-loop", "-f", "/dev/null"])
+        .args(["-E", &end.to_string(), "-o", "proto_version=1", "-o", "publication_names=fieldsync"])
+        .status()
+        .expect("run pg_recvlogical");
+    assert!(status.success(), "pg_recvlogical failed");
+    let reference = rows as f64 / started.elapsed().as_secs_f64();
+
+    // (b) fieldsync, fsynced queue
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(cluster, &our_slot, &dir.path().join("queue"));
+    let queue = Queue::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let source = Source::new(Arc::new(cfg), queue.clone(), Arc::new(SourceStatus::default())).unwrap();
+    let task = tokio::spawn(source.run(stop_rx));
+    let mut durable = queue.durable();
+    loop {
+        let head = queue.head().unwrap();
+        if head.total_records >= rows && durable.borrow().commit_lsn == head.last.map_or(Lsn::ZERO, |t| t.commit_lsn) {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), durable.changed()).await;
+    }
+    let ours = rows as f64 / started.elapsed().as_secs_f64();
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    for slot in [&ref_slot, &our_slot] {
+        cluster.psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')")).unwrap();
+    }
+    (reference, ours)
+}
+
+/// Streams live while a client commits 1-row transactions at `rate`/s; returns p50, p99 (ms), count.
+async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> (f64, f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let slot = format!("bench_lat_{rate}");
+    let mut cfg = config(cluster, &slot, &dir.path().join("queue"));
+    cfg.replication.create_slot = true;
+    let queue = Queue::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let status = Arc::new(SourceStatus::default());
+    let source = Source::new(Arc::new(cfg.clone()), queue.clone(), status.clone()).unwrap();
+    let task = tokio::spawn(source.run(stop_rx));
+    while !status.snapshot().connected {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = fieldsync::pg::connect_sql(&cfg.postgres).await.unwrap();
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+             VALUES ('{ORG}', '{WEDDING}', gen_random_uuid(), 'number', to_jsonb($1::int))"
+        ))
+        .await
+        .unwrap();
+    queue.latency_samples().take();
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = rate * duration.as_secs();
+    for i in 0..total {
+        tick.tick().await;
+        client.execute(&insert, &[&(i as i32)]).await.unwrap();
+    }
+    let target = queue.head().unwrap().total_records;
+    while queue.summary().unwrap().records < target || queue.has_pending() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut samples = queue.latency_samples().take();
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    cluster.psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')")).unwrap();
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    (pct(0.50), pct(0.99), samples.len())
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,5 +1,9 @@
 //! Integration tests, built as one binary. Each module is one area; `support` holds the throwaway
 //! PostgreSQL cluster and wait helpers they share.
 
+mod capture;
+mod cli;
+mod crash;
 mod devdb;
+mod memory;
 mod support;

@@ -2,6 +2,8 @@
 //! helpers that wait on a condition with a deadline instead of sleeping.
 #![allow(dead_code)] // shared by test modules; not every module uses every helper
 
+pub mod daemon;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,99 @@
+//! `fieldsync check` and `fieldsync run` on a bad configuration or an unprepared database: one
+//! clear message naming the key or the fix, a non-zero exit, and nothing written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::daemon::{binary, config_toml, free_port};
+use crate::support::{cluster, cluster_with_schema, Cluster, ClusterOptions};
+
+fn fieldsync(args: &[&str], config: &Path) -> Output {
+    Command::new(binary()).args(args).arg("--config").arg(config).env("RUST_LOG", "warn").output().expect("run fieldsync")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(cluster: &Cluster, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config_toml(cluster, &dir.path().join("queue"), free_port()) + extra;
+        std::fs::write(dir.path().join("fieldsync.toml"), toml).unwrap();
+        Setup { dir }
+    }
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("fieldsync.toml")
+    }
+    fn queue_exists(&self) -> bool {
+        self.dir.path().join("queue").exists()
+    }
+}
+
+#[test]
+fn an_unknown_key_is_named_and_nothing_is_written() {
+    let cluster = cluster_with_schema();
+    let s = Setup::new(&cluster, "\n[queue_settings]\nfoo = 1\n");
+    for cmd in ["check", "run"] {
+        let out = fieldsync(&[cmd], &s.config());
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("queue_settings"), "{cmd} names the key: {}", stderr(&out));
+    }
+    assert!(!s.queue_exists());
+}
+
+#[test]
+fn a_wrong_wal_level_fails_check_and_run_with_the_fix() {
+    let cluster = crate::support::Cluster::start(ClusterOptions {
+        settings: vec![("wal_level".into(), "replica".into())],
+        ..ClusterOptions::default()
+    })
+    .unwrap();
+    cluster.apply_default_schema("postgres").unwrap_or_else(|e| panic!("{e}"));
+    let s = Setup::new(&cluster, "");
+    let out = fieldsync(&["check"], &s.config());
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ALTER SYSTEM SET wal_level = logical"), "{}", stdout(&out));
+    let out = fieldsync(&["run"], &s.config());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wal_level"), "{}", stderr(&out));
+    assert!(!s.queue_exists(), "run wrote nothing");
+    let slots = cluster.psql("postgres", "SELECT count(*) FROM pg_replication_slots").unwrap();
+    assert_eq!(slots.trim(), "0");
+}
+
+#[test]
+fn a_missing_publication_fails_run_with_the_create_publication_fix() {
+    let cluster = cluster();
+    cluster.psql_file("postgres", Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/schema.sql"))).unwrap();
+    let s = Setup::new(&cluster, "");
+    let out = fieldsync(&["run"], &s.config());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CREATE PUBLICATION"), "{}", stderr(&out));
+    assert!(!s.queue_exists(), "run wrote nothing");
+}
+
+#[test]
+fn check_passes_on_a_prepared_database_and_config_hides_the_password() {
+    let cluster = cluster_with_schema();
+    let s = Setup::new(&cluster, "");
+    let out = fieldsync(&["check"], &s.config());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let secret = "pa55-w0rd-secret";
+    std::fs::write(
+        s.config(),
+        std::fs::read_to_string(s.config()).unwrap().replace("url = \"postgres://postgres@", &format!("url = \"postgres://postgres:{secret}@")),
+    )
+    .unwrap();
+    let out = fieldsync(&["config"], &s.config());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(secret) && stdout(&out).contains("***"), "{}", stdout(&out));
+}

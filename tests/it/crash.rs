@@ -1,0 +1,97 @@
+//! Durability by killing: `fieldsync run` is SIGKILLed at random moments while PostgreSQL takes a
+//! write load, then restarted; every committed change must be in the queue exactly once, in
+//! commit order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fieldsync::queue::record::ColumnValue;
+use rand::{Rng, SeedableRng};
+
+use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
+use crate::support::{cluster_with_schema, wait_for};
+
+const KILLS: usize = 20;
+const MIN_CHANGES: u64 = 10_000;
+const ORG: &str = "00000000-0000-0000-0000-00000000000c";
+const WEDDING: &str = "00000000-0000-0000-0000-0000000000c1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
+    let cluster = cluster_with_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let queue_path = dir.path().join("queue");
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config_path = dir.path().join("fieldsync.toml");
+    std::fs::write(&config_path, config_toml(&cluster, &queue_path, http.port())).unwrap();
+    let log = dir.path().join("fieldsync.log");
+
+    let db = sql(&cluster).await;
+    db.batch_execute(&format!(
+        "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Crash Studio');
+         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');"
+    ))
+    .await
+    .unwrap();
+
+    // The writer: one connection, transactions of 1 to 500 rows, values numbered in commit order.
+    let written = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (written, stop) = (written.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0xF1E1D);
+            while !stop.load(Ordering::Relaxed) {
+                let n: u64 = rng.gen_range(1..=500);
+                let from = written.load(Ordering::Relaxed) + 1;
+                db.batch_execute(&format!(
+                    "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+                       SELECT '{ORG}', '{WEDDING}', gen_random_uuid(), 'number', to_jsonb(i)
+                       FROM generate_series({from}, {}) i",
+                    from + n - 1
+                ))
+                .await
+                .expect("writer transaction");
+                written.fetch_add(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(5..40))).await;
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
+    let mut kills = 0;
+    while kills < KILLS || written.load(Ordering::Relaxed) < MIN_CHANGES {
+        let daemon = DaemonProcess::spawn(&config_path, http, &log);
+        // Kill at a random moment: sometimes during start-up, mostly while streaming.
+        let alive_ms = if rng.gen_bool(0.2) { rng.gen_range(0..150) } else { rng.gen_range(150..1200) };
+        tokio::time::sleep(Duration::from_millis(alive_ms)).await;
+        daemon.kill9();
+        kills += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let total = written.load(Ordering::Relaxed);
+
+    let mut daemon = DaemonProcess::spawn(&config_path, http, &log);
+    wait_for(Duration::from_secs(120), "the restarted daemon to catch up", || {
+        assert!(daemon.try_wait().is_none(), "daemon exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        daemon.stored_records() == Some(total + 2)
+    });
+    assert!(daemon.terminate().success(), "clean stop on SIGTERM");
+
+    let records = read_queue(&queue_path);
+    let values: Vec<u64> = records
+        .iter()
+        .filter(|r| r.table == "form_field_values")
+        .map(|r| match r.new.as_ref().and_then(|n| n.get("value")) {
+            Some(ColumnValue::Text(t)) => t.parse().unwrap(),
+            other => panic!("unexpected value {other:?}"),
+        })
+        .collect();
+    assert_eq!(values.len() as u64, total, "every committed change is stored exactly once");
+    assert!(values.iter().copied().eq(1..=total), "in commit order, none missing, none twice");
+    assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids strictly increase");
+    assert!(kills >= KILLS && total >= MIN_CHANGES);
+    eprintln!("{kills} kills, {total} changes, {} records", records.len());
+}

@@ -1,0 +1,152 @@
+//! Running fieldsync in tests: in-process (`Daemon`) when a test needs its handles, or as the real
+//! `fieldsync` binary when a test kills it or measures its memory.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use fieldsync::app::Daemon;
+use fieldsync::config::Config;
+use fieldsync::queue::record::ChangeRecord;
+use fieldsync::queue::Queue;
+
+use super::Cluster;
+
+/// A configuration for `cluster` as superuser `postgres`, fast status updates and reconnects.
+pub fn config_toml(cluster: &Cluster, queue: &Path, http_port: u16) -> String {
+    format!(
+        r#"
+[postgres]
+url = "{url}"
+tls = "disable"
+
+[replication]
+status_interval = "100ms"
+reconnect_backoff_min = "50ms"
+reconnect_backoff_max = "1s"
+
+[queue]
+path = "{queue}"
+cache_capacity_mb = 32
+
+[http]
+listen = "127.0.0.1:{http_port}"
+"#,
+        url = cluster.url("postgres", "postgres"),
+        queue = queue.display(),
+    )
+}
+
+pub fn config(toml: &str) -> Config {
+    Config::from_toml_str(toml, "test config", std::iter::empty::<(String, String)>())
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"))
+}
+
+/// Starts the daemon in this process.
+pub async fn start(toml: &str) -> Daemon {
+    Daemon::start(config(toml)).await.unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+}
+
+/// An ordinary SQL connection to the cluster as `postgres`.
+pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
+    fieldsync::pg::connect_sql(&cluster.target("postgres", None, "postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("sql connection failed: {e}"))
+}
+
+/// Every durable record of the queue at `path` (the daemon must not hold it).
+pub fn read_queue(path: &Path) -> Vec<ChangeRecord> {
+    let queue = Queue::open(path, 16 << 20).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
+    queue.records_after(None, usize::MAX).unwrap_or_else(|e| panic!("cannot read queue: {e}"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A plain HTTP/1.0 GET; `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// The `fieldsync` binary running as a child process, its stderr appended to a log file.
+pub struct DaemonProcess {
+    child: Child,
+    pub http: SocketAddr,
+}
+
+impl DaemonProcess {
+    pub fn spawn(config_path: &Path, http: SocketAddr, log: &Path) -> DaemonProcess {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("daemon log file");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn fieldsync");
+        DaemonProcess { child, http }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `/status` as JSON, once the daemon answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let (code, body) = http_get(self.http, "/status")?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    pub fn stored_records(&self) -> Option<u64> {
+        self.status()?.pointer("/queue/records")?.as_u64()
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The process's peak resident set size so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for fieldsync")
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fieldsync"))
+}
