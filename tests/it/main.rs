@@ -1,1 +1,5 @@
+//! Integration tests, built as one binary. Each module is one area; `support` holds the throwaway
+//! PostgreSQL cluster and wait helpers they share.
 
+mod devdb;
+mod support;

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# fieldsync's test command: makes sure PostgreSQL is installed (the integration tests start their own
+# throwaway clusters), then runs the library, binary and integration tests (not the benchmarks).
+# Extra arguments go to `cargo test`, e.g. `scripts/test.sh --test it devdb`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-postgres.sh
+
+exec cargo test --locked "$@"
