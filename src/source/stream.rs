@@ -75,7 +75,7 @@ impl Source {
 
     /// Streams until `shutdown` turns true (Ok) or a definite error (Err).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
-        let rc = &self.config.replication;
+        let rc = self.config.replication.clone();
         let mut backoff = rc.reconnect_backoff_min;
         loop {
             let started = Instant::now();
@@ -160,7 +160,7 @@ impl Source {
     }
 
     /// Reports the confirmable position (see [`Progress::confirm`]) and remembers it.
-    async fn send_status(&mut self, stream: &mut super::conn::ReplicationStream) -> Result<(), StreamError> {
+    async fn send_status(&mut self, stream: &mut super::wire::ReplicationStream) -> Result<(), StreamError> {
         let durable = self.queue.durable().borrow().end_lsn;
         self.progress.observe_durable(durable);
         let idle = !self.capture.in_transaction() && !self.queue.has_pending();
@@ -173,7 +173,7 @@ impl Source {
     }
 
     /// Clean stop: drop a half-received transaction, flush what is written, confirm it, end the copy.
-    async fn goodbye(&mut self, mut stream: super::conn::ReplicationStream) {
+    async fn goodbye(&mut self, mut stream: super::wire::ReplicationStream) {
         if let Err(e) = self.capture.reset() {
             tracing::warn!(error = %e, "could not discard a partly received transaction; the next start removes it");
         }

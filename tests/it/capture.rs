@@ -10,14 +10,22 @@ use fieldsync::queue::Queue;
 use crate::support::daemon::{self, sql};
 use crate::support::{cluster_with_schema, wait_for_async};
 
+
 const DEADLINE: Duration = Duration::from_secs(60);
 
-async fn wait_for_records(queue: &Queue, n: u64) -> Vec<ChangeRecord> {
-    wait_for_async(DEADLINE, &format!("{n} durable records"), || async {
-        queue.records_after(None, usize::MAX).map(|r| r.len() as u64 >= n).unwrap_or(false)
-    })
-    .await;
-    queue.records_after(None, usize::MAX).unwrap()
+async fn wait_for_records(queue: &Queue, n: usize) -> Vec<ChangeRecord> {
+    let start = std::time::Instant::now();
+    loop {
+        let records = queue.records_after(None, usize::MAX).unwrap();
+        if records.len() >= n {
+            return records;
+        }
+        if start.elapsed() > DEADLINE {
+            let seen: Vec<_> = records.iter().map(|r| (r.id.to_string(), r.table.clone(), r.op)).collect();
+            panic!("timed out waiting for {n} durable records; the queue holds {seen:?}; summary {:?}", queue.summary());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn text<'a>(row: &'a Option<fieldsync::queue::record::Row>, col: &str) -> &'a ColumnValue {

@@ -44,9 +44,19 @@ pub fn config(toml: &str) -> Config {
         .unwrap_or_else(|e| panic!("test config is invalid: {e}"))
 }
 
-/// Starts the daemon in this process.
+/// Starts the daemon in this process, its logs in the test's captured output.
 pub async fn start(toml: &str) -> Daemon {
-    Daemon::start(config(toml)).await.unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
+    let daemon = Daemon::start(config(toml)).await.unwrap_or_else(|e| panic!("daemon did not start: {e}"));
+    // The slot is created when the source first connects: changes before that are not captured.
+    super::wait_for_async(Duration::from_secs(30), "replication to start", || async {
+        daemon.status.snapshot().connected
+    })
+    .await;
+    daemon
 }
 
 /// An ordinary SQL connection to the cluster as `postgres`.
