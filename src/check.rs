@@ -13,6 +13,7 @@
 
 mod probe;
 mod reach;
+mod slot;
 
 use std::fmt;
 

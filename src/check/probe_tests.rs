@@ -20,18 +20,6 @@ fn good_rel() -> RelFacts {
     }
 }
 
-fn logical_slot() -> SlotFacts {
-    SlotFacts {
-        slot_type: "logical".into(),
-        plugin: Some("pgoutput".into()),
-        database: Some("wed".into()),
-        wal_status: Some("reserved".into()),
-        confirmed_flush_lsn: Some("0/16B3748".into()),
-        retained_bytes: Some(3 * 1024 * 1024),
-        ..SlotFacts::default()
-    }
-}
-
 #[test]
 fn old_servers_and_standbys_fail_with_what_to_do() {
     let r = server_results(150004, "15.4", false);
@@ -222,91 +210,4 @@ fn missing_privileges_get_grants_with_schema_usage_once() {
             "GRANT USAGE ON SCHEMA crm TO app;\nGRANT SELECT ON crm.a TO app;\nGRANT SELECT ON crm.b TO app;"
         )
     );
-}
-
-#[test]
-fn a_missing_slot_is_fine_when_fieldsync_may_create_it() {
-    assert_eq!(slot_result("fs", true, "wed", None).status, Status::Ok);
-    let r = slot_result("fs", false, "wed", None);
-    assert_eq!(r.status, Status::Fail);
-    assert!(r
-        .fix
-        .unwrap()
-        .starts_with("SELECT pg_create_logical_replication_slot('fs', 'pgoutput');"));
-}
-
-#[test]
-fn a_healthy_slot_shows_its_position_and_retained_wal() {
-    let r = slot_result("fs", true, "wed", Some(&logical_slot()));
-    assert_eq!(r.status, Status::Ok);
-    assert!(
-        r.detail.contains("confirmed_flush_lsn 0/16B3748") && r.detail.contains("WAL retained: 3.0 MiB"),
-        "{}",
-        r.detail
-    );
-}
-
-#[test]
-fn a_lost_slot_fails_with_drop_and_a_resync_warning() {
-    let s = SlotFacts {
-        wal_status: Some("lost".into()),
-        ..logical_slot()
-    };
-    let r = slot_result("fs", true, "wed", Some(&s));
-    assert_eq!(r.status, Status::Fail);
-    assert_eq!(r.fix.as_deref(), Some("SELECT pg_drop_replication_slot('fs');"));
-    assert!(r.detail.contains("snapshot"), "{}", r.detail);
-}
-
-#[test]
-fn a_wrong_plugin_type_or_database_fails() {
-    let plugin = SlotFacts {
-        plugin: Some("test_decoding".into()),
-        ..logical_slot()
-    };
-    assert_eq!(slot_result("fs", true, "wed", Some(&plugin)).status, Status::Fail);
-    let physical = SlotFacts {
-        slot_type: "physical".into(),
-        plugin: None,
-        database: None,
-        ..logical_slot()
-    };
-    assert_eq!(
-        slot_result("fs", true, "wed", Some(&physical)).status,
-        Status::Fail
-    );
-    let r = slot_result("fs", true, "other", Some(&logical_slot()));
-    assert_eq!(r.status, Status::Fail);
-    assert!(r.detail.contains("belongs to database \"wed\""), "{}", r.detail);
-}
-
-#[test]
-fn an_unreserved_or_busy_slot_warns() {
-    let s = SlotFacts {
-        wal_status: Some("unreserved".into()),
-        ..logical_slot()
-    };
-    assert_eq!(slot_result("fs", true, "wed", Some(&s)).status, Status::Warn);
-    let s = SlotFacts {
-        active_pid: Some(4242),
-        holder_application: Some("other".into()),
-        ..logical_slot()
-    };
-    let r = slot_result("fs", true, "wed", Some(&s));
-    assert_eq!(r.status, Status::Warn);
-    assert!(
-        r.detail.contains("PID 4242") && r.detail.contains("\"other\""),
-        "{}",
-        r.detail
-    );
-    assert!(r.fix.unwrap().contains("pg_terminate_backend(4242)"));
-}
-
-#[test]
-fn byte_counts_are_human_readable() {
-    assert_eq!(human_bytes(0), "0 B");
-    assert_eq!(human_bytes(1023), "1023 B");
-    assert_eq!(human_bytes(1536), "1.5 KiB");
-    assert_eq!(human_bytes(16 * 1024 * 1024), "16.0 MiB");
-    assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
 }
