@@ -2,4 +2,5 @@
 //! PostgreSQL cluster and wait helpers they share.
 
 mod devdb;
+mod source_conn;
 mod support;
