@@ -2,12 +2,36 @@
 //! checked `Config` (durations, addresses, parsed URL, named errors).
 //!
 //! Every key is documented with its default in `config.example.toml`, which a unit test parses.
+//!
+//! Layers, in order (later wins): the defaults (named consts in [`raw`]), the TOML file, then
+//! `FIELDSYNC__<SECTION>__<KEY>` environment variables ([`env`]). Within `[postgres]`, the `tls`,
+//! `ca_file`, `connect_timeout`, `application_name` and `password` keys override what the URL says.
+//!
+//! Invariants:
+//! - every error names where the bad value came from (file or variable), the key, and how to fix it;
+//! - no error, `Debug` output or [`Config::redacted`] rendering ever contains a password: the URL text
+//!   is never echoed, and passwords live in [`Secret`](crate::secret::Secret)s.
+
+mod error;
+mod load;
+mod pgurl;
+mod redact;
+mod validate;
+
+pub mod env;
+pub mod raw;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::pg::PgTarget;
+
+pub use error::ConfigError;
+pub use raw::RawConfig;
 
 /// The checked configuration the daemon runs with.
 #[derive(Clone, Debug)]
@@ -66,7 +90,7 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -78,4 +102,58 @@ pub struct LogConfig {
     /// An `EnvFilter` directive such as `info` or `fieldsync=debug`.
     pub level: String,
     pub format: LogFormat,
+}
+
+impl Config {
+    /// Reads the TOML file at `path`, applies the process environment's `FIELDSYNC__*` overrides and
+    /// checks the result. A missing file is an error.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_file(path)?;
+        Config::from_toml_str(&text, &path.display().to_string(), env::process_env()?)
+    }
+
+    /// Like [`Config::load`] with a path; with `None`, the defaults plus environment overrides.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Config::load(path),
+            None => Config::from_toml_str("", "defaults", env::process_env()?),
+        }
+    }
+
+    /// Parses `text` (named `source_name` in errors), applies the `FIELDSYNC__*` overrides found in
+    /// `env` (other variables are ignored) and checks the result. Never reads the process env.
+    pub fn from_toml_str(
+        text: &str,
+        source_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load::load(text, source_name, env)
+    }
+
+    /// The effective configuration as TOML, every password replaced by `***`: what
+    /// `fieldsync config` prints. Parsing it back gives the same configuration (password aside).
+    pub fn redacted(&self) -> String {
+        redact::render(self)
+    }
+}
+
+impl Default for Config {
+    /// The documented defaults, without any environment override.
+    fn default() -> Config {
+        RawConfig::default()
+            .into_config()
+            .expect("the built-in defaults are valid (pinned by a unit test)")
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => ConfigError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    })
 }

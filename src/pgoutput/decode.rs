@@ -60,7 +60,7 @@ impl fmt::Display for Field {
 
 /// A byte shown both as a character and in hex: `'X' (0x58)`, `'\u{0}' (0x00)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShownByte(pub u8);
+struct ShownByte(u8);
 
 impl fmt::Display for ShownByte {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

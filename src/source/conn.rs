@@ -24,20 +24,21 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::{AuthenticationSaslBody, DataRowBody, Message};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use super::error::SourceError;
-use super::wire::{log_notice, Backend, PgStream, ReplicationStream, Transport};
+use super::wire::{log_notice, negotiate_tls, Backend, PgStream, ReplicationStream, Transport};
 use crate::lsn::Lsn;
-use crate::pg::{PgTarget, TlsMode};
+use crate::pg::PgTarget;
 
 /// A logical replication session (`replication=database`), ready for replication commands.
 pub struct ReplicationConnection {
     transport: Transport,
     parameters: HashMap<String, String>,
     backend_pid: Option<i32>,
+    tls: bool,
+    auth_mechanism: &'static str,
 }
 
 /// The answer to `IDENTIFY_SYSTEM`.
@@ -84,12 +85,19 @@ impl ReplicationConnection {
             Ok(result) => result,
             Err(_) => Err(SourceError::Io(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("connecting to {} timed out after {:?}", target.redacted_url(), target.connect_timeout),
+                format!(
+                    "connecting to {} timed out after {:?}",
+                    target.redacted_url(),
+                    target.connect_timeout
+                ),
             ))),
         }
     }
 
-    async fn handshake(target: &PgTarget, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, SourceError> {
+    async fn handshake(
+        target: &PgTarget,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, SourceError> {
         let (stream, end_point) = if target.host.starts_with('/') {
             let path = format!("{}/.s.PGSQL.{}", target.host, target.port);
             (PgStream::Unix(UnixStream::connect(path).await?), None)
@@ -102,9 +110,11 @@ impl ReplicationConnection {
             }
         };
         let mut conn = ReplicationConnection {
+            tls: matches!(stream, PgStream::Tls(_)),
             transport: Transport::new(stream),
             parameters: HashMap::new(),
             backend_pid: None,
+            auth_mechanism: "none",
         };
         let mut params = vec![
             ("user", target.user.as_str()),
@@ -121,28 +131,41 @@ impl ReplicationConnection {
         conn.transport.send().await?;
         conn.authenticate(target, end_point).await?;
         conn.wait_until_ready().await?;
-        tracing::debug!(url = %target.redacted_url(), pid = ?conn.backend_pid, "replication connection ready");
+        let (url, pid) = (target.redacted_url(), conn.backend_pid);
+        let (mechanism, tls) = (conn.auth_mechanism, conn.tls);
+        tracing::debug!(%url, ?pid, mechanism, tls, "replication connection ready");
         Ok(conn)
     }
 
-    async fn authenticate(&mut self, target: &PgTarget, end_point: Option<Vec<u8>>) -> Result<(), SourceError> {
+    async fn authenticate(
+        &mut self,
+        target: &PgTarget,
+        end_point: Option<Vec<u8>>,
+    ) -> Result<(), SourceError> {
         let password = |method: &str| {
-            target.password.as_ref().map(|p| p.expose().as_bytes()).ok_or_else(|| {
+            let missing = || {
+                let user = &target.user;
                 SourceError::Auth(format!(
-                    "the server requires {method} authentication for user {:?} but no password is configured",
-                    target.user
+                    "the server wants a {method} password for user {user:?}; none is configured"
                 ))
-            })
+            };
+            target
+                .password
+                .as_ref()
+                .map(|p| p.expose().as_bytes())
+                .ok_or_else(missing)
         };
         loop {
             match self.read_message().await? {
                 Message::AuthenticationOk => return Ok(()),
                 Message::AuthenticationCleartextPassword => {
+                    self.auth_mechanism = "password";
                     frontend::password_message(password("password")?, &mut self.transport.wbuf)
                         .map_err(|_| SourceError::Auth("the password contains a NUL byte".into()))?;
                     self.transport.send().await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    self.auth_mechanism = "md5";
                     let hash = md5_hash(target.user.as_bytes(), password("md5")?, body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.transport.wbuf)
                         .map_err(|e| SourceError::Protocol(e.to_string()))?;
@@ -176,7 +199,10 @@ impl ReplicationConnection {
     ) -> Result<(), SourceError> {
         let (mut plain, mut plus, mut offered) = (false, false, Vec::new());
         let mut mechanisms = body.mechanisms();
-        while let Some(m) = mechanisms.next().map_err(|e| SourceError::Protocol(e.to_string()))? {
+        while let Some(m) = mechanisms
+            .next()
+            .map_err(|e| SourceError::Protocol(e.to_string()))?
+        {
             plain |= m == "SCRAM-SHA-256";
             plus |= m == "SCRAM-SHA-256-PLUS";
             offered.push(m.to_string());
@@ -192,6 +218,7 @@ impl ReplicationConnection {
             }
         };
         tracing::debug!(mechanism, "scram authentication");
+        self.auth_mechanism = mechanism;
         let mut scram = ScramSha256::new(password, binding);
         frontend::sasl_initial_response(mechanism, scram.message(), &mut self.transport.wbuf)
             .map_err(|e| SourceError::Protocol(e.to_string()))?;
@@ -256,6 +283,17 @@ impl ReplicationConnection {
         digits.parse().ok()
     }
 
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// How we authenticated: `none` (no password asked: trust, peer, cert), `password`, `md5`,
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-256-PLUS` (bound to the TLS channel).
+    pub fn auth_mechanism(&self) -> &'static str {
+        self.auth_mechanism
+    }
+
     /// The process id of the walsender serving this connection.
     pub fn backend_pid(&self) -> Option<i32> {
         self.backend_pid
@@ -273,11 +311,17 @@ impl ReplicationConnection {
                 Backend::Message(message) => message,
                 Backend::CopyBothResponse => {
                     // A START_REPLICATION sent through here: the session is now streaming.
-                    return Err(SourceError::Protocol("simple_query cannot run START_REPLICATION".into()));
+                    return Err(SourceError::Protocol(
+                        "simple_query cannot run START_REPLICATION".into(),
+                    ));
                 }
             };
             match message {
-                Message::DataRow(body) if error.is_none() => rows.push(decode_row(&body)?),
+                // A malformed row is reported once the server is ready again, like a server error.
+                Message::DataRow(body) if error.is_none() => match decode_row(&body) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => error = Some(e),
+                },
                 Message::ErrorResponse(body) => error = Some(SourceError::from_error_fields(body.fields())),
                 Message::NoticeResponse(body) => log_notice(body.fields()),
                 Message::ParameterStatus(body) => self.record_parameter(&body),
@@ -308,7 +352,11 @@ impl ReplicationConnection {
 
     /// `CREATE_REPLICATION_SLOT "name" LOGICAL pgoutput` with the snapshot option spelled for the
     /// server's version (the option list from 15 on, the older keywords before).
-    pub async fn create_slot(&mut self, name: &str, snapshot: SnapshotAction) -> Result<CreatedSlot, SourceError> {
+    pub async fn create_slot(
+        &mut self,
+        name: &str,
+        snapshot: SnapshotAction,
+    ) -> Result<CreatedSlot, SourceError> {
         let modern = self.server_major_version().map_or(true, |major| major >= 15);
         let option = match (snapshot, modern) {
             (SnapshotAction::Export, true) => "(SNAPSHOT 'export')",
@@ -318,16 +366,26 @@ impl ReplicationConnection {
             (SnapshotAction::NoExport, false) => "NOEXPORT_SNAPSHOT",
             (SnapshotAction::Use, false) => "USE_SNAPSHOT",
         };
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {option}", quote_ident(name));
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {option}",
+            quote_ident(name)
+        );
         let rows = self.simple_query(&sql).await?;
         let row = single_row("CREATE_REPLICATION_SLOT", &rows, 4)?;
-        let text = |i: usize| row[i].clone().ok_or_else(|| bad_reply("CREATE_REPLICATION_SLOT", i));
+        let text = |i: usize| {
+            row[i]
+                .clone()
+                .ok_or_else(|| bad_reply("CREATE_REPLICATION_SLOT", i))
+        };
         let created = CreatedSlot {
             slot_name: text(0)?,
-            consistent_point: text(1)?.parse().map_err(|_| bad_reply("CREATE_REPLICATION_SLOT", 1))?,
+            consistent_point: text(1)?
+                .parse()
+                .map_err(|_| bad_reply("CREATE_REPLICATION_SLOT", 1))?,
             snapshot_name: row[2].clone(),
         };
-        tracing::info!(slot = %created.slot_name, lsn = %created.consistent_point, "replication slot created");
+        let (slot, lsn) = (&created.slot_name, created.consistent_point);
+        tracing::info!(%slot, %lsn, "replication slot created");
         Ok(created)
     }
 
@@ -340,7 +398,8 @@ impl ReplicationConnection {
         publication: &str,
     ) -> Result<ReplicationStream, SourceError> {
         let sql = format!(
-            "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names {}, messages 'true')",
+            "START_REPLICATION SLOT {} LOGICAL {start} \
+             (proto_version '1', publication_names {}, messages 'true')",
             quote_ident(slot),
             quote_literal(&quote_ident(publication)),
         );
@@ -373,100 +432,14 @@ impl ReplicationConnection {
     }
 }
 
-/// Sends the SSLRequest and, if the server agrees, runs the TLS handshake. Returns the stream and
-/// the `tls-server-end-point` channel-binding data when it can be computed.
-async fn negotiate_tls(
-    mut tcp: TcpStream,
-    target: &PgTarget,
-    config: Arc<rustls::ClientConfig>,
-) -> Result<(PgStream, Option<Vec<u8>>), SourceError> {
-    let mut request = bytes::BytesMut::new();
-    frontend::ssl_request(&mut request);
-    tcp.write_all(&request).await?;
-    // Exactly one byte: anything the server sent after it would be unauthenticated plaintext.
-    let answer = tcp.read_u8().await?;
-    match answer {
-        b'S' => {}
-        b'N' if target.tls == TlsMode::Prefer => {
-            tracing::debug!(url = %target.redacted_url(), "server declined tls; continuing without it");
-            return Ok((PgStream::Plain(tcp), None));
-        }
-        b'N' => {
-            return Err(SourceError::Tls(format!(
-                "tls mode {:?} requires TLS but the server at {}:{} does not accept it (ssl = off?)",
-                target.tls, target.host, target.port
-            )))
-        }
-        other => {
-            return Err(SourceError::Protocol(format!("unexpected answer {other:#04x} to the TLS request")))
-        }
-    }
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-        .map_err(|e| SourceError::Tls(format!("host {:?} is not a valid TLS server name: {e}", target.host)))?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
-        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-            SourceError::Tls(format!("handshake with {}:{} failed: {e}", target.host, target.port))
-        } else {
-            SourceError::Io(e)
-        }
-    })?;
-    let end_point = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).and_then(|c| tls_server_end_point(c));
-    Ok((PgStream::Tls(Box::new(tls)), end_point))
-}
-
-/// RFC 5929 `tls-server-end-point`: the certificate hashed with its signature's hash, SHA-256 for
-/// MD5 and SHA-1. `None` when that hash is not SHA-256 or SHA-384 (SCRAM then runs unbound).
-fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
-    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
-    let suite = match signature_hash_bits(cert_der)? {
-        256 => TLS13_AES_128_GCM_SHA256,
-        384 => TLS13_AES_256_GCM_SHA384,
-        _ => return None,
-    };
-    Some(suite.tls13()?.common.hash_provider.hash(cert_der).as_ref().to_vec())
-}
-
-/// The hash size of a certificate's outer `signatureAlgorithm`, from its DER encoding.
-fn signature_hash_bits(cert_der: &[u8]) -> Option<u32> {
-    const RSA_PKCS1: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01]; // 1.2.840.113549.1.1
-    const ECDSA_SHA1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01]; // 1.2.840.10045.4.1
-    const ECDSA_SHA2: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03]; // 1.2.840.10045.4.3
-    let (0x30, certificate, _) = der_element(cert_der)? else { return None };
-    let (0x30, _tbs, rest) = der_element(certificate)? else { return None };
-    let (0x30, algorithm, _) = der_element(rest)? else { return None };
-    let (0x06, oid, _) = der_element(algorithm)? else { return None };
-    let (prefix, last) = oid.split_at(oid.len().checked_sub(1)?);
-    match (prefix, last[0]) {
-        (RSA_PKCS1, 4 | 5 | 11) | (ECDSA_SHA2, 2) => Some(256), // md5, sha1, sha256
-        (RSA_PKCS1, 12) | (ECDSA_SHA2, 3) => Some(384),
-        (RSA_PKCS1, 13) | (ECDSA_SHA2, 4) => Some(512),
-        _ if oid == ECDSA_SHA1 => Some(256),
-        _ => None,
-    }
-}
-
-/// One DER element: (tag, content, rest). Definite lengths only, as DER requires.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
 fn decode_row(body: &DataRowBody) -> Result<Vec<Option<String>>, SourceError> {
     let buf = body.buffer();
     let mut ranges = body.ranges();
     let mut row = Vec::new();
-    while let Some(range) = ranges.next().map_err(|e| SourceError::Protocol(format!("malformed data row: {e}")))? {
+    while let Some(range) = ranges
+        .next()
+        .map_err(|e| SourceError::Protocol(format!("malformed data row: {e}")))?
+    {
         row.push(match range {
             None => None,
             Some(r) => Some(
@@ -527,32 +500,6 @@ pub(crate) fn quote_literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn self_signed(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
-        let key = rcgen::KeyPair::generate_for(alg).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
-    }
-
-    #[test]
-    fn certificate_signature_hash_picks_the_channel_binding_hash() {
-        assert_eq!(signature_hash_bits(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256)), Some(256));
-        assert_eq!(signature_hash_bits(&self_signed(&rcgen::PKCS_ECDSA_P384_SHA384)), Some(384));
-        assert_eq!(signature_hash_bits(&self_signed(&rcgen::PKCS_ED25519)), None);
-        assert_eq!(tls_server_end_point(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256)).map(|h| h.len()), Some(32));
-        assert_eq!(tls_server_end_point(&self_signed(&rcgen::PKCS_ECDSA_P384_SHA384)).map(|h| h.len()), Some(48));
-    }
-
-    #[test]
-    fn malformed_certificates_yield_no_channel_binding() {
-        let good = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
-        for len in 0..good.len() {
-            // Truncations may still parse up to the algorithm; they must never panic.
-            let _ = signature_hash_bits(&good[..len]);
-        }
-        assert_eq!(signature_hash_bits(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]), None);
-        assert_eq!(signature_hash_bits(b"not a certificate"), None);
-    }
 
     #[test]
     fn identifiers_and_literals_are_quoted_by_doubling() {

@@ -23,7 +23,13 @@ pub enum SourceError {
     Tls(String),
     /// An `ErrorResponse` from the server.
     #[error("server error {code}: {message}{}", server_extras(detail.as_deref(), hint.as_deref()))]
-    Server { severity: String, code: String, message: String, detail: Option<String>, hint: Option<String> },
+    Server {
+        severity: String,
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
     /// Authentication could not be carried out (unsupported method, SCRAM failure, no password).
     #[error("authentication failed: {0}")]
     Auth(String),
@@ -117,7 +123,9 @@ impl SourceError {
                  scram-sha-256) and set the password in the configuration"
                     .into(),
             ),
-            SourceError::Connect(_) => Some("check the ca_file path and that it holds PEM certificates".into()),
+            SourceError::Connect(_) => {
+                Some("check the ca_file path and that it holds PEM certificates".into())
+            }
             _ => None,
         }
     }
@@ -130,7 +138,9 @@ fn sqlstate_is_transient(code: &str) -> bool {
     match code {
         "57P01" | "57P02" | "57P03" | "55006" => true,
         "53400" => false,
-        _ => ["08", "53", "40", "58"].iter().any(|class| code.starts_with(class)),
+        _ => ["08", "53", "40", "58"]
+            .iter()
+            .any(|class| code.starts_with(class)),
     }
 }
 
@@ -149,9 +159,9 @@ fn server_fix_hint(code: &str, message: &str) -> Option<String> {
         "42501" => "grant the replication privilege: ALTER ROLE <user> WITH REPLICATION (the role also \
                     needs SELECT on the published tables)"
             .to_string(),
-        "42704" if message.contains("publication") => format!(
-            "create the publication: CREATE PUBLICATION {name} FOR TABLE ... (see sql/setup.sql)"
-        ),
+        "42704" if message.contains("publication") => {
+            format!("create the publication: CREATE PUBLICATION {name} FOR TABLE ... (see sql/setup.sql)")
+        }
         "42704" if message.contains("slot") => format!(
             "the replication slot {name} does not exist; fieldsync creates it on first start, or run \
              SELECT pg_create_logical_replication_slot('{name}', 'pgoutput') (changes before it are \
@@ -161,7 +171,8 @@ fn server_fix_hint(code: &str, message: &str) -> Option<String> {
             "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".to_string()
         }
         "55000" if message.contains("can no longer get changes from replication slot") => format!(
-            "the slot was invalidated (WAL it needed was removed): SELECT pg_drop_replication_slot('{name}'); \
+            "the slot was invalidated (WAL it needed was removed): \
+             SELECT pg_drop_replication_slot('{name}'); \
              then restart fieldsync, which takes a fresh snapshot"
         ),
         "53400" => "a configured limit was reached: drop unused slots (SELECT slot_name FROM \
@@ -201,9 +212,15 @@ mod tests {
 
     #[test]
     fn connection_and_shutdown_errors_are_transient() {
-        for code in ["08006", "08P01", "57P01", "57P02", "57P03", "53300", "53100", "40001", "58030", "55006"] {
+        for code in [
+            "08006", "08P01", "57P01", "57P02", "57P03", "53300", "53100", "40001", "58030", "55006",
+        ] {
             assert!(server(code, "x").is_transient(), "{code} should be transient");
-            assert_eq!(server(code, "x").fix_hint(), None, "{code} needs no operator hint");
+            assert_eq!(
+                server(code, "x").fix_hint(),
+                None,
+                "{code} needs no operator hint"
+            );
         }
         assert!(SourceError::Closed.is_transient());
         assert!(SourceError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)).is_transient());
@@ -211,7 +228,9 @@ mod tests {
 
     #[test]
     fn configuration_and_privilege_errors_are_definite() {
-        for code in ["28P01", "28000", "3D000", "42501", "42704", "55000", "53400", "42710", "42601", "XX000"] {
+        for code in [
+            "28P01", "28000", "3D000", "42501", "42704", "55000", "53400", "42710", "42601", "XX000",
+        ] {
             assert!(!server(code, "x").is_transient(), "{code} should be definite");
         }
         for e in [
@@ -232,8 +251,11 @@ mod tests {
         assert!(hint("28P01", "password authentication failed for user \"u\"").contains("pg_hba.conf"));
         assert!(hint("55000", "logical decoding requires wal_level >= logical")
             .contains("ALTER SYSTEM SET wal_level = logical"));
-        assert!(hint("55000", "can no longer get changes from replication slot \"fs_slot\"")
-            .contains("SELECT pg_drop_replication_slot('fs_slot')"));
+        assert!(hint(
+            "55000",
+            "can no longer get changes from replication slot \"fs_slot\""
+        )
+        .contains("SELECT pg_drop_replication_slot('fs_slot')"));
         assert!(hint("42704", "publication \"fs_pub\" does not exist").contains("CREATE PUBLICATION fs_pub"));
         assert!(hint("42704", "replication slot \"fs_slot\" does not exist")
             .contains("pg_create_logical_replication_slot('fs_slot'"));
@@ -262,7 +284,13 @@ mod tests {
         use bytes::BufMut;
         let mut frame = bytes::BytesMut::new();
         let mut body = Vec::new();
-        for (t, v) in [(b'S', "FEHLER"), (b'V', "ERROR"), (b'C', "42704"), (b'M', "gone"), (b'H', "make it")] {
+        for (t, v) in [
+            (b'S', "FEHLER"),
+            (b'V', "ERROR"),
+            (b'C', "42704"),
+            (b'M', "gone"),
+            (b'H', "make it"),
+        ] {
             body.push(t);
             body.extend_from_slice(v.as_bytes());
             body.push(0);
@@ -277,8 +305,17 @@ mod tests {
             panic!("frame did not parse as an error response");
         };
         match SourceError::from_error_fields(body.fields()) {
-            SourceError::Server { severity, code, message, detail, hint } => {
-                assert_eq!((severity.as_str(), code.as_str(), message.as_str()), ("ERROR", "42704", "gone"));
+            SourceError::Server {
+                severity,
+                code,
+                message,
+                detail,
+                hint,
+            } => {
+                assert_eq!(
+                    (severity.as_str(), code.as_str(), message.as_str()),
+                    ("ERROR", "42704", "gone")
+                );
                 assert_eq!((detail, hint.as_deref()), (None, Some("make it")));
             }
             other => panic!("unexpected {other}"),

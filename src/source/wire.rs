@@ -1,6 +1,7 @@
 //! The byte level of the replication connection: the socket (plain, TLS or Unix) with its buffers,
-//! backend frame reading, the CopyBoth sub-protocol codec (`w` XLogData, `k` keepalive, `r` standby
-//! status update) and [`ReplicationStream`], which reads that sub-protocol in batches.
+//! TLS negotiation and the `tls-server-end-point` channel-binding hash, backend frame reading, the
+//! CopyBoth sub-protocol codec (`w` XLogData, `k` keepalive, `r` standby status update) and
+//! [`ReplicationStream`], which reads that sub-protocol in batches.
 //!
 //! Invariants:
 //! - The codec functions are pure and never panic on any input; bad input is a
@@ -13,6 +14,7 @@
 //!   a message for long keeps its 256 KiB read chunk alive and should copy what it keeps.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::error::SourceError;
 use crate::lsn::Lsn;
+use crate::pg::{PgTarget, TlsMode};
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch, 2000-01-01 00:00:00 UTC.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -31,6 +34,8 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 const READ_CHUNK: usize = 256 * 1024;
 /// Below this much free space the read buffer is grown before reading.
 const MIN_SPARE: usize = 16 * 1024;
+/// Largest backend message accepted: PostgreSQL builds messages in buffers of at most 1 GiB.
+const MAX_MESSAGE: usize = 1 << 30;
 /// Tag of `CopyBothResponse`, which `postgres_protocol`'s parser does not know.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 
@@ -38,30 +43,52 @@ const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplicationMessage {
     /// WAL data: for logical replication, one pgoutput message.
-    XLogData { wal_start: Lsn, wal_end: Lsn, server_time: i64, data: Bytes },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        server_time: i64,
+        data: Bytes,
+    },
     /// The server's position; `reply_requested` asks for a status update now.
-    Keepalive { wal_end: Lsn, server_time: i64, reply_requested: bool },
+    Keepalive {
+        wal_end: Lsn,
+        server_time: i64,
+        reply_requested: bool,
+    },
 }
 
 /// Decodes the payload of a CopyData message sent by a walsender.
 pub fn parse_copy_data(payload: Bytes) -> Result<ReplicationMessage, SourceError> {
-    let truncated = |what: &str| SourceError::Protocol(format!("truncated {what} message ({} bytes)", payload.len()));
+    let truncated =
+        |what: &str| SourceError::Protocol(format!("truncated {what} message ({} bytes)", payload.len()));
     match payload.first() {
         Some(b'w') => {
             let mut header = payload.get(1..25).ok_or_else(|| truncated("xlogdata"))?;
             let wal_start = Lsn(header.get_u64());
             let wal_end = Lsn(header.get_u64());
             let server_time = header.get_i64();
-            Ok(ReplicationMessage::XLogData { wal_start, wal_end, server_time, data: payload.slice(25..) })
+            Ok(ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                server_time,
+                data: payload.slice(25..),
+            })
         }
         Some(b'k') => {
             // Exactly 18 bytes today; trailing bytes a future server might add are ignored.
             let mut body = payload.get(1..18).ok_or_else(|| truncated("keepalive"))?;
             let wal_end = Lsn(body.get_u64());
             let server_time = body.get_i64();
-            Ok(ReplicationMessage::Keepalive { wal_end, server_time, reply_requested: body.get_u8() != 0 })
+            Ok(ReplicationMessage::Keepalive {
+                wal_end,
+                server_time,
+                reply_requested: body.get_u8() != 0,
+            })
         }
-        Some(tag) => Err(SourceError::Protocol(format!("unknown replication message tag {:?}", *tag as char))),
+        Some(tag) => Err(SourceError::Protocol(format!(
+            "unknown replication message tag {:?}",
+            *tag as char
+        ))),
         None => Err(SourceError::Protocol("empty replication message".into())),
     }
 }
@@ -96,7 +123,11 @@ pub(crate) enum PgStream {
 }
 
 impl AsyncRead for PgStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             PgStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             PgStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -131,6 +162,130 @@ impl AsyncWrite for PgStream {
     }
 }
 
+/// Sends the SSLRequest and, if the server agrees, runs the TLS handshake. Returns the stream and
+/// the `tls-server-end-point` channel-binding data when it can be computed.
+pub(crate) async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &PgTarget,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(PgStream, Option<Vec<u8>>), SourceError> {
+    let mut request = bytes::BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await?;
+    // Exactly one byte: anything the server sent after it would be unauthenticated plaintext.
+    let answer = tcp.read_u8().await?;
+    match answer {
+        b'S' => {}
+        b'N' if target.tls == TlsMode::Prefer => {
+            tracing::debug!(url = %target.redacted_url(), "server declined tls; continuing without it");
+            return Ok((PgStream::Plain(tcp), None));
+        }
+        b'N' => {
+            return Err(SourceError::Tls(format!(
+                "tls mode {:?} requires TLS but the server at {}:{} does not accept it (ssl = off?)",
+                target.tls, target.host, target.port
+            )))
+        }
+        other => {
+            return Err(SourceError::Protocol(format!(
+                "unexpected answer {other:#04x} to the TLS request"
+            )))
+        }
+    }
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+        SourceError::Tls(format!(
+            "host {:?} is not a valid TLS server name: {e}",
+            target.host
+        ))
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                SourceError::Tls(format!(
+                    "handshake with {}:{} failed: {e}",
+                    target.host, target.port
+                ))
+            } else {
+                SourceError::Io(e)
+            }
+        })?;
+    let end_point = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| tls_server_end_point(c));
+    Ok((PgStream::Tls(Box::new(tls)), end_point))
+}
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed with its signature's hash, SHA-256 for
+/// MD5 and SHA-1. `None` when that hash is not SHA-256 or SHA-384 (SCRAM then runs unbound).
+fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
+    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let suite = match signature_hash_bits(cert_der)? {
+        256 => TLS13_AES_128_GCM_SHA256,
+        384 => TLS13_AES_256_GCM_SHA384,
+        _ => return None,
+    };
+    Some(
+        suite
+            .tls13()?
+            .common
+            .hash_provider
+            .hash(cert_der)
+            .as_ref()
+            .to_vec(),
+    )
+}
+
+/// The hash size of a certificate's outer `signatureAlgorithm`, from its DER encoding.
+fn signature_hash_bits(cert_der: &[u8]) -> Option<u32> {
+    const RSA_PKCS1: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01]; // 1.2.840.113549.1.1
+    const ECDSA_SHA1: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01]; // 1.2.840.10045.4.1
+    const ECDSA_SHA2: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03]; // 1.2.840.10045.4.3
+    let (0x30, certificate, _) = der_element(cert_der)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der_element(certificate)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der_element(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der_element(algorithm)? else {
+        return None;
+    };
+    let (prefix, last) = oid.split_at(oid.len().checked_sub(1)?);
+    match (prefix, last[0]) {
+        (RSA_PKCS1, 4 | 5 | 11) | (ECDSA_SHA2, 2) => Some(256), // md5, sha1, sha256
+        (RSA_PKCS1, 12) | (ECDSA_SHA2, 3) => Some(384),
+        (RSA_PKCS1, 13) | (ECDSA_SHA2, 4) => Some(512),
+        _ if oid == ECDSA_SHA1 => Some(256),
+        _ => None,
+    }
+}
+
+/// One DER element: (tag, content, rest). Definite lengths only, as DER requires.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 /// A backend message, including the one `postgres_protocol` does not parse.
 pub(crate) enum Backend {
     Message(Message),
@@ -146,13 +301,22 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub(crate) fn new(stream: PgStream) -> Self {
-        Transport { stream, rbuf: BytesMut::with_capacity(READ_CHUNK), wbuf: BytesMut::with_capacity(1024) }
+        Transport {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(1024),
+        }
     }
 
     /// Reads once into the buffer. Cancellation-safe. EOF is [`SourceError::Closed`].
     pub(crate) async fn fill(&mut self) -> Result<(), SourceError> {
-        if self.rbuf.capacity() - self.rbuf.len() < MIN_SPARE {
-            self.rbuf.reserve(READ_CHUNK);
+        // Room for the rest of a large message at once, so it is not regrown chunk by chunk.
+        let missing = self
+            .frame_len()?
+            .map_or(0, |len| len.saturating_sub(self.rbuf.len()));
+        let want = missing.max(MIN_SPARE);
+        if self.rbuf.capacity() - self.rbuf.len() < want {
+            self.rbuf.reserve(want.max(READ_CHUNK));
         }
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(SourceError::Closed),
@@ -160,19 +324,35 @@ impl Transport {
         }
     }
 
+    /// Total length (tag included) of the message at the front of the buffer, once its header is in.
+    fn frame_len(&self) -> Result<Option<usize>, SourceError> {
+        let Some(header) = self.rbuf.get(1..5) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if !(4..=MAX_MESSAGE).contains(&len) {
+            return Err(SourceError::Protocol(format!(
+                "invalid backend message length {len}"
+            )));
+        }
+        Ok(Some(len + 1))
+    }
+
     /// The tag of the next message if it is complete in the buffer.
-    fn complete_tag(&self) -> Option<u8> {
-        let len = self.rbuf.get(1..5)?;
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        (self.rbuf.len() > len).then(|| self.rbuf[0])
+    fn complete_tag(&self) -> Result<Option<u8>, SourceError> {
+        Ok(self
+            .frame_len()?
+            .filter(|len| self.rbuf.len() >= *len)
+            .map(|_| self.rbuf[0]))
     }
 
     /// The next complete message in the buffer, without reading.
     pub(crate) fn parse_buffered(&mut self) -> Result<Option<Backend>, SourceError> {
-        if self.complete_tag() == Some(COPY_BOTH_RESPONSE_TAG) {
-            let len = u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
-            self.rbuf.advance(len + 1);
-            return Ok(Some(Backend::CopyBothResponse));
+        if self.complete_tag()? == Some(COPY_BOTH_RESPONSE_TAG) {
+            if let Some(len) = self.frame_len()? {
+                self.rbuf.advance(len);
+                return Ok(Some(Backend::CopyBothResponse));
+            }
         }
         match Message::parse(&mut self.rbuf) {
             Ok(message) => Ok(message.map(Backend::Message)),
@@ -232,19 +412,25 @@ impl ReplicationStream {
     /// Parses buffered messages into `out`; true if it appended any.
     fn drain_buffered(&mut self, out: &mut Vec<ReplicationMessage>) -> Result<bool, SourceError> {
         let before = out.len();
-        while let Some(tag) = self.transport.complete_tag() {
+        while let Some(tag) = self.transport.complete_tag()? {
             if tag != b'd' && out.len() > before {
                 break; // hand out the data first; the next call deals with this message
             }
             match self.transport.parse_buffered()? {
-                Some(Backend::Message(Message::CopyData(body))) => out.push(parse_copy_data(body.into_bytes())?),
+                Some(Backend::Message(Message::CopyData(body))) => {
+                    out.push(parse_copy_data(body.into_bytes())?)
+                }
                 Some(Backend::Message(Message::CopyDone)) => return Err(SourceError::Closed),
                 Some(Backend::Message(Message::ErrorResponse(body))) => {
                     return Err(SourceError::from_error_fields(body.fields()))
                 }
                 Some(Backend::Message(Message::NoticeResponse(body))) => log_notice(body.fields()),
                 Some(Backend::Message(Message::ParameterStatus(_))) => {}
-                Some(_) => return Err(SourceError::Protocol("unexpected message in the replication stream".into())),
+                Some(_) => {
+                    return Err(SourceError::Protocol(
+                        "unexpected message in the replication stream".into(),
+                    ))
+                }
                 None => break,
             }
         }
@@ -253,7 +439,13 @@ impl ReplicationStream {
 
     /// Sends a standby status update and flushes it. If cancelled, the rest of the frame is sent
     /// before the next one.
-    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, apply: Lsn, reply: bool) -> Result<(), SourceError> {
+    pub async fn send_status(
+        &mut self,
+        write: Lsn,
+        flush: Lsn,
+        apply: Lsn,
+        reply: bool,
+    ) -> Result<(), SourceError> {
         let body = standby_status_update(write, flush, apply, now_pg_micros(), reply);
         let frame = frontend::CopyData::new(body).map_err(|e| SourceError::Protocol(e.to_string()))?;
         frame.write(&mut self.transport.wbuf);
@@ -284,7 +476,13 @@ impl ReplicationStream {
 
 /// Logs a server notice by its SQLSTATE and message.
 pub(crate) fn log_notice(fields: postgres_protocol::message::backend::ErrorFields<'_>) {
-    if let SourceError::Server { severity, code, message, .. } = SourceError::from_error_fields(fields) {
+    if let SourceError::Server {
+        severity,
+        code,
+        message,
+        ..
+    } = SourceError::from_error_fields(fields)
+    {
         tracing::info!(%severity, %code, %message, "postgres notice");
     }
 }
@@ -292,6 +490,44 @@ pub(crate) fn log_notice(fields: postgres_protocol::message::backend::ErrorField
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn self_signed(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn certificate_signature_hash_picks_the_channel_binding_hash() {
+        assert_eq!(
+            signature_hash_bits(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256)),
+            Some(256)
+        );
+        assert_eq!(
+            signature_hash_bits(&self_signed(&rcgen::PKCS_ECDSA_P384_SHA384)),
+            Some(384)
+        );
+        assert_eq!(signature_hash_bits(&self_signed(&rcgen::PKCS_ED25519)), None);
+        assert_eq!(
+            tls_server_end_point(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256)).map(|h| h.len()),
+            Some(32)
+        );
+        assert_eq!(
+            tls_server_end_point(&self_signed(&rcgen::PKCS_ECDSA_P384_SHA384)).map(|h| h.len()),
+            Some(48)
+        );
+    }
+
+    #[test]
+    fn malformed_certificates_yield_no_channel_binding() {
+        let good = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
+        for len in 0..good.len() {
+            // Truncations may still parse up to the algorithm; they must never panic.
+            let _ = signature_hash_bits(&good[..len]);
+        }
+        assert_eq!(signature_hash_bits(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]), None);
+        assert_eq!(signature_hash_bits(b"not a certificate"), None);
+    }
 
     fn xlogdata_bytes(data: &[u8]) -> Vec<u8> {
         let mut b = vec![b'w'];
@@ -333,7 +569,11 @@ mod tests {
             let msg = parse_copy_data(Bytes::from(bytes)).unwrap();
             assert_eq!(
                 msg,
-                ReplicationMessage::Keepalive { wal_end: Lsn(0xABCD), server_time: -5, reply_requested: expected }
+                ReplicationMessage::Keepalive {
+                    wal_end: Lsn(0xABCD),
+                    server_time: -5,
+                    reply_requested: expected
+                }
             );
         }
     }
@@ -353,7 +593,10 @@ mod tests {
     #[test]
     fn unknown_tags_are_rejected() {
         let err = parse_copy_data(Bytes::from_static(b"x12345678901234567890123456")).unwrap_err();
-        assert!(err.to_string().contains("unknown replication message tag 'x'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown replication message tag 'x'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -366,7 +609,12 @@ mod tests {
         expected.push(1);
         assert_eq!(&body[..], &expected[..]);
         assert_eq!(body.len(), 34);
-        assert_eq!(*standby_status_update(Lsn(1), Lsn(1), Lsn(1), 0, false).last().unwrap(), 0);
+        assert_eq!(
+            *standby_status_update(Lsn(1), Lsn(1), Lsn(1), 0, false)
+                .last()
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -375,5 +623,161 @@ mod tests {
         let now = now_pg_micros();
         assert!(now > 757_382_400_000_000, "{now}");
         assert!(now < 3_000_000_000_000_000, "{now}");
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn keepalive_frame(wal_end: u64) -> Vec<u8> {
+        let mut body = vec![b'k'];
+        body.extend_from_slice(&wal_end.to_be_bytes());
+        body.extend_from_slice(&0i64.to_be_bytes());
+        body.push(0);
+        frame(b'd', &body)
+    }
+
+    fn stream_pair() -> (ReplicationStream, tokio::net::UnixStream) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        (
+            ReplicationStream::new(Transport::new(PgStream::Unix(ours))),
+            theirs,
+        )
+    }
+
+    #[tokio::test]
+    async fn next_batch_returns_every_complete_message_and_keeps_a_partial_one() {
+        let (mut stream, mut server) = stream_pair();
+        let mut bytes: Vec<u8> = (1..=3).flat_map(keepalive_frame).collect();
+        let fourth = keepalive_frame(4);
+        bytes.extend_from_slice(&fourth[..10]);
+        server.write_all(&bytes).await.unwrap();
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            stream.next_batch(&mut out).await.unwrap();
+        }
+        assert_eq!(out.len(), 3);
+        server.write_all(&fourth[10..]).await.unwrap();
+        stream.next_batch(&mut out).await.unwrap();
+        assert!(matches!(
+            out[3],
+            ReplicationMessage::Keepalive { wal_end: Lsn(4), .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn server_error_and_copy_done_come_after_the_data_before_them() {
+        let (mut stream, mut server) = stream_pair();
+        let mut bytes = keepalive_frame(1);
+        bytes.extend(keepalive_frame(2));
+        bytes.extend(frame(
+            b'E',
+            b"SERROR\0C57P01\0Mterminating connection due to administrator command\0\0",
+        ));
+        server.write_all(&bytes).await.unwrap();
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            stream.next_batch(&mut out).await.unwrap();
+        }
+        let err = stream.next_batch(&mut out).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.is_transient(), out.len()),
+            (Some("57P01"), true, 2),
+            "{err}"
+        );
+
+        let (mut stream, mut server) = stream_pair();
+        server
+            .write_all(&[keepalive_frame(1), frame(b'c', b"")].concat())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while out.is_empty() {
+            stream.next_batch(&mut out).await.unwrap();
+        }
+        assert!(matches!(
+            stream.next_batch(&mut out).await,
+            Err(SourceError::Closed)
+        ));
+
+        let (mut stream, server) = stream_pair();
+        drop(server);
+        assert!(matches!(
+            stream.next_batch(&mut out).await,
+            Err(SourceError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn send_status_writes_one_copy_data_frame() {
+        let (mut stream, mut server) = stream_pair();
+        stream.send_status(Lsn(3), Lsn(2), Lsn(1), true).await.unwrap();
+        let mut got = vec![0u8; 39];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got[0], b'd');
+        assert_eq!(u32::from_be_bytes(got[1..5].try_into().unwrap()), 38);
+        assert_eq!(got[5], b'r');
+        assert_eq!(&got[6..14], &3u64.to_be_bytes());
+        assert_eq!(got[38], 1);
+    }
+
+    #[tokio::test]
+    async fn many_small_messages_are_decoded_in_large_batches() {
+        const N: usize = 200_000;
+        let (mut stream, mut server) = stream_pair();
+        let mut payload = vec![b'w'];
+        payload.extend_from_slice(&[0; 24]);
+        payload.extend_from_slice(b"I\0\0\0\x01N\0\x01t\0\0\0\x01x");
+        let one = frame(b'd', &payload);
+        let writer = tokio::spawn(async move {
+            let all: Vec<u8> = std::iter::repeat(one).take(N).flatten().collect();
+            server.write_all(&all).await.unwrap();
+            server
+        });
+        let started = std::time::Instant::now();
+        let (mut out, mut total, mut batches) = (Vec::new(), 0, 0);
+        while total < N {
+            stream.next_batch(&mut out).await.unwrap();
+            total += out.len();
+            batches += 1;
+            out.clear();
+        }
+        let elapsed = started.elapsed();
+        drop(writer.await.unwrap());
+        assert_eq!(total, N);
+        assert!(batches < N / 10, "{batches} batches for {N} messages");
+        eprintln!(
+            "{N} messages in {elapsed:?} ({:.0}/s), {batches} batches",
+            N as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_read_chunk_arrives_whole() {
+        let (mut stream, mut server) = stream_pair();
+        let data = vec![7u8; 3 * READ_CHUNK + 5];
+        let mut payload = vec![b'w'];
+        payload.extend_from_slice(&[0; 24]);
+        payload.extend_from_slice(&data);
+        let writer =
+            tokio::spawn(async move { server.write_all(&frame(b'd', &payload)).await.map(|_| server) });
+        let mut out = Vec::new();
+        stream.next_batch(&mut out).await.unwrap();
+        assert!(matches!(&out[..], [ReplicationMessage::XLogData { data: d, .. }] if d[..] == data[..]));
+        drop(writer.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_absurd_message_length_is_a_protocol_error_not_an_allocation() {
+        let (mut stream, mut server) = stream_pair();
+        server
+            .write_all(&[b'd', 0xFF, 0xFF, 0xFF, 0xF0, b'w'])
+            .await
+            .unwrap();
+        let err = stream.next_batch(&mut Vec::new()).await.unwrap_err();
+        assert!(matches!(err, SourceError::Protocol(_)), "{err}");
     }
 }

@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod devdb;
 mod memory;
+mod source_conn;
 mod support;

@@ -1,0 +1,231 @@
+//! The configuration as written: one serde struct per TOML section, every key optional with its
+//! default as a named const below. Unknown keys are denied (`deny_unknown_fields`); values are only
+//! type-checked here, constraints are checked when turning a [`RawConfig`] into a
+//! [`Config`](super::Config) (`validate.rs`).
+//!
+//! Keys of `[postgres]` that may also come from the URL (`password`, `tls`, `ca_file`,
+//! `connect_timeout`, `application_name`) are `Option`s: `None` means "whatever the URL says, else the
+//! default".
+//!
+//! Raw structs have no `Debug`: the URL may hold a password.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{DeserializeOwned, Visitor};
+use serde::Deserialize;
+
+use crate::config::LogFormat;
+use crate::pg::TlsMode;
+use crate::secret::Secret;
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://fieldsync@127.0.0.1:5432/postgres";
+/// Used when neither `postgres.tls` nor the URL's `sslmode` is set.
+pub const DEFAULT_TLS: TlsMode = TlsMode::Prefer;
+pub const DEFAULT_PORT: u16 = 5432;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_APPLICATION_NAME: &str = "fieldsync";
+
+pub const DEFAULT_SLOT: &str = "fieldsync";
+pub const DEFAULT_PUBLICATION: &str = "fieldsync";
+pub const DEFAULT_CREATE_SLOT: bool = true;
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(500);
+pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+pub const DEFAULT_TABLES: &[&str] = &[
+    "public.organizations",
+    "public.weddings",
+    "public.form_field_values",
+    "public.organization_integrations",
+];
+
+pub const DEFAULT_QUEUE_PATH: &str = "./fieldsync-data";
+pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
+
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
+
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// The whole file. A missing section means all of its defaults.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub postgres: RawPostgres,
+    pub replication: RawReplication,
+    pub capture: RawCapture,
+    pub queue: RawQueue,
+    pub http: RawHttp,
+    pub log: RawLog,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPostgres {
+    /// A `postgres://` URL or a libpq `key=value` string.
+    pub url: String,
+    /// Overrides the URL's password.
+    pub password: Option<Secret<String>>,
+    /// Overrides the URL's `sslmode`.
+    pub tls: Option<TlsMode>,
+    /// Overrides the URL's `sslrootcert`.
+    pub ca_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    pub application_name: Option<String>,
+}
+
+impl Default for RawPostgres {
+    fn default() -> Self {
+        RawPostgres {
+            url: DEFAULT_POSTGRES_URL.to_owned(),
+            password: None,
+            tls: None,
+            ca_file: None,
+            connect_timeout: None,
+            application_name: None,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawReplication {
+    pub slot: String,
+    pub publication: String,
+    pub create_slot: bool,
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for RawReplication {
+    fn default() -> Self {
+        RawReplication {
+            slot: DEFAULT_SLOT.to_owned(),
+            publication: DEFAULT_PUBLICATION.to_owned(),
+            create_slot: DEFAULT_CREATE_SLOT,
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            reconnect_backoff_min: DEFAULT_RECONNECT_BACKOFF_MIN,
+            reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCapture {
+    /// `schema.table`, or `table` for `public.table`. Exact catalog names, case-sensitive.
+    pub tables: Vec<String>,
+}
+
+impl Default for RawCapture {
+    fn default() -> Self {
+        RawCapture {
+            tables: DEFAULT_TABLES.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawQueue {
+    pub path: PathBuf,
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            path: PathBuf::from(DEFAULT_QUEUE_PATH),
+            cache_capacity_mb: DEFAULT_CACHE_CAPACITY_MB,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Parsed as a `SocketAddr` when checked, so the error can name the key.
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: DEFAULT_HTTP_LISTEN.to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: DEFAULT_LOG_FORMAT,
+        }
+    }
+}
+
+/// The section names, in file order.
+pub fn sections() -> &'static [&'static str] {
+    field_names::<RawConfig>()
+}
+
+/// The keys a section accepts, or `None` for an unknown section. Taken from the serde derives, so
+/// this list cannot drift from the structs.
+pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
+    Some(match section {
+        "postgres" => field_names::<RawPostgres>(),
+        "replication" => field_names::<RawReplication>(),
+        "capture" => field_names::<RawCapture>(),
+        "queue" => field_names::<RawQueue>(),
+        "http" => field_names::<RawHttp>(),
+        "log" => field_names::<RawLog>(),
+        _ => return None,
+    })
+}
+
+/// The field names a derived `Deserialize` struct passes to `deserialize_struct`.
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    // The probe always errors after recording the names; the error carries no information.
+    let _ = T::deserialize(FieldNameProbe(&mut fields));
+    fields
+}
+
+struct FieldNameProbe<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> serde::Deserializer<'de> for FieldNameProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("field name probe"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(serde::de::Error::custom("field name probe"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}

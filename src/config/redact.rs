@@ -1,0 +1,130 @@
+//! Renders a checked [`Config`] back to TOML for `fieldsync config`: every key with its effective
+//! value, the URL rebuilt from its parts without the password, and `password = "***"` when one is
+//! set. These render-only structs are separate from the raw ones so that nothing that can be
+//! serialized ever holds a password.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::pgurl::percent_encode;
+use crate::config::{Config, LogFormat};
+use crate::pg::{PgTarget, TlsMode};
+
+const HEADER: &str = "# fieldsync: effective configuration (defaults, file, then FIELDSYNC__* environment \
+                      overrides); passwords are shown as ***\n\n";
+
+#[derive(Serialize)]
+struct Rendered<'a> {
+    postgres: Postgres<'a>,
+    replication: Replication<'a>,
+    capture: Capture,
+    queue: Queue,
+    http: Http,
+    log: Log<'a>,
+}
+
+#[derive(Serialize)]
+struct Postgres<'a> {
+    url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'static str>,
+    tls: TlsMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    application_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Replication<'a> {
+    slot: &'a str,
+    publication: &'a str,
+    create_slot: bool,
+    #[serde(with = "humantime_serde")]
+    status_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    reconnect_backoff_max: Duration,
+}
+
+#[derive(Serialize)]
+struct Capture {
+    tables: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Queue {
+    path: String,
+    cache_capacity_mb: u64,
+}
+
+#[derive(Serialize)]
+struct Http {
+    listen: String,
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    level: &'a str,
+    format: LogFormat,
+}
+
+pub(super) fn render(config: &Config) -> String {
+    let pg = &config.postgres;
+    let r = &config.replication;
+    let rendered = Rendered {
+        postgres: Postgres {
+            url: url_without_password(pg),
+            password: pg.password.as_ref().map(|_| "***"),
+            tls: pg.tls,
+            ca_file: pg.ca_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            connect_timeout: pg.connect_timeout,
+            application_name: &pg.application_name,
+        },
+        replication: Replication {
+            slot: &r.slot,
+            publication: &r.publication,
+            create_slot: r.create_slot,
+            status_interval: r.status_interval,
+            reconnect_backoff_min: r.reconnect_backoff_min,
+            reconnect_backoff_max: r.reconnect_backoff_max,
+        },
+        capture: Capture {
+            tables: config.capture.tables.iter().map(ToString::to_string).collect(),
+        },
+        queue: Queue {
+            path: config.queue.path.to_string_lossy().into_owned(),
+            cache_capacity_mb: config.queue.cache_capacity_bytes / (1024 * 1024),
+        },
+        http: Http {
+            listen: config.http.listen.to_string(),
+        },
+        log: Log {
+            level: &config.log.level,
+            format: config.log.format,
+        },
+    };
+    match toml::to_string(&rendered) {
+        Ok(body) => format!("{HEADER}{body}"),
+        Err(e) => format!("# cannot render the configuration: {e}\n"),
+    }
+}
+
+/// `postgres://user@host:port/dbname`, parts percent-encoded, IPv6 hosts in brackets.
+pub(super) fn url_without_password(pg: &PgTarget) -> String {
+    let host = if pg.host.contains(':') {
+        format!("[{}]", pg.host)
+    } else {
+        percent_encode(&pg.host)
+    };
+    format!(
+        "postgres://{}@{}:{}/{}",
+        percent_encode(&pg.user),
+        host,
+        pg.port,
+        percent_encode(&pg.dbname)
+    )
+}

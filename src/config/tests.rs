@@ -1,0 +1,335 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, DEFAULT_TABLES};
+use super::*;
+use crate::pg::TlsMode;
+
+const EXAMPLE: &str = include_str!("../../config.example.toml");
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Config::from_toml_str(text, "test.toml", env)
+}
+
+fn err(text: &str, env: &[(&str, &str)]) -> String {
+    match load(text, env) {
+        Ok(_) => panic!("expected an error for {text:?} with {env:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_empty_file_gives_the_documented_defaults() {
+    let c = load("", &[]).unwrap();
+    let pg = &c.postgres;
+    assert_eq!(
+        (pg.host.as_str(), pg.port, pg.user.as_str()),
+        ("127.0.0.1", 5432, "fieldsync")
+    );
+    assert_eq!(pg.dbname, "postgres");
+    assert!(pg.password.is_none());
+    assert_eq!(pg.tls, TlsMode::Prefer);
+    assert_eq!(pg.ca_file, None);
+    assert_eq!(pg.connect_timeout, Duration::from_secs(10));
+    assert_eq!(pg.application_name, "fieldsync");
+    let r = &c.replication;
+    assert_eq!(
+        (r.slot.as_str(), r.publication.as_str(), r.create_slot),
+        ("fieldsync", "fieldsync", true)
+    );
+    assert_eq!(r.status_interval, Duration::from_secs(1));
+    assert_eq!(r.reconnect_backoff_min, Duration::from_millis(500));
+    assert_eq!(r.reconnect_backoff_max, Duration::from_secs(30));
+    let tables: Vec<String> = c.capture.tables.iter().map(ToString::to_string).collect();
+    assert_eq!(tables, DEFAULT_TABLES);
+    assert_eq!(c.queue.path, PathBuf::from("./fieldsync-data"));
+    assert_eq!(c.queue.cache_capacity_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.http.listen, "127.0.0.1:9187".parse().unwrap());
+    assert_eq!((c.log.level.as_str(), c.log.format), ("info", LogFormat::Text));
+    assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+}
+
+#[test]
+fn the_example_file_parses_to_the_defaults() {
+    let example = load(EXAMPLE, &[]).unwrap();
+    assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+}
+
+#[test]
+fn the_example_file_mentions_every_key_of_every_section() {
+    for section in raw::sections() {
+        assert!(
+            EXAMPLE.contains(&format!("\n[{section}]\n")),
+            "[{section}] missing from the example"
+        );
+        for key in raw::section_keys(section).unwrap() {
+            let written = EXAMPLE.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} = "))
+            });
+            assert!(written, "{section}.{key} missing from the example");
+        }
+    }
+}
+
+#[test]
+fn the_example_file_sets_every_commented_out_key_to_a_valid_value() {
+    let uncommented: String = EXAMPLE
+        .lines()
+        .map(|l| {
+            let is_key = |rest: &&str| {
+                rest.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            };
+            l.strip_prefix("# ").filter(is_key).unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = load(&uncommented.replace("\"prefer\"", "\"verify-full\""), &[]).unwrap();
+    assert_eq!(
+        c.postgres.ca_file,
+        Some(PathBuf::from("/etc/ssl/certs/postgres-ca.pem"))
+    );
+}
+
+#[test]
+fn an_unknown_key_in_the_file_names_the_key_and_its_section() {
+    let e = err("[replication]\nslots = \"x\"\n", &[]);
+    assert!(e.contains(r#"unknown key "slots" in [replication]"#), "{e}");
+    assert!(e.contains("test.toml"), "{e}");
+    let e = err("[replicaton]\nslot = \"x\"\n", &[]);
+    assert!(e.contains("unknown section [replicaton]"), "{e}");
+}
+
+#[test]
+fn an_unknown_environment_variable_is_an_error_naming_it() {
+    let e = err("", &[("FIELDSYNC__REPLICATION__SLOTS", "x")]);
+    assert!(
+        e.contains("FIELDSYNC__REPLICATION__SLOTS") && e.contains("[replication]"),
+        "{e}"
+    );
+    let e = err("", &[("FIELDSYNC__NOPE__URL", "x")]);
+    assert!(e.contains("FIELDSYNC__NOPE__URL"), "{e}");
+}
+
+#[test]
+fn environment_overrides_each_kind_of_value() {
+    let c = load(
+        "[log]\nlevel = \"warn\"\n",
+        &[
+            ("FIELDSYNC__LOG__LEVEL", "debug"),
+            ("FIELDSYNC__QUEUE__CACHE_CAPACITY_MB", "32"),
+            ("FIELDSYNC__REPLICATION__CREATE_SLOT", "false"),
+            ("FIELDSYNC__CAPTURE__TABLES", r#"["public.a", "b"]"#),
+            ("FIELDSYNC__REPLICATION__STATUS_INTERVAL", "250ms"),
+            ("FIELDSYNC__POSTGRES__URL", "postgres://app@db:6000/wed"),
+            ("FIELDSYNC__LOG__FORMAT", "json"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.log.level, "debug");
+    assert_eq!(c.queue.cache_capacity_bytes, 32 * 1024 * 1024);
+    assert!(!c.replication.create_slot);
+    let tables: Vec<String> = c.capture.tables.iter().map(ToString::to_string).collect();
+    assert_eq!(tables, ["public.a", "public.b"]);
+    assert_eq!(c.replication.status_interval, Duration::from_millis(250));
+    assert_eq!((c.postgres.host.as_str(), c.postgres.port), ("db", 6000));
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn an_environment_value_that_reads_as_toml_is_kept_as_a_string_where_a_string_is_expected() {
+    let c = load(
+        "",
+        &[
+            ("FIELDSYNC__POSTGRES__PASSWORD", "12345"),
+            ("FIELDSYNC__LOG__LEVEL", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.postgres.password.unwrap().expose(), "12345");
+    assert_eq!(c.log.level, "true");
+}
+
+#[test]
+fn a_bad_environment_value_names_the_variable_and_the_key() {
+    let e = err("", &[("FIELDSYNC__QUEUE__CACHE_CAPACITY_MB", "lots")]);
+    assert!(
+        e.contains("environment variable FIELDSYNC__QUEUE__CACHE_CAPACITY_MB"),
+        "{e}"
+    );
+    assert!(e.contains("queue.cache_capacity_mb"), "{e}");
+    let e = err("", &[("FIELDSYNC__REPLICATION__SLOT", "My-Slot")]);
+    assert!(e.contains("FIELDSYNC__REPLICATION__SLOT"), "{e}");
+}
+
+#[test]
+fn a_bad_slot_name_is_explained() {
+    let e = err("[replication]\nslot = \"My-Slot\"\n", &[]);
+    assert_eq!(
+        e,
+        "test.toml: replication.slot: \"My-Slot\" is not a valid slot name: use lowercase letters, digits \
+         and underscores, at most 63 characters"
+    );
+    assert!(load(&format!("[replication]\nslot = \"{}\"\n", "a".repeat(64)), &[]).is_err());
+    assert!(load(&format!("[replication]\nslot = \"{}\"\n", "a_1".repeat(21)), &[]).is_ok());
+    assert!(load("[replication]\nslot = \"\"\n", &[]).is_err());
+}
+
+#[test]
+fn a_bad_listen_address_is_explained() {
+    let e = err("[http]\nlisten = \"localhost:9187\"\n", &[]);
+    assert!(
+        e.contains("http.listen") && e.contains("\"localhost:9187\" is not a socket address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn other_invalid_values_name_their_key() {
+    let cases = [
+        ("[queue]\ncache_capacity_mb = 0\n", "queue.cache_capacity_mb"),
+        ("[queue]\ncache_capacity_mb = -1\n", "queue.cache_capacity_mb"),
+        ("[capture]\ntables = []\n", "capture.tables"),
+        ("[capture]\ntables = [\"a.b.c\"]\n", "capture.tables"),
+        ("[capture]\ntables = [\"a\", \"public.a\"]\n", "listed twice"),
+        ("[capture]\ntables = \"public.a\"\n", "capture.tables"),
+        (
+            "[replication]\nstatus_interval = \"soon\"\n",
+            "replication.status_interval",
+        ),
+        (
+            "[replication]\nreconnect_backoff_min = \"1m\"\n",
+            "replication.reconnect_backoff_min",
+        ),
+        (
+            "[replication]\nreconnect_backoff_max = \"1ms\"\n",
+            "replication.reconnect_backoff_max",
+        ),
+        ("[postgres]\ntls = \"sometimes\"\n", "postgres.tls"),
+        ("[postgres]\nurl = \"postgres://127.0.0.1/db\"\n", "no user"),
+        (
+            "[postgres]\nconnect_timeout = \"0s\"\n",
+            "postgres.connect_timeout",
+        ),
+        ("[postgres]\nca_file = \"/ca.pem\"\n", "verify-full"),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+        ("[log]\nlevel = \"\"\n", "log.level"),
+        ("replication = 3\n", "must be a section"),
+    ];
+    for (text, needle) in cases {
+        let e = err(text, &[]);
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn a_syntax_error_gives_line_and_column_without_quoting_the_line() {
+    let e = err("[postgres]\npassword = \"hunter2\n", &[]);
+    assert!(
+        e.starts_with("test.toml: TOML syntax error at line 2, column"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn the_password_key_wins_over_the_url_password() {
+    let c = load(
+        "[postgres]\nurl = \"postgres://app:fromurl@db/wed\"\npassword = \"fromkey\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.postgres.password.unwrap().expose(), "fromkey");
+    let c = load("[postgres]\nurl = \"postgres://app:fromurl@db/wed\"\n", &[]).unwrap();
+    assert_eq!(c.postgres.password.unwrap().expose(), "fromurl");
+    let c = load(
+        "[postgres]\nurl = \"postgres://app:fromurl@db/wed\"\n",
+        &[("FIELDSYNC__POSTGRES__PASSWORD", "fromenv")],
+    )
+    .unwrap();
+    assert_eq!(c.postgres.password.unwrap().expose(), "fromenv");
+}
+
+#[test]
+fn sslmode_comes_from_the_url_unless_tls_is_set() {
+    let url = "[postgres]\nurl = \"postgres://app@db/wed?sslmode=require\"\n";
+    assert_eq!(load(url, &[]).unwrap().postgres.tls, TlsMode::Require);
+    let c = load(&format!("{url}tls = \"disable\"\n"), &[]).unwrap();
+    assert_eq!(c.postgres.tls, TlsMode::Disable);
+    let kv = "[postgres]\nurl = \"host=db user=app sslmode=verify-full sslrootcert=/ca.pem\"\n";
+    let c = load(kv, &[]).unwrap();
+    assert_eq!(
+        (c.postgres.tls, c.postgres.ca_file),
+        (TlsMode::VerifyFull, Some(PathBuf::from("/ca.pem")))
+    );
+}
+
+#[test]
+fn passwords_never_appear_in_redacted_output_debug_or_errors() {
+    let text = "[postgres]\nurl = \"postgres://app:urlsecret@db:6000/wed\"\n";
+    let c = load(text, &[]).unwrap();
+    let shown = format!("{}\n{:?}", c.redacted(), c);
+    assert!(!shown.contains("urlsecret"), "{shown}");
+    let c = load(text, &[("FIELDSYNC__POSTGRES__PASSWORD", "envsecret")]).unwrap();
+    let shown = format!("{}\n{:?}", c.redacted(), c);
+    assert!(
+        !shown.contains("envsecret") && !shown.contains("urlsecret"),
+        "{shown}"
+    );
+    assert!(c.redacted().contains("password = \"***\""), "{}", c.redacted());
+    let bad = [
+        "[postgres]\nurl = \"postgres://app:urlsecret@db:notaport/wed\"\n",
+        "[postgres]\nurl = \"host=db password=urlsecret\"\n",
+        "[postgres]\nurl = \"postgres://app:urlsecret@db/wed\"\nconnect_timeout = \"0s\"\n",
+        "[postgres]\npassword = 12345\n",
+    ];
+    for text in bad {
+        let e = err(text, &[]);
+        assert!(!e.contains("urlsecret") && !e.contains("12345"), "{e}");
+    }
+}
+
+#[test]
+fn the_redacted_rendering_parses_back_to_the_same_configuration() {
+    let text = "[postgres]\nurl = \"postgres://us%40er@[::1]:6000/my%20db?application_name=x\"\n\
+                [replication]\nslot = \"s1\"\ncreate_slot = false\n[capture]\ntables = [\"w\"]\n\
+                [queue]\ncache_capacity_mb = 8\n[log]\nformat = \"json\"\n";
+    let c = load(text, &[]).unwrap();
+    assert_eq!(
+        (c.postgres.user.as_str(), c.postgres.dbname.as_str()),
+        ("us@er", "my db")
+    );
+    let again = load(&c.redacted(), &[]).unwrap();
+    assert_eq!(format!("{again:?}"), format!("{c:?}"));
+    let defaults = Config::default();
+    assert_eq!(
+        format!("{:?}", load(&defaults.redacted(), &[]).unwrap()),
+        format!("{defaults:?}")
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_the_path() {
+    let path = Path::new("/nonexistent/fieldsync.toml");
+    let e = Config::load(path).unwrap_err().to_string();
+    assert!(
+        e.contains("/nonexistent/fieldsync.toml") && e.contains("not found"),
+        "{e}"
+    );
+    let e = Config::load_or_default(Some(path)).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/fieldsync.toml"), "{e}");
+}
+
+#[test]
+fn a_file_on_disk_is_loaded_and_named_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(&path, "[queue]\ncache_capacity_mb = 0\n").unwrap();
+    let e = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}: queue.cache_capacity_mb", path.display())),
+        "{e}"
+    );
+}

@@ -1,0 +1,253 @@
+//! [`RawConfig`] → [`Config`]: parses the URL, addresses and table names, and checks every
+//! constraint. Each error names `section.key`, where the value came from, and what would be valid.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::load::Origins;
+use crate::config::pgurl;
+use crate::config::raw::{
+    self, RawCapture, RawConfig, RawHttp, RawLog, RawPostgres, RawQueue, RawReplication,
+};
+use crate::config::{
+    CaptureConfig, Config, ConfigError, HttpConfig, LogConfig, QueueConfig, ReplicationConfig, TableName,
+};
+use crate::pg::{PgTarget, TlsMode};
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+impl RawConfig {
+    /// Checks the values as they stand (no file, no environment).
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.check(&Origins::default())
+    }
+
+    pub(crate) fn check(self, origins: &Origins) -> Result<Config, ConfigError> {
+        let c = Checker { origins };
+        Ok(Config {
+            postgres: c.postgres(self.postgres)?,
+            replication: c.replication(self.replication)?,
+            capture: c.capture(self.capture)?,
+            queue: c.queue(self.queue)?,
+            http: c.http(self.http)?,
+            log: c.log(self.log)?,
+        })
+    }
+}
+
+/// Whether `name` is a valid replication slot name: 1..=63 of `[a-z0-9_]`.
+pub fn is_valid_slot_name(name: &str) -> bool {
+    (1..=MAX_IDENTIFIER_BYTES).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// `schema.table`, or `table` meaning `public.table`. Names are taken literally (case-sensitive).
+pub fn parse_table_name(text: &str) -> Result<TableName, String> {
+    let parts: Vec<&str> = text.split('.').collect();
+    let (schema, name) = match parts.as_slice() {
+        [name] => ("public", *name),
+        [schema, name] => (*schema, *name),
+        _ => ("", ""),
+    };
+    let fits = |part: &str| !part.trim().is_empty() && part.len() <= MAX_IDENTIFIER_BYTES;
+    if !fits(schema) || !fits(name) {
+        return Err(format!(
+            "{text:?} is not a table name: use \"schema.table\" or \"table\" (meaning public.table), each \
+             part 1 to {MAX_IDENTIFIER_BYTES} bytes"
+        ));
+    }
+    Ok(TableName {
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+struct Checker<'a> {
+    origins: &'a Origins,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origins.label(key),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn postgres(&self, raw: RawPostgres) -> Result<PgTarget, ConfigError> {
+        let url = pgurl::parse(&raw.url).map_err(|m| self.err("postgres.url", m))?;
+        let tls = raw.tls.or(url.sslmode).unwrap_or(raw::DEFAULT_TLS);
+        let ca_key = if raw.ca_file.is_some() {
+            "postgres.ca_file"
+        } else {
+            "postgres.url"
+        };
+        let ca_file = raw.ca_file.or(url.sslrootcert);
+        if ca_file.is_some() && tls != TlsMode::VerifyFull {
+            return Err(self.err(
+                ca_key,
+                "a CA file is only used with tls = \"verify-full\": set postgres.tls = \"verify-full\" \
+                 (or sslmode=verify-full in the URL), or remove the CA file",
+            ));
+        }
+        let connect_timeout = raw
+            .connect_timeout
+            .or(url.connect_timeout)
+            .unwrap_or(raw::DEFAULT_CONNECT_TIMEOUT);
+        self.positive("postgres.connect_timeout", connect_timeout)?;
+        Ok(PgTarget {
+            host: url.host,
+            port: url.port,
+            user: url.user,
+            password: raw.password.or(url.password),
+            dbname: url.dbname,
+            tls,
+            ca_file,
+            connect_timeout,
+            application_name: raw
+                .application_name
+                .or(url.application_name)
+                .unwrap_or_else(|| raw::DEFAULT_APPLICATION_NAME.to_owned()),
+        })
+    }
+
+    fn replication(&self, raw: RawReplication) -> Result<ReplicationConfig, ConfigError> {
+        if !is_valid_slot_name(&raw.slot) {
+            return Err(self.err(
+                "replication.slot",
+                format!(
+                    "{:?} is not a valid slot name: use lowercase letters, digits and underscores, at \
+                     most {MAX_IDENTIFIER_BYTES} characters",
+                    raw.slot
+                ),
+            ));
+        }
+        if raw.publication.is_empty()
+            || raw.publication.len() > MAX_IDENTIFIER_BYTES
+            || raw.publication.contains('\0')
+        {
+            return Err(self.err(
+                "replication.publication",
+                format!(
+                    "{:?} is not a valid publication name: use 1 to {MAX_IDENTIFIER_BYTES} bytes, as in \
+                     CREATE PUBLICATION",
+                    raw.publication
+                ),
+            ));
+        }
+        self.positive("replication.status_interval", raw.status_interval)?;
+        self.positive("replication.reconnect_backoff_min", raw.reconnect_backoff_min)?;
+        if raw.reconnect_backoff_max < raw.reconnect_backoff_min {
+            // Blame the key that was set; a default is not the user's mistake.
+            let key = if self.origins.is_set("replication.reconnect_backoff_max") {
+                "replication.reconnect_backoff_max"
+            } else {
+                "replication.reconnect_backoff_min"
+            };
+            return Err(self.err(
+                key,
+                format!(
+                    "reconnect_backoff_max ({}) must be at least reconnect_backoff_min ({})",
+                    humantime_serde::re::humantime::format_duration(raw.reconnect_backoff_max),
+                    humantime_serde::re::humantime::format_duration(raw.reconnect_backoff_min)
+                ),
+            ));
+        }
+        Ok(ReplicationConfig {
+            slot: raw.slot,
+            publication: raw.publication,
+            create_slot: raw.create_slot,
+            status_interval: raw.status_interval,
+            reconnect_backoff_min: raw.reconnect_backoff_min,
+            reconnect_backoff_max: raw.reconnect_backoff_max,
+        })
+    }
+
+    fn capture(&self, raw: RawCapture) -> Result<CaptureConfig, ConfigError> {
+        const KEY: &str = "capture.tables";
+        if raw.tables.is_empty() {
+            return Err(self.err(
+                KEY,
+                "is empty: list at least one table, e.g. [\"public.form_field_values\"]",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut tables = Vec::with_capacity(raw.tables.len());
+        for text in &raw.tables {
+            let table = parse_table_name(text).map_err(|m| self.err(KEY, m))?;
+            if !seen.insert(table.clone()) {
+                return Err(self.err(KEY, format!("{table} is listed twice: list each table once")));
+            }
+            tables.push(table);
+        }
+        Ok(CaptureConfig { tables })
+    }
+
+    fn queue(&self, raw: RawQueue) -> Result<QueueConfig, ConfigError> {
+        if raw.path.as_os_str().is_empty() {
+            return Err(self.err("queue.path", "is empty: give the directory for the queue's files"));
+        }
+        const KEY: &str = "queue.cache_capacity_mb";
+        if raw.cache_capacity_mb == 0 {
+            return Err(self.err(
+                KEY,
+                "must be greater than 0 (megabytes of sled page cache), e.g. 64",
+            ));
+        }
+        let cache_capacity_bytes = raw
+            .cache_capacity_mb
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| self.err(KEY, format!("{} megabytes is too large", raw.cache_capacity_mb)))?;
+        Ok(QueueConfig {
+            path: raw.path,
+            cache_capacity_bytes,
+        })
+    }
+
+    fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            self.err(
+                "http.listen",
+                format!(
+                    "{:?} is not a socket address: use IP:port, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\" \
+                     (port 0 picks a free port)",
+                    raw.listen
+                ),
+            )
+        })?;
+        Ok(HttpConfig { listen })
+    }
+
+    fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
+        let invalid = |why: String| {
+            self.err(
+                "log.level",
+                format!(
+                    "{:?} {why}: use a level such as \"info\" or a filter such as \"fieldsync=debug,info\"",
+                    raw.level
+                ),
+            )
+        };
+        if raw.level.trim().is_empty() {
+            return Err(invalid("is empty".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&raw.level)
+            .map_err(|e| invalid(format!("is not a valid log filter ({e})")))?;
+        Ok(LogConfig {
+            level: raw.level,
+            format: raw.format,
+        })
+    }
+
+    fn positive(&self, key: &str, value: Duration) -> Result<(), ConfigError> {
+        if value.is_zero() {
+            return Err(self.err(key, "must be greater than 0, e.g. \"1s\""));
+        }
+        Ok(())
+    }
+}
