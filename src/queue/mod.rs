@@ -113,7 +113,8 @@ impl Queue {
             .flush_every_ms(None)
             .open()
             .map_err(|source| match &source {
-                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || is_lock_error(e) => {
+                // sled reports a held lock file as an I/O error with this message
+                sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
                     QueueError::Locked { path: shown.clone() }
                 }
                 _ => QueueError::Open { path: shown.clone(), source },
@@ -336,11 +337,6 @@ fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, QueueError>
 
 fn corrupt(what: &str, reason: &str) -> QueueError {
     QueueError::Corrupt { what: what.to_owned(), reason: reason.to_owned() }
-}
-
-fn is_lock_error(e: &std::io::Error) -> bool {
-    // sled reports a held file lock as an OS error from flock/fcntl (EAGAIN/EWOULDBLOCK).
-    matches!(e.raw_os_error(), Some(code) if code == libc::EAGAIN || code == libc::EWOULDBLOCK)
 }
 
 #[cfg(test)]

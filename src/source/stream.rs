@@ -97,7 +97,10 @@ impl Source {
                     }
                     backoff = (backoff * 2).min(rc.reconnect_backoff_max);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "replication stopped by a definite error");
+                    return Err(e);
+                }
             }
         }
     }

@@ -420,7 +420,11 @@ impl ReplicationStream {
                 Some(Backend::Message(Message::CopyData(body))) => {
                     out.push(parse_copy_data(body.into_bytes())?)
                 }
-                Some(Backend::Message(Message::CopyDone)) => return Err(SourceError::Closed),
+                // The server ends the stream with CopyDone, or, when a walsender shuts down with
+                // PostgreSQL, with CommandComplete ("COPY 0") once everything sent is confirmed.
+                Some(Backend::Message(Message::CopyDone | Message::CommandComplete(_))) => {
+                    return Err(SourceError::Closed)
+                }
                 Some(Backend::Message(Message::ErrorResponse(body))) => {
                     return Err(SourceError::from_error_fields(body.fields()))
                 }
