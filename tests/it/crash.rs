@@ -10,7 +10,7 @@ use fieldsync::queue::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
 use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
-use crate::support::{cluster_with_schema, wait_for};
+use crate::support::cluster_with_schema;
 
 const KILLS: usize = 20;
 const MIN_CHANGES: u64 = 10_000;
@@ -28,6 +28,8 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let log = dir.path().join("fieldsync.log");
 
     let db = sql(&cluster).await;
+    // The slot exists before any write, so every change below must be captured.
+    db.batch_execute("SELECT pg_create_logical_replication_slot('fieldsync', 'pgoutput')").await.unwrap();
     db.batch_execute(&format!(
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Crash Studio');
          INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');"
@@ -74,10 +76,24 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let total = written.load(Ordering::Relaxed);
 
     let mut daemon = DaemonProcess::spawn(&config_path, http, &log);
-    wait_for(Duration::from_secs(120), "the restarted daemon to catch up", || {
-        assert!(daemon.try_wait().is_none(), "daemon exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        daemon.stored_records() == Some(total + 2)
-    });
+    let started = std::time::Instant::now();
+    loop {
+        assert!(daemon.try_wait().is_none(), "daemon exited:\n{}", log_tail(&log));
+        let stored = daemon.stored_records();
+        if stored == Some(total + 2) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            daemon.terminate();
+            panic!(
+                "the restarted daemon did not catch up: {stored:?} of {} records stored; {}\n{}",
+                total + 2,
+                describe_gaps(&read_queue(&queue_path), total),
+                log_tail(&log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(daemon.terminate().success(), "clean stop on SIGTERM");
 
     let records = read_queue(&queue_path);
@@ -94,4 +110,38 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids strictly increase");
     assert!(kills >= KILLS && total >= MIN_CHANGES);
     eprintln!("{kills} kills, {total} changes, {} records", records.len());
+}
+
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Which values are missing or doubled, and the stored transactions around the first gap.
+fn describe_gaps(records: &[fieldsync::queue::record::ChangeRecord], total: u64) -> String {
+    let mut seen = vec![0u32; total as usize + 1];
+    let mut around = Vec::new();
+    for r in records.iter().filter(|r| r.table == "form_field_values") {
+        if let Some(ColumnValue::Text(t)) = r.new.as_ref().and_then(|n| n.get("value")) {
+            let v: usize = t.parse().unwrap();
+            seen[v] += 1;
+            around.push((v, r.id));
+        }
+    }
+    let missing: Vec<usize> = (1..=total as usize).filter(|v| seen[*v] == 0).collect();
+    let doubled: Vec<usize> = (1..=total as usize).filter(|v| seen[*v] > 1).collect();
+    let first = missing.first().copied().unwrap_or(0);
+    let neighbours: Vec<String> = around
+        .iter()
+        .filter(|(v, _)| v.abs_diff(first) <= 1 || v.abs_diff(first + missing.len()) <= 1)
+        .map(|(v, id)| format!("{v}@{id}"))
+        .collect();
+    format!(
+        "{} missing (first {:?}, last {:?}), {} doubled; around the gap: {neighbours:?}",
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        doubled.len()
+    )
 }
