@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,13 @@ const WEDDING: &str = "00000000-0000-0000-0000-0000000000b0";
 fn main() {
     let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let cluster = Cluster::start(ClusterOptions::default()).expect("start PostgreSQL");
+    // synchronous_commit on, as in production: otherwise commits reach the walsender only on the WAL
+    // writer's next round and the latency figures would measure that delay.
+    let cluster = Cluster::start(ClusterOptions {
+        settings: vec![("synchronous_commit".into(), "on".into())],
+        ..ClusterOptions::default()
+    })
+    .expect("start PostgreSQL");
     cluster.apply_default_schema("postgres").expect("apply schema");
     cluster
         .psql(
@@ -42,37 +48,31 @@ fn main() {
     println!("{:<22} {:>16} {:>16} {:>8}", "workload", "pg_recvlogical", "fieldsync", "ratio");
     for txn_rows in [1u64, 100] {
         let name = format!("{txn_rows}-row transactions");
-        let (reference, ours) = runtime.block_on(throughput(&cluster, rows, txn_rows));
-        println!(
-            "{name:<22} {:>12.0} r/s {:>12.0} r/s {:>8.2}",
-            reference,
-            ours,
-            ours / reference
-        );
+        let (reference, ours, rss) = throughput(&cluster, rows, txn_rows);
+        println!("{name:<22} {reference:>12.0} r/s {ours:>12.0} r/s {:>8.2}   (fieldsync peak RSS {} MiB)", ours / reference, rss / 1024);
     }
     for rate in [1_000u64, 5_000] {
         let (p50, p99, n) = runtime.block_on(latency(&cluster, rate, Duration::from_secs(5)));
         println!("commit-to-durable at {rate:>5}/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({n} transactions)");
     }
-    println!("peak RSS of the benchmark process (fieldsync in-process): {} MiB", peak_rss_kib() / 1024);
 }
 
 fn server_version(cluster: &Cluster) -> String {
     cluster.psql("postgres", "SHOW server_version").unwrap().trim().to_owned()
 }
 
-fn config(cluster: &Cluster, slot: &str, queue: &std::path::Path) -> Config {
-    let toml = format!(
-        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[replication]\nslot = \"{slot}\"\ncreate_slot = false\n[queue]\npath = \"{}\"\n",
+fn config_toml(cluster: &Cluster, slot: &str, queue: &std::path::Path, http: Option<std::net::SocketAddr>) -> String {
+    format!(
+        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[replication]\nslot = \"{slot}\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"{}\"\n",
         cluster.url("postgres", "postgres"),
-        queue.display()
-    );
-    Config::from_toml_str(&toml, "bench", std::iter::empty::<(String, String)>()).expect("bench config")
+        queue.display(),
+        http.map_or("127.0.0.1:0".to_string(), |a| a.to_string()),
+    )
 }
 
 /// Generates `rows` rows in transactions of `txn_rows` rows, with both slots created first; returns
-/// rows/s of (pg_recvlogical, fieldsync).
-async fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64) {
+/// rows/s of (pg_recvlogical, fieldsync) and fieldsync's peak RSS in KiB.
+fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
     let ref_slot = format!("bench_ref_{txn_rows}");
     let our_slot = format!("bench_fs_{txn_rows}");
     for slot in [&ref_slot, &our_slot] {
@@ -108,37 +108,48 @@ async fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64) {
     assert!(status.success(), "pg_recvlogical failed");
     let reference = rows as f64 / started.elapsed().as_secs_f64();
 
-    // (b) fieldsync, fsynced queue
+    // (b) the fieldsync binary, fsynced queue, from process start until the last row is durable
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(cluster, &our_slot, &dir.path().join("queue"));
-    let queue = Queue::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config_path = dir.path().join("fieldsync.toml");
+    std::fs::write(&config_path, config_toml(cluster, &our_slot, &dir.path().join("queue"), Some(http))).unwrap();
     let started = Instant::now();
-    let source = Source::new(Arc::new(cfg), queue.clone(), Arc::new(SourceStatus::default())).unwrap();
-    let task = tokio::spawn(source.run(stop_rx));
-    let mut durable = queue.durable();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start fieldsync");
     loop {
-        let head = queue.head().unwrap();
-        if head.total_records >= rows && durable.borrow().commit_lsn == head.last.map_or(Lsn::ZERO, |t| t.commit_lsn) {
-            break;
+        assert!(child.try_wait().unwrap().is_none(), "fieldsync exited early");
+        if let Ok((200, body)) = fieldsync::http::get_local(http, "/status", Duration::from_secs(5)) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let durable = v.pointer("/queue/durable/commit_lsn").and_then(|l| l.as_str());
+            let last = v.pointer("/queue/last_transaction/commit_lsn").and_then(|l| l.as_str());
+            if v.pointer("/queue/records").and_then(|r| r.as_u64()) == Some(rows) && durable.is_some() && durable == last {
+                break;
+            }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(50), durable.changed()).await;
+        std::thread::sleep(Duration::from_millis(2));
     }
     let ours = rows as f64 / started.elapsed().as_secs_f64();
-    stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    let rss = peak_rss_kib(child.id());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "fieldsync stops cleanly");
     for slot in [&ref_slot, &our_slot] {
         cluster.psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')")).unwrap();
     }
-    (reference, ours)
+    (reference, ours, rss)
 }
 
 /// Streams live while a client commits 1-row transactions at `rate`/s; returns p50, p99 (ms), count.
 async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> (f64, f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let slot = format!("bench_lat_{rate}");
-    let mut cfg = config(cluster, &slot, &dir.path().join("queue"));
-    cfg.replication.create_slot = true;
+    let cfg = Config::from_toml_str(&config_toml(cluster, &slot, &dir.path().join("queue"), None), "bench", std::iter::empty::<(String, String)>())
+        .expect("bench config");
     let queue = Queue::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(SourceStatus::default());
@@ -148,6 +159,7 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> (f64, f64,
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let client = fieldsync::pg::connect_sql(&cfg.postgres).await.unwrap();
+    client.batch_execute("SET synchronous_commit = on").await.unwrap();
     let insert = client
         .prepare(&format!(
             "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
@@ -176,8 +188,8 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> (f64, f64,
     (pct(0.50), pct(0.99), samples.len())
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)

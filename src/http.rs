@@ -93,3 +93,18 @@ async fn queue_view(State(st): State<AppState>, Query(p): Query<QueueParams>) ->
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+/// A plain HTTP/1.0 GET on a loopback listener: `(status, body)`. Used by `fieldsync queue` to ask a
+/// running daemon, and by tests and benchmarks, without an HTTP client dependency.
+pub fn get_local(addr: SocketAddr, path: &str, timeout: std::time::Duration) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let malformed = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
+    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(malformed)?;
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(malformed)?;
+    Ok((status, body.to_owned()))
+}

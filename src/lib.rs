@@ -10,6 +10,7 @@ pub mod app;
 pub mod capture;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod devdb;
 pub mod http;
 pub mod lsn;

@@ -1,7 +1,6 @@
 //! The `fieldsync` command line. Library errors are mapped to exit codes here:
 //! 0 success, 1 runtime failure, 2 bad configuration, 3 database prerequisites not met.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -33,6 +32,12 @@ enum Command {
     Check(ConfigArg),
     /// Print the effective configuration (passwords redacted).
     Config(ConfigArg),
+    /// The whole capture path on a throwaway PostgreSQL: scripted wedding edits, then a live view.
+    Demo {
+        /// Stop after the scripted edits instead of watching for your own.
+        #[arg(long)]
+        exit_after_script: bool,
+    },
     /// Show what the queue holds: counts, durable LSN, the newest records.
     Queue {
         #[command(flatten)]
@@ -64,6 +69,13 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Queue { config, last } => queue_view(config, last).await,
+            Command::Demo { exit_after_script } => match fieldsync::demo::run(exit_after_script, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            },
         }
     })
 }
@@ -178,16 +190,10 @@ fn print_queue(queue: &Queue, last: usize) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// A plain HTTP/1.0 GET of `/queue` on the daemon's listener.
+/// Asks the running daemon for its queue view.
 fn fetch_from_daemon(addr: std::net::SocketAddr, last: usize) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(stream, "GET /queue?last={last} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(head.lines().next().unwrap_or("no response").to_owned()));
+    match fieldsync::http::get_local(addr, &format!("/queue?last={last}"), std::time::Duration::from_secs(10))? {
+        (200, body) => Ok(body),
+        (status, _) => Err(std::io::Error::other(format!("HTTP {status}"))),
     }
-    Ok(body.to_owned())
 }

@@ -97,13 +97,19 @@ impl Capture {
     /// PostgreSQL sends both again after reconnecting.
     pub fn reset(&mut self) -> Result<(), CaptureError> {
         self.relations.clear();
-        if let Some(txn) = self.txn.take() {
-            if !txn.replay {
+        match self.txn.take() {
+            Some(txn) if !txn.replay => {
                 let removed = self.writer.discard(txn.commit_lsn)?;
                 tracing::info!(commit_lsn = %txn.commit_lsn, removed, "discarded a partly received transaction");
             }
+            _ => self.writer.sync()?,
         }
         Ok(())
+    }
+
+    /// Writes what was staged and committed since the last call (once per network read).
+    pub fn sync(&mut self) -> Result<(), CaptureError> {
+        Ok(self.writer.sync()?)
     }
 
     /// Applies one decoded message received at `lsn`.

@@ -52,6 +52,8 @@ struct State {
     pending_times: VecDeque<(Lsn, i64)>,
     failed: Option<String>,
     stop: bool,
+    /// The flusher thread is waiting for work (only then does a writer need to wake it).
+    idle: bool,
 }
 
 pub(super) struct Flusher {
@@ -75,6 +77,7 @@ impl Flusher {
                 pending_times: VecDeque::new(),
                 failed: None,
                 stop: false,
+                idle: false,
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
@@ -99,15 +102,22 @@ impl Flusher {
         &self.latencies
     }
 
-    /// Notes a transaction fully written to sled (not yet flushed).
-    pub(super) fn written(&self, txn: Durable, commit_time_unix_micros: i64) {
+    /// Notes transactions fully written to sled (not yet flushed), oldest first, each with its
+    /// commit time in Unix microseconds.
+    pub(super) fn written(&self, txns: &[(Durable, i64)]) {
+        let Some((last, _)) = txns.last() else { return };
         let mut st = self.state.lock().expect("flusher lock");
-        st.written = txn;
-        if st.pending_times.len() < MAX_PENDING_TIMES {
-            st.pending_times.push_back((txn.end_lsn, commit_time_unix_micros));
+        st.written = *last;
+        for (txn, commit_time) in txns {
+            if st.pending_times.len() < MAX_PENDING_TIMES {
+                st.pending_times.push_back((txn.end_lsn, *commit_time));
+            }
         }
+        let wake = st.idle;
         drop(st);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     pub(super) fn has_pending(&self) -> bool {
@@ -127,7 +137,7 @@ impl Flusher {
     pub(super) fn flush_now(&self) -> Result<Durable, QueueError> {
         let mut st = self.state.lock().expect("flusher lock");
         let target = st.written;
-        self.wake.notify_one();
+        self.wake.notify_all();
         while st.durable != target && st.failed.is_none() && !st.stop {
             st = self.done.wait_timeout(st, Duration::from_millis(100)).expect("flusher lock").0;
         }
@@ -150,8 +160,10 @@ impl Flusher {
             let target = {
                 let mut st = self.state.lock().expect("flusher lock");
                 while st.written == st.durable && !st.stop {
+                    st.idle = true;
                     st = self.wake.wait(st).expect("flusher lock");
                 }
+                st.idle = false;
                 if st.written == st.durable || st.failed.is_some() {
                     // stop requested with nothing left to flush, or storage already failed
                     return;

@@ -2,25 +2,29 @@
 //! confirmed to PostgreSQL.
 //!
 //! # Key layout (sled trees)
-//! - `changes`: `commit_lsn (u64 BE) ‖ index (u32 BE)` → [`record::ChangeRecord`] as JSON. Keys
-//!   sort in commit order, then in transaction order.
-//! - `txns`: `commit_lsn (u64 BE)` → [`record::TxnRecord`] as JSON, one per stored transaction.
+//! - `changes`: chunks (see [`chunk`]). Key: the id of the chunk's first record,
+//!   `commit_lsn (u64 BE) ‖ index (u32 BE)`, so chunks sort in commit order; value: records as
+//!   JSON lines ([`record::ChangeRecord`]), in commit order, then in transaction order.
 //! - `meta`: `head` → [`Head`] as JSON (the newest stored transaction and totals);
 //!   `confirmed` → u64 BE, the highest LSN ever confirmed to PostgreSQL.
 //!
 //! # Invariants
-//! - A transaction's records are staged in `changes` as they arrive (a large transaction is never
-//!   held in memory), but they are *visible* only once `meta/head` names a commit LSN at or after
-//!   theirs. `head` is written after the records, so sled's log order makes a durable head imply
-//!   durable records. On open, anything past the head (a half-received transaction) is removed.
+//! - Records are staged as they arrive and written out in chunks of at most [`chunk::CHUNK_BYTES`]
+//!   (a large transaction is never held in memory), but they are *visible* only once `meta/head`
+//!   names a commit LSN at or after theirs. `head` is written after the chunks, so sled's log order
+//!   makes a durable head imply durable records. On open, anything past the head (a half-received
+//!   transaction) is removed.
 //! - Transactions arrive in commit-LSN order, so a transaction whose commit LSN is not past the
 //!   head is a replay and is not stored again (ids are stable: commit LSN + index).
 //! - The durable watermark advances only after `Db::flush` returns for everything written before
-//!   the flush began. Flushes are grouped: one background flusher flushes whatever has been written
-//!   since its last flush, so a burst of small transactions costs one fsync, not one each.
+//!   the flush began. Writes and flushes are grouped: the capture loop writes one chunk and one
+//!   head per network read, and one background flusher flushes whatever has been written since
+//!   its last flush, so a burst of small transactions costs one sled write and one fsync.
 
+pub mod chunk;
 pub mod flusher;
 pub mod record;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::lsn::Lsn;
 use flusher::Flusher;
 pub use flusher::{Durable, LatencySamples};
 use record::{ChangeRecord, EventId, TxnRecord};
+pub use writer::QueueWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -84,7 +89,6 @@ pub struct QueueSummary {
 pub struct Queue {
     db: sled::Db,
     changes: sled::Tree,
-    txns: sled::Tree,
     meta: sled::Tree,
     flusher: Arc<Flusher>,
     _stop: Arc<StopFlusherOnDrop>,
@@ -120,10 +124,9 @@ impl Queue {
                 _ => QueueError::Open { path: shown.clone(), source },
             })?;
         let changes = db.open_tree("changes")?;
-        let txns = db.open_tree("txns")?;
         let meta = db.open_tree("meta")?;
         let head = read_head(&meta)?;
-        let removed = remove_after(&changes, &txns, head.commit_lsn())?;
+        let removed = remove_after(&changes, head.commit_lsn())?;
         if removed > 0 {
             tracing::warn!(removed, "removed records of a transaction that was not fully received");
         }
@@ -134,12 +137,12 @@ impl Queue {
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
-        Ok(Queue { db, changes, txns, meta, flusher, _stop })
+        Ok(Queue { db, changes, meta, flusher, _stop })
     }
 
     /// The writer used by capture. Only one may be in use at a time.
     pub fn writer(&self) -> Result<QueueWriter, QueueError> {
-        Ok(QueueWriter { queue: self.clone(), head: read_head(&self.meta)? })
+        Ok(QueueWriter::new(self.clone(), read_head(&self.meta)?))
     }
 
     /// Watch the durable watermark: the newest transaction whose records are flushed.
@@ -197,22 +200,27 @@ impl Queue {
     /// Durable records after `after` (exclusive), in commit order, at most `limit`.
     pub fn records_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<ChangeRecord>, QueueError> {
         let visible = self.durable().borrow().commit_lsn;
+        // start at the chunk holding `after`, if any
         let start = match after {
-            Some(id) => {
-                let mut k = id.key().to_vec();
-                k.push(0);
-                k
-            }
+            Some(id) => match self.changes.range(..=id.key()).next_back() {
+                Some(item) => item?.0.to_vec(),
+                None => Vec::new(),
+            },
             None => Vec::new(),
         };
         let mut out = Vec::new();
         for item in self.changes.range(start..) {
-            let (k, v) = item?;
-            let id = EventId::from_key(&k).ok_or_else(|| corrupt("changes key", "not 12 bytes"))?;
-            if id.commit_lsn > visible || out.len() >= limit {
-                break;
+            let (_, chunk) = item?;
+            for line in chunk::lines(&chunk) {
+                let id = chunk::line_id(line).ok_or_else(|| corrupt("record line", "no id prefix"))?;
+                if after.is_some_and(|a| id <= a) {
+                    continue;
+                }
+                if id.commit_lsn > visible || out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(decode_record(&id, line)?);
             }
-            out.push(decode_record(&id, &v)?);
         }
         Ok(out)
     }
@@ -221,27 +229,18 @@ impl Queue {
     pub fn last_records(&self, n: usize) -> Result<Vec<ChangeRecord>, QueueError> {
         let visible = self.durable().borrow().commit_lsn;
         let mut out = Vec::new();
-        for item in self.changes.iter().rev() {
-            let (k, v) = item?;
-            let id = EventId::from_key(&k).ok_or_else(|| corrupt("changes key", "not 12 bytes"))?;
-            if id.commit_lsn > visible {
-                continue;
+        'chunks: for item in self.changes.iter().rev() {
+            let (_, chunk) = item?;
+            for line in chunk::lines(&chunk).rev() {
+                let id = chunk::line_id(line).ok_or_else(|| corrupt("record line", "no id prefix"))?;
+                if id.commit_lsn > visible {
+                    continue;
+                }
+                if out.len() == n {
+                    break 'chunks;
+                }
+                out.push(decode_record(&id, line)?);
             }
-            if out.len() == n {
-                break;
-            }
-            out.push(decode_record(&id, &v)?);
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    /// The newest `n` stored transactions, oldest first.
-    pub fn last_transactions(&self, n: usize) -> Result<Vec<TxnRecord>, QueueError> {
-        let mut out = Vec::new();
-        for item in self.txns.iter().rev().take(n) {
-            let (k, v) = item?;
-            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(&format!("txns/{k:?}"), &e.to_string()))?);
         }
         out.reverse();
         Ok(out)
@@ -253,59 +252,6 @@ impl Queue {
     }
 }
 
-/// Stages and commits transactions. Owned by the capture loop.
-pub struct QueueWriter {
-    queue: Queue,
-    head: Head,
-}
-
-impl QueueWriter {
-    /// True when the transaction committing at `commit_lsn` is already stored (a replay).
-    pub fn is_stored(&self, commit_lsn: Lsn) -> bool {
-        self.head.commit_lsn().is_some_and(|h| commit_lsn <= h)
-    }
-
-    /// Stages one record of the open transaction. Invisible until [`QueueWriter::commit`].
-    pub fn stage(&mut self, id: EventId, record_json: &[u8]) -> Result<(), QueueError> {
-        self.queue.changes.insert(id.key(), record_json)?;
-        Ok(())
-    }
-
-    /// Makes a transaction's staged records visible and hands it to the flusher.
-    pub fn commit(&mut self, txn: TxnRecord) -> Result<(), QueueError> {
-        if let Some(head) = self.head.commit_lsn() {
-            if txn.commit_lsn <= head {
-                return Err(QueueError::OutOfOrder { commit_lsn: txn.commit_lsn, head });
-            }
-        }
-        self.queue.flusher.check_failed()?;
-        let bytes = serde_json::to_vec(&txn).expect("TxnRecord serializes");
-        self.queue.txns.insert(txn.commit_lsn.to_be_bytes(), bytes)?;
-        let mut head = self.head.clone();
-        head.total_records += u64::from(txn.records);
-        head.total_txns += 1;
-        let (commit_lsn, end_lsn, commit_time) = (txn.commit_lsn, txn.end_lsn, txn.commit_time);
-        head.last = Some(txn);
-        self.queue.meta.insert(HEAD, serde_json::to_vec(&head).expect("Head serializes"))?;
-        self.head = head;
-        self.queue.flusher.written(Durable { commit_lsn, end_lsn }, commit_time);
-        Ok(())
-    }
-
-    /// Removes whatever was staged for a transaction that will not commit here (the connection
-    /// dropped mid-transaction; PostgreSQL will send it again).
-    pub fn discard(&mut self, commit_lsn: Lsn) -> Result<u64, QueueError> {
-        let from = EventId { commit_lsn, index: 0 }.key();
-        let to = EventId { commit_lsn, index: u32::MAX }.key();
-        let mut n = 0;
-        for key in self.queue.changes.range(from..=to).keys() {
-            self.queue.changes.remove(key?)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-}
-
 fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
     match meta.get(HEAD)? {
         Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("meta/head", &e.to_string())),
@@ -313,22 +259,36 @@ fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
     }
 }
 
-/// Removes change records and transaction markers after `head` (all of them when `None`).
-fn remove_after(changes: &sled::Tree, txns: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueError> {
-    let (change_from, txn_from) = match head {
+/// Removes every record committed after `head` (all of them when `None`): whole chunks past it,
+/// and the tail of the chunk that straddles it. Returns how many records were removed.
+fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueError> {
+    let from = match head {
         Some(Lsn(u64::MAX)) => return Ok(0),
-        Some(h) => (EventId { commit_lsn: Lsn(h.0 + 1), index: 0 }.key().to_vec(), (h.0 + 1).to_be_bytes().to_vec()),
-        None => (Vec::new(), Vec::new()),
+        Some(h) => EventId { commit_lsn: Lsn(h.0 + 1), index: 0 }.key().to_vec(),
+        None => Vec::new(),
     };
-    let mut n = 0;
-    for key in changes.range(change_from..).keys() {
-        changes.remove(key?)?;
-        n += 1;
+    let mut removed = 0;
+    for item in changes.range(from.clone()..) {
+        let (key, chunk) = item?;
+        removed += chunk::lines(&chunk).count() as u64;
+        changes.remove(key)?;
     }
-    for key in txns.range(txn_from..).keys() {
-        txns.remove(key?)?;
+    if let Some(item) = changes.range(..from).next_back() {
+        let (key, chunk) = item?;
+        let before = chunk::lines(&chunk).count() as u64;
+        match chunk::retain(&chunk, |id| head.is_some_and(|h| id.commit_lsn <= h)) {
+            Some(kept) if kept.len() == chunk.len() => {}
+            Some(kept) => {
+                removed += before - chunk::lines(&kept).count() as u64;
+                changes.insert(key, kept)?;
+            }
+            None => {
+                removed += before;
+                changes.remove(key)?;
+            }
+        }
     }
-    Ok(n)
+    Ok(removed)
 }
 
 fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, QueueError> {

@@ -1,4 +1,5 @@
 use super::record::{EventId, TxnRecord};
+use super::writer::QueueWriter;
 use super::*;
 
 fn txn(commit: u64, records: u32) -> TxnRecord {
@@ -27,10 +28,13 @@ fn committed_records_become_visible_once_flushed_in_commit_order() {
     let q = Queue::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 3);
+    w.sync().unwrap();
+    q.flush_blocking().unwrap();
     assert!(q.records_after(None, 100).unwrap().is_empty(), "staged records are invisible");
     w.commit(txn(100, 3)).unwrap();
     stage_txn(&mut w, 200, 2);
     w.commit(txn(200, 2)).unwrap();
+    w.sync().unwrap();
     let durable = q.flush_blocking().unwrap();
     assert_eq!(durable, Durable { commit_lsn: Lsn(200), end_lsn: Lsn(208) });
     let ids: Vec<_> = q.records_after(None, 100).unwrap().into_iter().map(|r| (r.commit_lsn.0, r.id.index)).collect();
@@ -50,17 +54,20 @@ fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
         stage_txn(&mut w, 100, 2);
         w.commit(txn(100, 2)).unwrap();
         stage_txn(&mut w, 300, 50); // never committed: the process "dies" here
+        w.sync().unwrap();
         q.flush_blocking().unwrap();
         q.db.flush().unwrap();
     }
     let q = Queue::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(q.records_after(None, 1000).unwrap().len(), 2);
-    assert_eq!(q.changes.len(), 2, "staged tail is gone, not just hidden");
+    let stored: usize = q.changes.iter().map(|c| chunk::lines(&c.unwrap().1).count()).sum();
+    assert_eq!(stored, 2, "the staged tail is gone, not just hidden");
     let mut w = q.writer().unwrap();
     assert!(w.is_stored(Lsn(100)));
     assert!(!w.is_stored(Lsn(300)));
     stage_txn(&mut w, 300, 50);
     w.commit(txn(300, 50)).unwrap();
+    w.sync().unwrap();
     q.flush_blocking().unwrap();
     assert_eq!(q.records_after(None, 1000).unwrap().len(), 52);
 }
@@ -85,7 +92,14 @@ fn discarding_an_open_transaction_removes_only_its_records() {
     w.commit(txn(100, 2)).unwrap();
     stage_txn(&mut w, 200, 5);
     assert_eq!(w.discard(Lsn(200)).unwrap(), 5);
-    assert_eq!(q.changes.len(), 2);
+    q.flush_blocking().unwrap();
+    assert_eq!(q.records_after(None, 100).unwrap().len(), 2);
+    // the same once the open transaction's records had already been written out
+    stage_txn(&mut w, 300, 5);
+    w.sync().unwrap();
+    assert_eq!(w.discard(Lsn(300)).unwrap(), 5);
+    let stored: usize = q.changes.iter().map(|c| chunk::lines(&c.unwrap().1).count()).sum();
+    assert_eq!(stored, 2);
 }
 
 #[test]
@@ -111,4 +125,22 @@ fn a_queue_in_use_is_reported_as_locked() {
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("a queue in use must not open twice"),
     }
+}
+
+#[test]
+fn a_large_transaction_is_written_out_in_bounded_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let mut w = q.writer().unwrap();
+    stage_txn(&mut w, 100, 5_000);
+    assert!(q.changes.len() >= 2, "chunks were written before the commit");
+    assert!(w.chunk.len() < chunk::CHUNK_BYTES, "the in-memory chunk stays bounded");
+    w.commit(txn(100, 5_000)).unwrap();
+    w.sync().unwrap();
+    q.flush_blocking().unwrap();
+    let all = q.records_after(None, usize::MAX).unwrap();
+    assert_eq!(all.len(), 5_000);
+    let from_middle = q.records_after(Some(all[2_999].id), usize::MAX).unwrap();
+    assert_eq!(from_middle.first().map(|r| r.id), Some(all[3_000].id));
+    assert_eq!(q.last_records(3).unwrap().iter().map(|r| r.id.index).collect::<Vec<_>>(), vec![4_997, 4_998, 4_999]);
 }

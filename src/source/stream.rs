@@ -144,6 +144,7 @@ impl Source {
                             }
                         }
                     }
+                    self.capture.sync()?;
                     self.status.touch(unix_ms_now());
                     if reply {
                         self.send_status(&mut stream).await?;

@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod crash;
+mod demo;
 mod devdb;
 mod memory;
 mod source_conn;

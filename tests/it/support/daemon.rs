@@ -1,7 +1,6 @@
 //! Running fieldsync in tests: in-process (`Daemon`) when a test needs its handles, or as the real
 //! `fieldsync` binary when a test kills it or measures its memory.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -78,14 +77,7 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.0 GET; `None` when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
+    fieldsync::http::get_local(addr, path, Duration::from_secs(5)).ok()
 }
 
 /// The `fieldsync` binary running as a child process, its stderr appended to a log file.

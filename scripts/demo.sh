@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# fieldsync's demo: installs PostgreSQL when missing, then runs `fieldsync demo` (a throwaway
+# cluster with the default schema, the daemon, scripted wedding edits and a live view; Ctrl-C stops
+# it and removes everything). Extra arguments go to `fieldsync demo`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-postgres.sh
+
+exec cargo run --release --quiet --bin fieldsync -- demo "$@"

@@ -1,0 +1,183 @@
+//! `fieldsync demo`: the whole capture path on a throwaway PostgreSQL, for a newcomer.
+//!
+//! Starts a private cluster with `sql/schema.sql` and `sql/setup.sql`, runs the daemon against it,
+//! makes a few scripted wedding edits (and some that must *not* be captured: a rolled-back
+//! transaction, an unpublished table), and prints each captured change as it becomes durable, with
+//! its commit-to-durable time. Then it keeps watching so the person can make their own edits with
+//! psql, until Ctrl-C; the cluster and the queue are removed on exit.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::app::{AppError, Daemon};
+use crate::config::Config;
+use crate::devdb::{Cluster, ClusterOptions, DevDbError};
+use crate::queue::record::{ChangeRecord, ColumnValue, EventId, Op};
+use crate::queue::QueueError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("throwaway PostgreSQL: {0}")]
+    DevDb(#[from] DevDbError),
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("demo configuration: {0}")]
+    Config(String),
+    #[error("scripted edit failed: {0}")]
+    Sql(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("cannot create a temporary directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+
+/// The scripted edits: what a couple and their planner might do in the app.
+const SCRIPT: &[(&str, &str)] = &[
+    ("the planner's studio signs up", "INSERT INTO organizations (id, name, timezone) VALUES ('0a000000-0000-4000-8000-000000000001', 'Petals & Vows', 'Europe/London')"),
+    ("a wedding is created", "INSERT INTO weddings (id, organization_id, couple_names, wedding_date, timezone) VALUES ('0b000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', 'Amara & Tom', '2027-06-19', 'Europe/London')"),
+    ("the couple answer the guest-count question", "INSERT INTO form_field_values (id, organization_id, wedding_id, field_id, field_type, value) VALUES ('0f000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', '0c000000-0000-4000-8000-000000000001', 'guest_count_matrix', '{\"adults\": 120, \"children\": 14, \"infants\": 3}')"),
+    ("they change the guest count", "UPDATE form_field_values SET value = '{\"adults\": 128, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'"),
+    ("they pick a venue", "UPDATE weddings SET venue = '{\"name\": \"Kew Gardens\", \"formatted_address\": \"Richmond, London TW9 3AE, UK\"}', updated_at = now() WHERE id = '0b000000-0000-4000-8000-000000000001'"),
+    ("an edit that is rolled back (never captured)", "BEGIN; UPDATE weddings SET couple_names = 'typo' WHERE id = '0b000000-0000-4000-8000-000000000001'; ROLLBACK"),
+    ("a table outside the publication changes (never captured)", "CREATE TABLE IF NOT EXISTS app_sessions (id serial, seen timestamptz); INSERT INTO app_sessions (seen) VALUES (now())"),
+    ("the timeline is added and the guest-count field removed in one transaction", "BEGIN; INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value) VALUES ('0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', gen_random_uuid(), 'timeline_builder', '{\"events\": [{\"time\": \"13:00\", \"duration\": 45, \"title\": \"Ceremony\"}]}'); DELETE FROM form_field_values WHERE id = '0f000000-0000-4000-8000-000000000001'; COMMIT"),
+];
+
+/// How many records the script produces (one per captured row change).
+const SCRIPT_RECORDS: usize = 7;
+
+/// Runs the demo until `stop` resolves; with `exit_after_script`, returns once the script is shown.
+pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Result<(), DemoError> {
+    println!("fieldsync demo: starting a throwaway PostgreSQL with sql/schema.sql and sql/setup.sql ...");
+    let cluster = tokio::task::spawn_blocking(|| -> Result<Cluster, DevDbError> {
+        // synchronous_commit on: with it off, a commit reaches the walsender only on the WAL
+        // writer's next round (wal_writer_delay), which would show as latency that is not ours.
+        let cluster = Cluster::start(ClusterOptions {
+            settings: vec![("synchronous_commit".into(), "on".into())],
+            ..ClusterOptions::default()
+        })?;
+        cluster.apply_default_schema("postgres")?;
+        Ok(cluster)
+    })
+    .await
+    .map_err(|e| DemoError::Config(e.to_string()))??;
+    let dir = tempfile::Builder::new().prefix("fieldsync-demo-").tempdir()?;
+    let toml = format!(
+        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        cluster.url("postgres", "postgres"),
+        dir.path().join("queue").display()
+    );
+    let config = Config::from_toml_str(&toml, "demo", std::iter::empty::<(String, String)>())
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    let target = config.postgres.clone();
+    let daemon = Daemon::start(config).await?;
+    wait_until(Duration::from_secs(30), "replication to start", || daemon.status.snapshot().connected).await?;
+    println!("capturing from slot \"fieldsync\", publication \"fieldsync\"; queue in {}", dir.path().display());
+    println!();
+
+    let db = crate::pg::connect_sql(&target).await.map_err(|e| DemoError::Sql(e.to_string()))?;
+    let mut last: Option<EventId> = None;
+    let mut shown = 0;
+    for (what, sql) in SCRIPT {
+        println!("-- {what}");
+        db.batch_execute(sql).await.map_err(|e| DemoError::Sql(format!("{what}: {e}")))?;
+    }
+    let mut durable = daemon.queue.durable();
+    while shown < SCRIPT_RECORDS {
+        if tokio::time::timeout(Duration::from_secs(30), durable.changed()).await.is_err() {
+            return Err(DemoError::Timeout(format!("only {shown} of {SCRIPT_RECORDS} scripted changes were captured")));
+        }
+        shown += print_new(&daemon, &mut last)?;
+    }
+    println!();
+    println!("{shown} changes captured: rolled-back work and unpublished tables left nothing behind.");
+    println!();
+    println!("try it yourself:");
+    println!("  psql '{}'", cluster.url("postgres", "postgres"));
+    println!("    UPDATE form_field_values SET value = '{{\"adults\": 90}}' WHERE field_type = 'guest_count_matrix';");
+    println!("  curl http://{}/status", daemon.http_addr);
+    println!("  curl 'http://{}/queue?last=5'", daemon.http_addr);
+    if exit_after_script {
+        return Ok(daemon.stop().await?);
+    }
+    println!("watching for changes; Ctrl-C stops the demo and removes everything it created.");
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = durable.changed() => {
+                if changed.is_err() { break; }
+                print_new(&daemon, &mut last)?;
+            }
+        }
+    }
+    daemon.stop().await?;
+    println!("demo stopped; the throwaway cluster and queue are removed.");
+    Ok(())
+}
+
+/// Prints the records that became durable since `last`; returns how many.
+fn print_new(daemon: &Daemon, last: &mut Option<EventId>) -> Result<usize, DemoError> {
+    let records = daemon.queue.records_after(*last, 1000)?;
+    let now = unix_micros();
+    for r in &records {
+        let ms = (now - r.commit_time).max(0) as f64 / 1000.0;
+        println!("   captured {:<9} {:<32} {}  ({ms:.1} ms after commit)", op(r.op), format!("{}.{}", r.schema, r.table), summary(r));
+        *last = Some(r.id);
+    }
+    Ok(records.len())
+}
+
+fn op(op: Op) -> &'static str {
+    match op {
+        Op::Insert => "insert",
+        Op::Update => "update",
+        Op::Delete => "delete",
+        Op::Truncate => "truncate",
+    }
+}
+
+/// A short description: the changed columns of an update, or the row's key facts.
+fn summary(r: &ChangeRecord) -> String {
+    let text = |row: &crate::queue::record::Row, col: &str| match row.get(col) {
+        Some(ColumnValue::Text(t)) => t.clone(),
+        Some(ColumnValue::Null) => "null".into(),
+        Some(ColumnValue::Unchanged) => "(unchanged)".into(),
+        None => String::new(),
+    };
+    match (&r.old, &r.new) {
+        (Some(old), Some(new)) => {
+            let changed: Vec<String> = new
+                .iter()
+                .filter(|(k, v)| old.get(*k) != Some(v) && *k != "updated_at")
+                .map(|(k, _)| format!("{k}: {} -> {}", text(old, k), text(new, k)))
+                .collect();
+            changed.join(", ")
+        }
+        (_, Some(new)) if r.table == "form_field_values" => format!("{} = {}", text(new, "field_type"), text(new, "value")),
+        (_, Some(new)) => new.get("name").or(new.get("couple_names")).map(|_| {
+            let key = if new.contains_key("name") { "name" } else { "couple_names" };
+            text(new, key)
+        }).unwrap_or_default(),
+        (Some(old), None) => format!("removed {}", text(old, "field_type")),
+        (None, None) => String::new(),
+    }
+}
+
+async fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), DemoError> {
+    let start = std::time::Instant::now();
+    while !f() {
+        if start.elapsed() > deadline {
+            return Err(DemoError::Timeout(format!("timed out waiting for {what}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn unix_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}

@@ -1,0 +1,61 @@
+//! Chunks: the unit sled stores. A chunk is the records staged by one write-out (typically one
+//! network read's worth), as JSON lines, keyed by the id of its first record. One sled entry per
+//! chunk instead of one per row keeps sled's per-entry costs off the hot path.
+
+use super::record::EventId;
+
+/// Chunks are written out once they reach this size, even mid-transaction (memory stays flat).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The records (JSON lines without their newline) of a chunk.
+pub fn lines(chunk: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// The id of a record line: read from the prefix `{"id":"XXXXXXXXXXXXXXXX:XXXXXXXX"` that capture
+/// writes, without parsing the rest; any other key order falls back to a JSON parse.
+pub fn line_id(line: &[u8]) -> Option<EventId> {
+    const PREFIX: &[u8] = b"{\"id\":\"";
+    let fast = line.strip_prefix(PREFIX).and_then(|rest| std::str::from_utf8(rest.get(..25)?).ok()?.parse().ok());
+    fast.or_else(|| {
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: EventId,
+        }
+        serde_json::from_slice::<IdOnly>(line).ok().map(|r| r.id)
+    })
+}
+
+/// Keeps the lines of `chunk` that `keep` accepts; `None` when none is left.
+pub fn retain(chunk: &[u8], mut keep: impl FnMut(EventId) -> bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(chunk.len());
+    for line in lines(chunk) {
+        if line_id(line).is_some_and(&mut keep) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+
+    fn line(lsn: u64, index: u32) -> String {
+        format!("{{\"id\":\"{}\",\"x\":1}}\n", EventId { commit_lsn: Lsn(lsn), index })
+    }
+
+    #[test]
+    fn line_ids_are_read_from_the_prefix_and_chunks_can_be_trimmed() {
+        let chunk = format!("{}{}{}", line(10, 0), line(10, 1), line(20, 0));
+        let ids: Vec<_> = lines(chunk.as_bytes()).map(|l| line_id(l).unwrap()).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[2], EventId { commit_lsn: Lsn(20), index: 0 });
+        let kept = retain(chunk.as_bytes(), |id| id.commit_lsn <= Lsn(10)).unwrap();
+        assert_eq!(String::from_utf8(kept).unwrap(), format!("{}{}", line(10, 0), line(10, 1)));
+        assert!(retain(chunk.as_bytes(), |_| false).is_none());
+        assert!(line_id(b"{\"op\":\"insert\"}").is_none());
+    }
+}
