@@ -52,16 +52,29 @@ impl Daemon {
         let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
         let listener = http::bind(config.http.listen)
             .await
-            .map_err(|source| AppError::Listen { addr: config.http.listen, source })?;
+            .map_err(|source| AppError::Listen {
+                addr: config.http.listen,
+                source,
+            })?;
         let http_addr = listener.local_addr().map_err(AppError::Http)?;
         let status = Arc::new(SourceStatus::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let state = AppState { queue: queue.clone(), source: status.clone() };
+        let state = AppState {
+            queue: queue.clone(),
+            source: status.clone(),
+        };
         let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
         let source = Source::new(Arc::new(config), queue.clone(), status.clone())?;
         let source = tokio::spawn(source.run(shutdown_rx));
         tracing::info!(http = %http_addr, "fieldsync started");
-        Ok(Daemon { http_addr, queue, status, shutdown, source, http })
+        Ok(Daemon {
+            http_addr,
+            queue,
+            status,
+            shutdown,
+            source,
+            http,
+        })
     }
 
     /// Asks every task to stop and waits: the source flushes the queue and confirms it first.

@@ -33,7 +33,6 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
 }
 
-
 /// The scripted edits: what a couple and their planner might do in the app.
 const SCRIPT: &[(&str, &str)] = &[
     ("the planner's studio signs up", "INSERT INTO organizations (id, name, timezone) VALUES ('0a000000-0000-4000-8000-000000000001', 'Petals & Vows', 'Europe/London')"),
@@ -74,21 +73,36 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         .map_err(|e| DemoError::Config(e.to_string()))?;
     let target = config.postgres.clone();
     let daemon = Daemon::start(config).await?;
-    wait_until(Duration::from_secs(30), "replication to start", || daemon.status.snapshot().connected).await?;
-    println!("capturing from slot \"fieldsync\", publication \"fieldsync\"; queue in {}", dir.path().display());
+    wait_until(Duration::from_secs(30), "replication to start", || {
+        daemon.status.snapshot().connected
+    })
+    .await?;
+    println!(
+        "capturing from slot \"fieldsync\", publication \"fieldsync\"; queue in {}",
+        dir.path().display()
+    );
     println!();
 
-    let db = crate::pg::connect_sql(&target).await.map_err(|e| DemoError::Sql(e.to_string()))?;
+    let db = crate::pg::connect_sql(&target)
+        .await
+        .map_err(|e| DemoError::Sql(e.to_string()))?;
     let mut last: Option<EventId> = None;
     let mut shown = 0;
     for (what, sql) in SCRIPT {
         println!("-- {what}");
-        db.batch_execute(sql).await.map_err(|e| DemoError::Sql(format!("{what}: {e}")))?;
+        db.batch_execute(sql)
+            .await
+            .map_err(|e| DemoError::Sql(format!("{what}: {e}")))?;
     }
     let mut durable = daemon.queue.durable();
     while shown < SCRIPT_RECORDS {
-        if tokio::time::timeout(Duration::from_secs(30), durable.changed()).await.is_err() {
-            return Err(DemoError::Timeout(format!("only {shown} of {SCRIPT_RECORDS} scripted changes were captured")));
+        if tokio::time::timeout(Duration::from_secs(30), durable.changed())
+            .await
+            .is_err()
+        {
+            return Err(DemoError::Timeout(format!(
+                "only {shown} of {SCRIPT_RECORDS} scripted changes were captured"
+            )));
         }
         shown += print_new(&daemon, &mut last)?;
     }
@@ -125,7 +139,12 @@ fn print_new(daemon: &Daemon, last: &mut Option<EventId>) -> Result<usize, DemoE
     let now = unix_micros();
     for r in &records {
         let ms = (now - r.commit_time).max(0) as f64 / 1000.0;
-        println!("   captured {:<9} {:<32} {}  ({ms:.1} ms after commit)", op(r.op), format!("{}.{}", r.schema, r.table), summary(r));
+        println!(
+            "   captured {:<9} {:<32} {}  ({ms:.1} ms after commit)",
+            op(r.op),
+            format!("{}.{}", r.schema, r.table),
+            summary(r)
+        );
         *last = Some(r.id);
     }
     Ok(records.len())
@@ -157,11 +176,21 @@ fn summary(r: &ChangeRecord) -> String {
                 .collect();
             changed.join(", ")
         }
-        (_, Some(new)) if r.table == "form_field_values" => format!("{} = {}", text(new, "field_type"), text(new, "value")),
-        (_, Some(new)) => new.get("name").or(new.get("couple_names")).map(|_| {
-            let key = if new.contains_key("name") { "name" } else { "couple_names" };
-            text(new, key)
-        }).unwrap_or_default(),
+        (_, Some(new)) if r.table == "form_field_values" => {
+            format!("{} = {}", text(new, "field_type"), text(new, "value"))
+        }
+        (_, Some(new)) => new
+            .get("name")
+            .or(new.get("couple_names"))
+            .map(|_| {
+                let key = if new.contains_key("name") {
+                    "name"
+                } else {
+                    "couple_names"
+                };
+                text(new, key)
+            })
+            .unwrap_or_default(),
         (Some(old), None) => format!("removed {}", text(old, "field_type")),
         (None, None) => String::new(),
     }
@@ -179,5 +208,7 @@ async fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool)
 }
 
 fn unix_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

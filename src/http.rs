@@ -26,14 +26,21 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/status", get(status))
         .route("/queue", get(queue_view))
         .with_state(state)
 }
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -47,7 +54,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn status(State(st): State<AppState>) -> Response {
     match st.queue.summary() {
-        Ok(queue) => Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue})).into_response(),
+        Ok(queue) => {
+            Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue})).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -85,7 +94,12 @@ impl From<&ChangeRecord> for RecordSummary {
 async fn queue_view(State(st): State<AppState>, Query(p): Query<QueueParams>) -> Response {
     let last = p.last.unwrap_or(10).min(1000);
     let result = st.queue.summary().and_then(|summary| {
-        let records: Vec<RecordSummary> = st.queue.last_records(last)?.iter().map(RecordSummary::from).collect();
+        let records: Vec<RecordSummary> = st
+            .queue
+            .last_records(last)?
+            .iter()
+            .map(RecordSummary::from)
+            .collect();
         Ok(serde_json::json!({"summary": summary, "last_records": records}))
     });
     match result {
@@ -96,7 +110,11 @@ async fn queue_view(State(st): State<AppState>, Query(p): Query<QueueParams>) ->
 
 /// A plain HTTP/1.0 GET on a loopback listener: `(status, body)`. Used by `fieldsync queue` to ask a
 /// running daemon, and by tests and benchmarks, without an HTTP client dependency.
-pub fn get_local(addr: SocketAddr, path: &str, timeout: std::time::Duration) -> std::io::Result<(u16, String)> {
+pub fn get_local(
+    addr: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -105,6 +123,10 @@ pub fn get_local(addr: SocketAddr, path: &str, timeout: std::time::Duration) -> 
     stream.read_to_string(&mut response)?;
     let malformed = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
     let (head, body) = response.split_once("\r\n\r\n").ok_or_else(malformed)?;
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(malformed)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(malformed)?;
     Ok((status, body.to_owned()))
 }

@@ -11,7 +11,11 @@ use fieldsync::http::RecordSummary;
 use fieldsync::queue::{Queue, QueueError};
 
 #[derive(Parser)]
-#[command(name = "fieldsync", version, about = "Change capture from PostgreSQL to wedding CRMs")]
+#[command(
+    name = "fieldsync",
+    version,
+    about = "Change capture from PostgreSQL to wedding CRMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,13 +73,15 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Queue { config, last } => queue_view(config, last).await,
-            Command::Demo { exit_after_script } => match fieldsync::demo::run(exit_after_script, shutdown_signal()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
+            Command::Demo { exit_after_script } => {
+                match fieldsync::demo::run(exit_after_script, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
                 }
-            },
+            }
         }
     })
 }
@@ -158,7 +164,11 @@ async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: the queue at {} is in use and the daemon at http://{} did not answer: {e}", display(&config.queue.path), config.http.listen);
+                eprintln!(
+                    "error: the queue at {} is in use and the daemon at http://{} did not answer: {e}",
+                    display(&config.queue.path),
+                    config.http.listen
+                );
                 ExitCode::from(1)
             }
         },
@@ -177,14 +187,23 @@ fn print_queue(queue: &Queue, last: usize) -> Result<(), QueueError> {
     let s = queue.summary()?;
     println!("records:       {}", s.records);
     println!("transactions:  {}", s.transactions);
-    println!("durable LSN:   {} (commit {})", s.durable.end_lsn, s.durable.commit_lsn);
+    println!(
+        "durable LSN:   {} (commit {})",
+        s.durable.end_lsn, s.durable.commit_lsn
+    );
     println!("confirmed LSN: {}", s.confirmed);
     let records = queue.last_records(last)?;
     if !records.is_empty() {
         println!("newest records:");
         for r in &records {
             let r = RecordSummary::from(r);
-            println!("  {}  {:<8} {:<40} columns: {}", r.id, format!("{:?}", r.op).to_lowercase(), r.table, r.columns.join(","));
+            println!(
+                "  {}  {:<8} {:<40} columns: {}",
+                r.id,
+                format!("{:?}", r.op).to_lowercase(),
+                r.table,
+                r.columns.join(",")
+            );
         }
     }
     Ok(())
@@ -192,7 +211,11 @@ fn print_queue(queue: &Queue, last: usize) -> Result<(), QueueError> {
 
 /// Asks the running daemon for its queue view.
 fn fetch_from_daemon(addr: std::net::SocketAddr, last: usize) -> std::io::Result<String> {
-    match fieldsync::http::get_local(addr, &format!("/queue?last={last}"), std::time::Duration::from_secs(10))? {
+    match fieldsync::http::get_local(
+        addr,
+        &format!("/queue?last={last}"),
+        std::time::Duration::from_secs(10),
+    )? {
         (200, body) => Ok(body),
         (status, _) => Err(std::io::Error::other(format!("HTTP {status}"))),
     }

@@ -40,7 +40,10 @@ impl PgTarget {
     /// `postgres://user@host:port/db`, never with the password: safe for logs and messages.
     pub fn redacted_url(&self) -> String {
         let pw = if self.password.is_some() { ":***" } else { "" };
-        format!("postgres://{}{}@{}:{}/{}", self.user, pw, self.host, self.port, self.dbname)
+        format!(
+            "postgres://{}{}@{}:{}/{}",
+            self.user, pw, self.host, self.port, self.dbname
+        )
     }
 }
 
@@ -61,7 +64,9 @@ pub enum ConnectError {
 ///
 /// `prefer` and `require` encrypt without verifying the certificate, as libpq does;
 /// `verify-full` checks the chain against `ca_file` (else the web PKI roots) and the host name.
-pub fn tls_client_config(target: &PgTarget) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, ConnectError> {
+pub fn tls_client_config(
+    target: &PgTarget,
+) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, ConnectError> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -76,7 +81,10 @@ pub fn tls_client_config(target: &PgTarget) -> Result<Option<std::sync::Arc<rust
             let mut roots = rustls::RootCertStore::empty();
             match &target.ca_file {
                 Some(path) => {
-                    let ca_err = |reason: String| ConnectError::CaFile { path: path.clone(), reason };
+                    let ca_err = |reason: String| ConnectError::CaFile {
+                        path: path.clone(),
+                        reason,
+                    };
                     let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
                     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                         let cert = cert.map_err(|e| ca_err(e.to_string()))?;
@@ -106,7 +114,10 @@ pub async fn connect_sql(target: &PgTarget) -> Result<tokio_postgres::Client, Co
     if let Some(pw) = &target.password {
         cfg.password(pw.expose());
     }
-    let pg_err = |source| ConnectError::Postgres { url: target.redacted_url(), source };
+    let pg_err = |source| ConnectError::Postgres {
+        url: target.redacted_url(),
+        source,
+    };
     match tls_client_config(target)? {
         None => {
             cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -154,7 +165,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -163,7 +179,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -40,7 +40,11 @@ pub enum Step {
     Continue,
     /// A transaction ended. `stored` is false when it held no captured row or was a replay;
     /// such a transaction needs no flush before `end_lsn` may be confirmed.
-    Committed { end_lsn: Lsn, stored: bool, records: u32 },
+    Committed {
+        end_lsn: Lsn,
+        stored: bool,
+        records: u32,
+    },
 }
 
 /// Running counts, for logs and the status endpoint.
@@ -77,7 +81,10 @@ impl Capture {
     pub fn new(tables: &[TableName], writer: QueueWriter) -> Capture {
         Capture {
             relations: RelationCache::new(),
-            tables: tables.iter().map(|t| (t.schema.clone(), t.name.clone())).collect(),
+            tables: tables
+                .iter()
+                .map(|t| (t.schema.clone(), t.name.clone()))
+                .collect(),
             writer,
             txn: None,
             buf: Vec::with_capacity(4096),
@@ -132,20 +139,34 @@ impl Capture {
                 Ok(Step::Continue)
             }
             Message::Commit(c) => {
-                let txn = self.txn.take().ok_or_else(|| protocol(lsn, "Commit without Begin"))?;
+                let txn = self
+                    .txn
+                    .take()
+                    .ok_or_else(|| protocol(lsn, "Commit without Begin"))?;
                 if txn.commit_lsn != c.commit_lsn {
                     return Err(protocol(
                         lsn,
-                        &format!("Commit at {} does not match Begin's final LSN {}", c.commit_lsn, txn.commit_lsn),
+                        &format!(
+                            "Commit at {} does not match Begin's final LSN {}",
+                            c.commit_lsn, txn.commit_lsn
+                        ),
                     ));
                 }
                 if txn.replay {
                     self.stats.transactions_replayed += 1;
-                    return Ok(Step::Committed { end_lsn: c.end_lsn, stored: false, records: 0 });
+                    return Ok(Step::Committed {
+                        end_lsn: c.end_lsn,
+                        stored: false,
+                        records: 0,
+                    });
                 }
                 if txn.records == 0 {
                     self.stats.transactions_without_captured_rows += 1;
-                    return Ok(Step::Committed { end_lsn: c.end_lsn, stored: false, records: 0 });
+                    return Ok(Step::Committed {
+                        end_lsn: c.end_lsn,
+                        stored: false,
+                        records: 0,
+                    });
                 }
                 self.writer.commit(TxnRecord {
                     commit_lsn: txn.commit_lsn,
@@ -157,7 +178,11 @@ impl Capture {
                 })?;
                 self.stats.transactions_stored += 1;
                 self.stats.records_stored += u64::from(txn.records);
-                Ok(Step::Committed { end_lsn: c.end_lsn, stored: true, records: txn.records })
+                Ok(Step::Committed {
+                    end_lsn: c.end_lsn,
+                    stored: true,
+                    records: txn.records,
+                })
             }
             Message::Origin(o) => {
                 if let Some(txn) = &mut self.txn {
@@ -184,11 +209,10 @@ impl Capture {
             }
             Message::Truncate(t) => {
                 for oid in t.relation_oids {
-                    let rel = self
-                        .relations
-                        .get(oid)
-                        .cloned()
-                        .ok_or(CaptureError::Resolve { lsn, source: pgoutput::ResolveError::UnknownRelation { oid } })?;
+                    let rel = self.relations.get(oid).cloned().ok_or(CaptureError::Resolve {
+                        lsn,
+                        source: pgoutput::ResolveError::UnknownRelation { oid },
+                    })?;
                     self.record(lsn, &rel, Op::Truncate, None, None)?;
                 }
                 Ok(Step::Continue)
@@ -209,7 +233,10 @@ impl Capture {
         }));
         let rel = match tuple {
             Some(t) => self.relations.resolve(oid, t),
-            None => self.relations.get(oid).ok_or(pgoutput::ResolveError::UnknownRelation { oid }),
+            None => self
+                .relations
+                .get(oid)
+                .ok_or(pgoutput::ResolveError::UnknownRelation { oid }),
         }
         .map_err(|source| CaptureError::Resolve { lsn, source })?
         .clone();
@@ -224,13 +251,19 @@ impl Capture {
         old: Option<&OldTuple>,
         new: Option<&Tuple>,
     ) -> Result<(), CaptureError> {
-        let txn = self.txn.as_mut().ok_or_else(|| protocol(lsn, "row change outside a transaction"))?;
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| protocol(lsn, "row change outside a transaction"))?;
         let index = txn.next_index;
         txn.next_index += 1;
         if txn.replay || !self.tables.contains(&(rel.namespace.clone(), rel.name.clone())) {
             return Ok(());
         }
-        let id = EventId { commit_lsn: txn.commit_lsn, index };
+        let id = EventId {
+            commit_lsn: txn.commit_lsn,
+            index,
+        };
         let (identity, old_tuple) = match old {
             Some(OldTuple::Key(t)) => (Some(OldImage::Key), Some(t)),
             Some(OldTuple::Full(t)) => (Some(OldImage::Full), Some(t)),
@@ -258,7 +291,11 @@ impl Capture {
                 key_only: false,
                 // REPLICA IDENTITY FULL carries the whole old row: an unchanged TOASTed value
                 // in the new row is filled from it instead of staying "unchanged".
-                fallback: if identity == Some(OldImage::Full) { old_tuple } else { None },
+                fallback: if identity == Some(OldImage::Full) {
+                    old_tuple
+                } else {
+                    None
+                },
             }),
         };
         self.buf.clear();
@@ -270,7 +307,10 @@ impl Capture {
 }
 
 fn protocol(lsn: Lsn, what: &str) -> CaptureError {
-    CaptureError::Protocol { lsn, what: what.to_owned() }
+    CaptureError::Protocol {
+        lsn,
+        what: what.to_owned(),
+    }
 }
 
 /// The stored record, serialized straight from the decoded tuples. Field names match

@@ -16,7 +16,9 @@ pub fn lines(chunk: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 /// writes, without parsing the rest; any other key order falls back to a JSON parse.
 pub fn line_id(line: &[u8]) -> Option<EventId> {
     const PREFIX: &[u8] = b"{\"id\":\"";
-    let fast = line.strip_prefix(PREFIX).and_then(|rest| std::str::from_utf8(rest.get(..25)?).ok()?.parse().ok());
+    let fast = line
+        .strip_prefix(PREFIX)
+        .and_then(|rest| std::str::from_utf8(rest.get(..25)?).ok()?.parse().ok());
     fast.or_else(|| {
         #[derive(serde::Deserialize)]
         struct IdOnly {
@@ -44,7 +46,13 @@ mod tests {
     use crate::lsn::Lsn;
 
     fn line(lsn: u64, index: u32) -> String {
-        format!("{{\"id\":\"{}\",\"x\":1}}\n", EventId { commit_lsn: Lsn(lsn), index })
+        format!(
+            "{{\"id\":\"{}\",\"x\":1}}\n",
+            EventId {
+                commit_lsn: Lsn(lsn),
+                index
+            }
+        )
     }
 
     #[test]
@@ -52,9 +60,18 @@ mod tests {
         let chunk = format!("{}{}{}", line(10, 0), line(10, 1), line(20, 0));
         let ids: Vec<_> = lines(chunk.as_bytes()).map(|l| line_id(l).unwrap()).collect();
         assert_eq!(ids.len(), 3);
-        assert_eq!(ids[2], EventId { commit_lsn: Lsn(20), index: 0 });
+        assert_eq!(
+            ids[2],
+            EventId {
+                commit_lsn: Lsn(20),
+                index: 0
+            }
+        );
         let kept = retain(chunk.as_bytes(), |id| id.commit_lsn <= Lsn(10)).unwrap();
-        assert_eq!(String::from_utf8(kept).unwrap(), format!("{}{}", line(10, 0), line(10, 1)));
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            format!("{}{}", line(10, 0), line(10, 1))
+        );
         assert!(retain(chunk.as_bytes(), |_| false).is_none());
         assert!(line_id(b"{\"op\":\"insert\"}").is_none());
     }

@@ -82,7 +82,9 @@ impl Flusher {
             wake: Condvar::new(),
             done: Condvar::new(),
             durable_tx,
-            latencies: LatencySamples { samples: Mutex::new(VecDeque::new()) },
+            latencies: LatencySamples {
+                samples: Mutex::new(VecDeque::new()),
+            },
             thread: Mutex::new(None),
         });
         let worker = flusher.clone();
@@ -128,7 +130,10 @@ impl Flusher {
     pub(super) fn check_failed(&self) -> Result<(), QueueError> {
         let st = self.state.lock().expect("flusher lock");
         match &st.failed {
-            Some(reason) => Err(QueueError::FlushFailed { durable: st.durable.end_lsn, reason: reason.clone() }),
+            Some(reason) => Err(QueueError::FlushFailed {
+                durable: st.durable.end_lsn,
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -139,10 +144,17 @@ impl Flusher {
         let target = st.written;
         self.wake.notify_all();
         while st.durable != target && st.failed.is_none() && !st.stop {
-            st = self.done.wait_timeout(st, Duration::from_millis(100)).expect("flusher lock").0;
+            st = self
+                .done
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("flusher lock")
+                .0;
         }
         match &st.failed {
-            Some(reason) => Err(QueueError::FlushFailed { durable: st.durable.end_lsn, reason: reason.clone() }),
+            Some(reason) => Err(QueueError::FlushFailed {
+                durable: st.durable.end_lsn,
+                reason: reason.clone(),
+            }),
             None => Ok(st.durable),
         }
     }
@@ -176,9 +188,14 @@ impl Flusher {
             match result {
                 Ok(_) => {
                     st.durable = target;
-                    while st.pending_times.front().is_some_and(|(end, _)| *end <= target.end_lsn) {
+                    while st
+                        .pending_times
+                        .front()
+                        .is_some_and(|(end, _)| *end <= target.end_lsn)
+                    {
                         let (_, committed) = st.pending_times.pop_front().expect("front checked");
-                        self.latencies.push(u32::try_from((now - committed).max(0)).unwrap_or(u32::MAX));
+                        self.latencies
+                            .push(u32::try_from((now - committed).max(0)).unwrap_or(u32::MAX));
                     }
                     self.durable_tx.send_replace(target);
                 }
@@ -194,5 +211,7 @@ impl Flusher {
 }
 
 fn unix_micros_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

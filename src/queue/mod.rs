@@ -121,14 +121,20 @@ impl Queue {
                 sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
                     QueueError::Locked { path: shown.clone() }
                 }
-                _ => QueueError::Open { path: shown.clone(), source },
+                _ => QueueError::Open {
+                    path: shown.clone(),
+                    source,
+                },
             })?;
         let changes = db.open_tree("changes")?;
         let meta = db.open_tree("meta")?;
         let head = read_head(&meta)?;
         let removed = remove_after(&changes, head.commit_lsn())?;
         if removed > 0 {
-            tracing::warn!(removed, "removed records of a transaction that was not fully received");
+            tracing::warn!(
+                removed,
+                "removed records of a transaction that was not fully received"
+            );
         }
         db.flush()?;
         let durable = Durable {
@@ -137,7 +143,13 @@ impl Queue {
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
-        Ok(Queue { db, changes, meta, flusher, _stop })
+        Ok(Queue {
+            db,
+            changes,
+            meta,
+            flusher,
+            _stop,
+        })
     }
 
     /// The writer used by capture. Only one may be in use at a time.
@@ -168,7 +180,11 @@ impl Queue {
     /// The highest LSN confirmed to PostgreSQL so far, as persisted.
     pub fn confirmed(&self) -> Result<Lsn, QueueError> {
         Ok(match self.meta.get(CONFIRMED)? {
-            Some(v) => Lsn::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("meta/confirmed", "not 8 bytes"))?),
+            Some(v) => Lsn::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("meta/confirmed", "not 8 bytes"))?,
+            ),
             None => Lsn::ZERO,
         })
     }
@@ -176,7 +192,9 @@ impl Queue {
     /// Records a confirmed LSN. Persisted with the next flush; never moves backwards.
     pub fn save_confirmed(&self, lsn: Lsn) -> Result<(), QueueError> {
         self.meta.fetch_and_update(CONFIRMED, |old| {
-            let old = old.and_then(|v| <[u8; 8]>::try_from(v).ok()).map_or(Lsn::ZERO, Lsn::from_be_bytes);
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(Lsn::ZERO, Lsn::from_be_bytes);
             Some(old.max(lsn).to_be_bytes().to_vec())
         })?;
         Ok(())
@@ -198,7 +216,11 @@ impl Queue {
     }
 
     /// Durable records after `after` (exclusive), in commit order, at most `limit`.
-    pub fn records_after(&self, after: Option<EventId>, limit: usize) -> Result<Vec<ChangeRecord>, QueueError> {
+    pub fn records_after(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, QueueError> {
         let visible = self.durable().borrow().commit_lsn;
         // start at the chunk holding `after`, if any
         let start = match after {
@@ -264,7 +286,12 @@ fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
 fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueError> {
     let from = match head {
         Some(Lsn(u64::MAX)) => return Ok(0),
-        Some(h) => EventId { commit_lsn: Lsn(h.0 + 1), index: 0 }.key().to_vec(),
+        Some(h) => EventId {
+            commit_lsn: Lsn(h.0 + 1),
+            index: 0,
+        }
+        .key()
+        .to_vec(),
         None => Vec::new(),
     };
     let mut removed = 0;
@@ -296,7 +323,10 @@ fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, QueueError>
 }
 
 fn corrupt(what: &str, reason: &str) -> QueueError {
-    QueueError::Corrupt { what: what.to_owned(), reason: reason.to_owned() }
+    QueueError::Corrupt {
+        what: what.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 #[cfg(test)]

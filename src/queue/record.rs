@@ -39,7 +39,10 @@ impl EventId {
     pub fn from_key(key: &[u8]) -> Option<EventId> {
         let lsn: [u8; 8] = key.get(..8)?.try_into().ok()?;
         let index: [u8; 4] = key.get(8..12)?.try_into().ok()?;
-        Some(EventId { commit_lsn: Lsn::from_be_bytes(lsn), index: u32::from_be_bytes(index) })
+        Some(EventId {
+            commit_lsn: Lsn::from_be_bytes(lsn),
+            index: u32::from_be_bytes(index),
+        })
     }
 }
 
@@ -184,9 +187,18 @@ mod tests {
 
     #[test]
     fn event_ids_sort_by_commit_then_index_as_keys_and_strings() {
-        let a = EventId { commit_lsn: Lsn(0x1_0000_0000), index: 2 };
-        let b = EventId { commit_lsn: Lsn(0x1_0000_0000), index: 10 };
-        let c = EventId { commit_lsn: Lsn(0x2_0000_0000), index: 0 };
+        let a = EventId {
+            commit_lsn: Lsn(0x1_0000_0000),
+            index: 2,
+        };
+        let b = EventId {
+            commit_lsn: Lsn(0x1_0000_0000),
+            index: 10,
+        };
+        let c = EventId {
+            commit_lsn: Lsn(0x2_0000_0000),
+            index: 0,
+        };
         assert!(a.key() < b.key() && b.key() < c.key());
         assert!(a.to_string() < b.to_string() && b.to_string() < c.to_string());
         for id in [a, b, c] {
@@ -203,7 +215,10 @@ mod tests {
         row.insert("b".into(), ColumnValue::Unchanged);
         row.insert("c".into(), ColumnValue::Text("{\"unchanged\": true}".into()));
         let json = serde_json::to_string(&row).unwrap();
-        assert_eq!(json, r#"{"a":null,"b":{"unchanged":true},"c":"{\"unchanged\": true}"}"#);
+        assert_eq!(
+            json,
+            r#"{"a":null,"b":{"unchanged":true},"c":"{\"unchanged\": true}"}"#
+        );
         let back: Row = serde_json::from_str(&json).unwrap();
         assert_eq!(back, row);
     }

@@ -3,7 +3,14 @@ use super::writer::QueueWriter;
 use super::*;
 
 fn txn(commit: u64, records: u32) -> TxnRecord {
-    TxnRecord { commit_lsn: Lsn(commit), end_lsn: Lsn(commit + 8), commit_time: 0, xid: 1, origin: None, records }
+    TxnRecord {
+        commit_lsn: Lsn(commit),
+        end_lsn: Lsn(commit + 8),
+        commit_time: 0,
+        xid: 1,
+        origin: None,
+        records,
+    }
 }
 
 fn record_json(id: EventId) -> Vec<u8> {
@@ -17,7 +24,10 @@ fn record_json(id: EventId) -> Vec<u8> {
 
 fn stage_txn(w: &mut QueueWriter, commit: u64, n: u32) {
     for index in 0..n {
-        let id = EventId { commit_lsn: Lsn(commit), index };
+        let id = EventId {
+            commit_lsn: Lsn(commit),
+            index,
+        };
         w.stage(id, &record_json(id)).unwrap();
     }
 }
@@ -30,19 +40,47 @@ fn committed_records_become_visible_once_flushed_in_commit_order() {
     stage_txn(&mut w, 100, 3);
     w.sync().unwrap();
     q.flush_blocking().unwrap();
-    assert!(q.records_after(None, 100).unwrap().is_empty(), "staged records are invisible");
+    assert!(
+        q.records_after(None, 100).unwrap().is_empty(),
+        "staged records are invisible"
+    );
     w.commit(txn(100, 3)).unwrap();
     stage_txn(&mut w, 200, 2);
     w.commit(txn(200, 2)).unwrap();
     w.sync().unwrap();
     let durable = q.flush_blocking().unwrap();
-    assert_eq!(durable, Durable { commit_lsn: Lsn(200), end_lsn: Lsn(208) });
-    let ids: Vec<_> = q.records_after(None, 100).unwrap().into_iter().map(|r| (r.commit_lsn.0, r.id.index)).collect();
+    assert_eq!(
+        durable,
+        Durable {
+            commit_lsn: Lsn(200),
+            end_lsn: Lsn(208)
+        }
+    );
+    let ids: Vec<_> = q
+        .records_after(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.commit_lsn.0, r.id.index))
+        .collect();
     assert_eq!(ids, vec![(100, 0), (100, 1), (100, 2), (200, 0), (200, 1)]);
-    let after = q.records_after(Some(EventId { commit_lsn: Lsn(100), index: 2 }), 100).unwrap();
+    let after = q
+        .records_after(
+            Some(EventId {
+                commit_lsn: Lsn(100),
+                index: 2,
+            }),
+            100,
+        )
+        .unwrap();
     assert_eq!(after.len(), 2);
     assert_eq!(q.summary().unwrap().records, 5);
-    assert_eq!(q.last_records(1).unwrap()[0].id, EventId { commit_lsn: Lsn(200), index: 1 });
+    assert_eq!(
+        q.last_records(1).unwrap()[0].id,
+        EventId {
+            commit_lsn: Lsn(200),
+            index: 1
+        }
+    );
 }
 
 #[test]
@@ -60,7 +98,11 @@ fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
     }
     let q = Queue::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(q.records_after(None, 1000).unwrap().len(), 2);
-    let stored: usize = q.changes.iter().map(|c| chunk::lines(&c.unwrap().1).count()).sum();
+    let stored: usize = q
+        .changes
+        .iter()
+        .map(|c| chunk::lines(&c.unwrap().1).count())
+        .sum();
     assert_eq!(stored, 2, "the staged tail is gone, not just hidden");
     let mut w = q.writer().unwrap();
     assert!(w.is_stored(Lsn(100)));
@@ -80,7 +122,10 @@ fn a_replayed_transaction_is_refused_by_the_writer() {
     stage_txn(&mut w, 100, 1);
     w.commit(txn(100, 1)).unwrap();
     assert!(w.is_stored(Lsn(100)) && w.is_stored(Lsn(50)));
-    assert!(matches!(w.commit(txn(100, 1)), Err(QueueError::OutOfOrder { .. })));
+    assert!(matches!(
+        w.commit(txn(100, 1)),
+        Err(QueueError::OutOfOrder { .. })
+    ));
 }
 
 #[test]
@@ -98,7 +143,11 @@ fn discarding_an_open_transaction_removes_only_its_records() {
     stage_txn(&mut w, 300, 5);
     w.sync().unwrap();
     assert_eq!(w.discard(Lsn(300)).unwrap(), 5);
-    let stored: usize = q.changes.iter().map(|c| chunk::lines(&c.unwrap().1).count()).sum();
+    let stored: usize = q
+        .changes
+        .iter()
+        .map(|c| chunk::lines(&c.unwrap().1).count())
+        .sum();
     assert_eq!(stored, 2);
 }
 
@@ -134,7 +183,10 @@ fn a_large_transaction_is_written_out_in_bounded_chunks() {
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 5_000);
     assert!(q.changes.len() >= 2, "chunks were written before the commit");
-    assert!(w.chunk.len() < chunk::CHUNK_BYTES, "the in-memory chunk stays bounded");
+    assert!(
+        w.chunk.len() < chunk::CHUNK_BYTES,
+        "the in-memory chunk stays bounded"
+    );
     w.commit(txn(100, 5_000)).unwrap();
     w.sync().unwrap();
     q.flush_blocking().unwrap();
@@ -142,5 +194,12 @@ fn a_large_transaction_is_written_out_in_bounded_chunks() {
     assert_eq!(all.len(), 5_000);
     let from_middle = q.records_after(Some(all[2_999].id), usize::MAX).unwrap();
     assert_eq!(from_middle.first().map(|r| r.id), Some(all[3_000].id));
-    assert_eq!(q.last_records(3).unwrap().iter().map(|r| r.id.index).collect::<Vec<_>>(), vec![4_997, 4_998, 4_999]);
+    assert_eq!(
+        q.last_records(3)
+            .unwrap()
+            .iter()
+            .map(|r| r.id.index)
+            .collect::<Vec<_>>(),
+        vec![4_997, 4_998, 4_999]
+    );
 }

@@ -53,12 +53,21 @@ impl QueueWriter {
     pub fn commit(&mut self, txn: TxnRecord) -> Result<(), QueueError> {
         if let Some(head) = self.head.commit_lsn() {
             if txn.commit_lsn <= head {
-                return Err(QueueError::OutOfOrder { commit_lsn: txn.commit_lsn, head });
+                return Err(QueueError::OutOfOrder {
+                    commit_lsn: txn.commit_lsn,
+                    head,
+                });
             }
         }
         self.head.total_records += u64::from(txn.records);
         self.head.total_txns += 1;
-        self.committed.push((Durable { commit_lsn: txn.commit_lsn, end_lsn: txn.end_lsn }, txn.commit_time));
+        self.committed.push((
+            Durable {
+                commit_lsn: txn.commit_lsn,
+                end_lsn: txn.end_lsn,
+            },
+            txn.commit_time,
+        ));
         self.head.last = Some(txn);
         Ok(())
     }

@@ -25,7 +25,11 @@ pub struct Progress {
 impl Progress {
     /// Starts with everything at `start`: the position replication resumes from.
     pub fn new(start: Lsn) -> Progress {
-        Progress { received: start, durable: start, confirmed: start }
+        Progress {
+            received: start,
+            durable: start,
+            confirmed: start,
+        }
     }
 
     pub fn received(&self) -> Lsn {
@@ -48,7 +52,11 @@ impl Progress {
     /// The position to report as flushed now. `idle`: no transaction open and nothing written
     /// awaits a flush.
     pub fn confirm(&mut self, idle: bool) -> Lsn {
-        let candidate = if idle { self.received.max(self.durable) } else { self.durable };
+        let candidate = if idle {
+            self.received.max(self.durable)
+        } else {
+            self.durable
+        };
         self.confirmed = self.confirmed.max(candidate);
         debug_assert!(self.received >= self.durable);
         self.confirmed

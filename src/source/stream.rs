@@ -39,7 +39,11 @@ pub enum StreamError {
     #[error("replication slot {slot:?} does not exist and [replication] create_slot is false; fix: SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');")]
     SlotMissing { slot: String },
     #[error("replication slot {slot:?} {problem}; fix: {fix}")]
-    SlotUnusable { slot: String, problem: String, fix: String },
+    SlotUnusable {
+        slot: String,
+        problem: String,
+        fix: String,
+    },
 }
 
 impl StreamError {
@@ -70,7 +74,13 @@ impl Source {
         let capture = Capture::new(&config.capture.tables, queue.writer()?);
         let head_end = queue.head()?.last.map_or(Lsn::ZERO, |t| t.end_lsn);
         let progress = Progress::new(queue.confirmed()?.max(head_end));
-        Ok(Source { config, queue, status, capture, progress })
+        Ok(Source {
+            config,
+            queue,
+            status,
+            capture,
+            progress,
+        })
     }
 
     /// Streams until `shutdown` turns true (Ok) or a definite error (Err).
@@ -193,7 +203,9 @@ impl Source {
         };
         match tokio::time::timeout(GOODBYE_TIMEOUT, bye).await {
             Ok(Ok(())) => tracing::info!(confirmed = %self.progress.confirmed(), "replication stopped"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "replication goodbye failed; the slot resumes from the last confirmed position"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "replication goodbye failed; the slot resumes from the last confirmed position")
+            }
             Err(_) => tracing::warn!("replication goodbye timed out"),
         }
     }
@@ -209,23 +221,36 @@ impl Source {
             .await?;
         let Some(row) = rows.into_iter().next() else {
             if !rc.create_slot {
-                return Err(StreamError::SlotMissing { slot: rc.slot.clone() });
+                return Err(StreamError::SlotMissing {
+                    slot: rc.slot.clone(),
+                });
             }
             let created = conn.create_slot(&rc.slot, SnapshotAction::NoExport).await?;
             tracing::info!(slot = %rc.slot, consistent_point = %created.consistent_point, "replication slot created");
             return Ok(created.consistent_point);
         };
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let unusable = |problem: String, fix: String| StreamError::SlotUnusable { slot: rc.slot.clone(), problem, fix };
+        let unusable = |problem: String, fix: String| StreamError::SlotUnusable {
+            slot: rc.slot.clone(),
+            problem,
+            fix,
+        };
         if field(0) != "pgoutput" {
             return Err(unusable(
                 format!("uses output plugin {:?}, not pgoutput", field(0)),
-                format!("choose another [replication] slot, or SELECT pg_drop_replication_slot('{}');", rc.slot),
+                format!(
+                    "choose another [replication] slot, or SELECT pg_drop_replication_slot('{}');",
+                    rc.slot
+                ),
             ));
         }
         if field(1) != self.config.postgres.dbname {
             return Err(unusable(
-                format!("belongs to database {:?}, not {:?}", field(1), self.config.postgres.dbname),
+                format!(
+                    "belongs to database {:?}, not {:?}",
+                    field(1),
+                    self.config.postgres.dbname
+                ),
                 "choose another [replication] slot name for this database".into(),
             ));
         }
@@ -253,5 +278,7 @@ fn jittered(d: Duration) -> Duration {
 }
 
 fn unix_ms_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -10,7 +10,6 @@ use fieldsync::queue::Queue;
 use crate::support::daemon::{self, sql};
 use crate::support::{cluster_with_schema, wait_for_async};
 
-
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn wait_for_records(queue: &Queue, n: usize) -> Vec<ChangeRecord> {
@@ -21,15 +20,24 @@ async fn wait_for_records(queue: &Queue, n: usize) -> Vec<ChangeRecord> {
             return records;
         }
         if start.elapsed() > DEADLINE {
-            let seen: Vec<_> = records.iter().take(10).map(|r| (r.id.to_string(), r.table.clone(), r.op)).collect();
-            panic!("timed out waiting for {n} durable records; the queue holds {} (first: {seen:?})", records.len());
+            let seen: Vec<_> = records
+                .iter()
+                .take(10)
+                .map(|r| (r.id.to_string(), r.table.clone(), r.op))
+                .collect();
+            panic!(
+                "timed out waiting for {n} durable records; the queue holds {} (first: {seen:?})",
+                records.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn text<'a>(row: &'a Option<fieldsync::queue::record::Row>, col: &str) -> &'a ColumnValue {
-    row.as_ref().and_then(|r| r.get(col)).unwrap_or_else(|| panic!("column {col} missing in {row:?}"))
+    row.as_ref()
+        .and_then(|r| r.get(col))
+        .unwrap_or_else(|| panic!("column {col} missing in {row:?}"))
 }
 
 const ORG: &str = "00000000-0000-0000-0000-00000000000a";
@@ -49,7 +57,9 @@ async fn row_changes_of_published_tables_reach_the_queue_in_commit_order_with_ol
     let dir = tempfile::tempdir().unwrap();
     let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
     let db = sql(&cluster).await;
-    db.batch_execute("CREATE TABLE unpublished (x int)").await.unwrap();
+    db.batch_execute("CREATE TABLE unpublished (x int)")
+        .await
+        .unwrap();
     db.batch_execute(&seed_sql()).await.unwrap();
     db.batch_execute(&format!(
         "INSERT INTO form_field_values (id, organization_id, wedding_id, field_id, field_type, value)
@@ -89,15 +99,30 @@ async fn row_changes_of_published_tables_reach_the_queue_in_commit_order_with_ol
             ("organization_integrations", Op::Truncate),
         ]
     );
-    assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids follow commit order");
-    assert_eq!(text(&records[0].new, "name"), &ColumnValue::Text("Studio Ölrún".into()));
+    assert!(
+        records.windows(2).all(|w| w[0].id < w[1].id),
+        "ids follow commit order"
+    );
+    assert_eq!(
+        text(&records[0].new, "name"),
+        &ColumnValue::Text("Studio Ölrún".into())
+    );
     let update = &records[3];
     assert_eq!(update.identity, Some(OldImage::Full));
-    assert_eq!(text(&update.old, "value"), &ColumnValue::Text(r#"{"adults": 100, "infants": 2, "children": 10}"#.into()));
-    assert_eq!(text(&update.new, "value"), &ColumnValue::Text(r#"{"adults": 120, "infants": 3, "children": 14}"#.into()));
+    assert_eq!(
+        text(&update.old, "value"),
+        &ColumnValue::Text(r#"{"adults": 100, "infants": 2, "children": 10}"#.into())
+    );
+    assert_eq!(
+        text(&update.new, "value"),
+        &ColumnValue::Text(r#"{"adults": 120, "infants": 3, "children": 14}"#.into())
+    );
     let delete = &records[4];
     assert!(delete.new.is_none());
-    assert_eq!(text(&delete.old, "field_type"), &ColumnValue::Text("guest_count_matrix".into()));
+    assert_eq!(
+        text(&delete.old, "field_type"),
+        &ColumnValue::Text("guest_count_matrix".into())
+    );
     assert!(records.iter().all(|r| r.schema == "public"));
     d.stop().await.unwrap();
 }
@@ -119,10 +144,16 @@ async fn add_and_drop_column_mid_stream_are_followed() {
     .unwrap();
     let records = wait_for_records(&d.queue, 4).await;
     let with = records[2].new.as_ref().unwrap();
-    assert_eq!(with.get("dress_code"), Some(&ColumnValue::Text("black tie".into())));
+    assert_eq!(
+        with.get("dress_code"),
+        Some(&ColumnValue::Text("black tie".into()))
+    );
     let without = records[3].new.as_ref().unwrap();
     assert!(!without.contains_key("dress_code"));
-    assert_eq!(without.get("couple_names"), Some(&ColumnValue::Text("E & F".into())));
+    assert_eq!(
+        without.get("couple_names"),
+        Some(&ColumnValue::Text("E & F".into()))
+    );
     d.stop().await.unwrap();
 }
 
@@ -149,17 +180,30 @@ async fn an_unchanged_toasted_value_is_carried_under_full_identity_and_marked_un
     .await
     .unwrap();
     let stored: String = db
-        .query_one("SELECT value::text FROM form_field_values WHERE id = '00000000-0000-0000-0000-0000000000f2'", &[])
+        .query_one(
+            "SELECT value::text FROM form_field_values WHERE id = '00000000-0000-0000-0000-0000000000f2'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(stored.len() > 8 * 1024, "the value must be large enough to be TOASTed");
+    assert!(
+        stored.len() > 8 * 1024,
+        "the value must be large enough to be TOASTed"
+    );
     let records = wait_for_records(&d.queue, 5).await;
     let full = &records[3];
     assert_eq!(full.identity, Some(OldImage::Full));
-    assert_eq!(text(&full.new, "value"), &ColumnValue::Text(stored.clone()), "full identity carries the value");
+    assert_eq!(
+        text(&full.new, "value"),
+        &ColumnValue::Text(stored.clone()),
+        "full identity carries the value"
+    );
     let default = &records[4];
-    assert_eq!(default.identity, None, "DEFAULT identity with an unchanged key sends no old image");
+    assert_eq!(
+        default.identity, None,
+        "DEFAULT identity with an unchanged key sends no old image"
+    );
     assert_eq!(text(&default.new, "value"), &ColumnValue::Unchanged, "never NULL");
     d.stop().await.unwrap();
 }
@@ -170,26 +214,46 @@ async fn heavy_writes_to_other_tables_keep_the_slot_advancing_while_the_publicat
     let dir = tempfile::tempdir().unwrap();
     let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
     let db = sql(&cluster).await;
-    db.batch_execute("CREATE TABLE busy (id bigserial primary key, payload text)").await.unwrap();
+    db.batch_execute("CREATE TABLE busy (id bigserial primary key, payload text)")
+        .await
+        .unwrap();
     let confirmed = || async {
         let row = db
-            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'fieldsync'", &[])
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
+                &[],
+            )
             .await
             .unwrap();
         row.get::<_, String>(0).parse::<fieldsync::lsn::Lsn>().unwrap()
     };
     let before = confirmed().await;
     for _ in 0..20 {
-        db.batch_execute("INSERT INTO busy (payload) SELECT repeat('x', 200) FROM generate_series(1, 2000)").await.unwrap();
+        db.batch_execute("INSERT INTO busy (payload) SELECT repeat('x', 200) FROM generate_series(1, 2000)")
+            .await
+            .unwrap();
     }
-    let target: String = db.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let target: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     let target: fieldsync::lsn::Lsn = target.parse().unwrap();
-    assert!(target.0 - before.0 > 1 << 20, "the workload wrote over 1 MiB of WAL");
-    wait_for_async(DEADLINE, "confirmed_flush_lsn to pass the unrelated writes", || async {
-        confirmed().await >= target
-    })
+    assert!(
+        target.0 - before.0 > 1 << 20,
+        "the workload wrote over 1 MiB of WAL"
+    );
+    wait_for_async(
+        DEADLINE,
+        "confirmed_flush_lsn to pass the unrelated writes",
+        || async { confirmed().await >= target },
+    )
     .await;
-    assert_eq!(d.queue.summary().unwrap().records, 0, "no record of unpublished tables");
+    assert_eq!(
+        d.queue.summary().unwrap().records,
+        0,
+        "no record of unpublished tables"
+    );
     d.stop().await.unwrap();
 }
 
@@ -207,13 +271,19 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss_or_duplicates() 
         )
     };
     for chunk in 0..10 {
-        db.batch_execute(&insert_fields(chunk * 100 + 1, chunk * 100 + 100)).await.unwrap();
+        db.batch_execute(&insert_fields(chunk * 100 + 1, chunk * 100 + 100))
+            .await
+            .unwrap();
     }
     drop(db);
-    cluster.restart().unwrap_or_else(|e| panic!("restart failed: {e}"));
+    cluster
+        .restart()
+        .unwrap_or_else(|e| panic!("restart failed: {e}"));
     let db = sql(&cluster).await;
     for chunk in 10..20 {
-        db.batch_execute(&insert_fields(chunk * 100 + 1, chunk * 100 + 100)).await.unwrap();
+        db.batch_execute(&insert_fields(chunk * 100 + 1, chunk * 100 + 100))
+            .await
+            .unwrap();
     }
     let records = wait_for_records(&d.queue, 2 + 2000).await;
     assert_eq!(records.len(), 2002, "nothing lost, nothing twice");
@@ -227,6 +297,9 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss_or_duplicates() 
     assert!(values.windows(2).all(|w| w[0] < w[1]), "commit order kept");
     values.dedup();
     assert_eq!(values.len(), 2000);
-    assert!(d.status.snapshot().reconnects >= 1, "the daemon reconnected by itself");
+    assert!(
+        d.status.snapshot().reconnects >= 1,
+        "the daemon reconnected by itself"
+    );
     d.stop().await.unwrap();
 }

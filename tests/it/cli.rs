@@ -8,7 +8,13 @@ use crate::support::daemon::{binary, config_toml, free_port};
 use crate::support::{cluster, cluster_with_schema, Cluster, ClusterOptions};
 
 fn fieldsync(args: &[&str], config: &Path) -> Output {
-    Command::new(binary()).args(args).arg("--config").arg(config).env("RUST_LOG", "warn").output().expect("run fieldsync")
+    Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fieldsync")
 }
 
 fn stderr(o: &Output) -> String {
@@ -45,7 +51,11 @@ fn an_unknown_key_is_named_and_nothing_is_written() {
     for cmd in ["check", "run"] {
         let out = fieldsync(&[cmd], &s.config());
         assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
-        assert!(stderr(&out).contains("queue_settings"), "{cmd} names the key: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("queue_settings"),
+            "{cmd} names the key: {}",
+            stderr(&out)
+        );
     }
     assert!(!s.queue_exists());
 }
@@ -57,23 +67,36 @@ fn a_wrong_wal_level_fails_check_and_run_with_the_fix() {
         ..ClusterOptions::default()
     })
     .unwrap();
-    cluster.apply_default_schema("postgres").unwrap_or_else(|e| panic!("{e}"));
+    cluster
+        .apply_default_schema("postgres")
+        .unwrap_or_else(|e| panic!("{e}"));
     let s = Setup::new(&cluster, "");
     let out = fieldsync(&["check"], &s.config());
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
-    assert!(stdout(&out).contains("ALTER SYSTEM SET wal_level = logical"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ALTER SYSTEM SET wal_level = logical"),
+        "{}",
+        stdout(&out)
+    );
     let out = fieldsync(&["run"], &s.config());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("wal_level"), "{}", stderr(&out));
     assert!(!s.queue_exists(), "run wrote nothing");
-    let slots = cluster.psql("postgres", "SELECT count(*) FROM pg_replication_slots").unwrap();
+    let slots = cluster
+        .psql("postgres", "SELECT count(*) FROM pg_replication_slots")
+        .unwrap();
     assert_eq!(slots.trim(), "0");
 }
 
 #[test]
 fn a_missing_publication_fails_run_with_the_create_publication_fix() {
     let cluster = cluster();
-    cluster.psql_file("postgres", Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/schema.sql"))).unwrap();
+    cluster
+        .psql_file(
+            "postgres",
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/schema.sql")),
+        )
+        .unwrap();
     let s = Setup::new(&cluster, "");
     let out = fieldsync(&["run"], &s.config());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -90,10 +113,17 @@ fn check_passes_on_a_prepared_database_and_config_hides_the_password() {
     let secret = "pa55-w0rd-secret";
     std::fs::write(
         s.config(),
-        std::fs::read_to_string(s.config()).unwrap().replace("url = \"postgres://postgres@", &format!("url = \"postgres://postgres:{secret}@")),
+        std::fs::read_to_string(s.config()).unwrap().replace(
+            "url = \"postgres://postgres@",
+            &format!("url = \"postgres://postgres:{secret}@"),
+        ),
     )
     .unwrap();
     let out = fieldsync(&["config"], &s.config());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stdout(&out).contains(secret) && stdout(&out).contains("***"), "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains(secret) && stdout(&out).contains("***"),
+        "{}",
+        stdout(&out)
+    );
 }

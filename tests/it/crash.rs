@@ -9,8 +9,8 @@ use std::time::Duration;
 use fieldsync::queue::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
-use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
 use crate::support::cluster_with_schema;
+use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
 
 const KILLS: usize = 20;
 const MIN_CHANGES: u64 = 10_000;
@@ -29,7 +29,9 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
 
     let db = sql(&cluster).await;
     // The slot exists before any write, so every change below must be captured.
-    db.batch_execute("SELECT pg_create_logical_replication_slot('fieldsync', 'pgoutput')").await.unwrap();
+    db.batch_execute("SELECT pg_create_logical_replication_slot('fieldsync', 'pgoutput')")
+        .await
+        .unwrap();
     db.batch_execute(&format!(
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Crash Studio');
          INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');"
@@ -66,7 +68,11 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     while kills < KILLS || written.load(Ordering::Relaxed) < MIN_CHANGES {
         let daemon = DaemonProcess::spawn(&config_path, http, &log);
         // Kill at a random moment: sometimes during start-up, mostly while streaming.
-        let alive_ms = if rng.gen_bool(0.2) { rng.gen_range(0..150) } else { rng.gen_range(150..1200) };
+        let alive_ms = if rng.gen_bool(0.2) {
+            rng.gen_range(0..150)
+        } else {
+            rng.gen_range(150..1200)
+        };
         tokio::time::sleep(Duration::from_millis(alive_ms)).await;
         daemon.kill9();
         kills += 1;
@@ -105,9 +111,19 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
             other => panic!("unexpected value {other:?}"),
         })
         .collect();
-    assert_eq!(values.len() as u64, total, "every committed change is stored exactly once");
-    assert!(values.iter().copied().eq(1..=total), "in commit order, none missing, none twice");
-    assert!(records.windows(2).all(|w| w[0].id < w[1].id), "ids strictly increase");
+    assert_eq!(
+        values.len() as u64,
+        total,
+        "every committed change is stored exactly once"
+    );
+    assert!(
+        values.iter().copied().eq(1..=total),
+        "in commit order, none missing, none twice"
+    );
+    assert!(
+        records.windows(2).all(|w| w[0].id < w[1].id),
+        "ids strictly increase"
+    );
     assert!(kills >= KILLS && total >= MIN_CHANGES);
     eprintln!("{kills} kills, {total} changes, {} records", records.len());
 }

@@ -20,8 +20,15 @@ async fn one_transaction_of_200000_rows_passes_within_the_memory_bound() {
     let log = dir.path().join("fieldsync.log");
     let mut daemon = DaemonProcess::spawn(&config_path, http, &log);
     wait_for(Duration::from_secs(30), "the daemon to stream", || {
-        assert!(daemon.try_wait().is_none(), "daemon exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        daemon.status().and_then(|s| s.pointer("/source/connected")?.as_bool()) == Some(true)
+        assert!(
+            daemon.try_wait().is_none(),
+            "daemon exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        daemon
+            .status()
+            .and_then(|s| s.pointer("/source/connected")?.as_bool())
+            == Some(true)
     });
 
     let db = sql(&cluster).await;
@@ -38,13 +45,24 @@ async fn one_transaction_of_200000_rows_passes_within_the_memory_bound() {
     ))
     .await
     .unwrap();
-    wait_for(Duration::from_secs(300), "the 200,000-row transaction to be stored", || {
-        assert!(daemon.try_wait().is_none(), "daemon exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        daemon.stored_records() == Some(ROWS + 2)
-    });
+    wait_for(
+        Duration::from_secs(300),
+        "the 200,000-row transaction to be stored",
+        || {
+            assert!(
+                daemon.try_wait().is_none(),
+                "daemon exited: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            daemon.stored_records() == Some(ROWS + 2)
+        },
+    );
     let peak_mib = daemon.peak_rss_kib().expect("VmHWM") / 1024;
     assert!(daemon.terminate().success());
     eprintln!("peak RSS for a {ROWS}-row transaction: {peak_mib} MiB (bound {RSS_BOUND_MIB} MiB)");
-    assert!(peak_mib < RSS_BOUND_MIB, "peak RSS {peak_mib} MiB is over the {RSS_BOUND_MIB} MiB bound");
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "peak RSS {peak_mib} MiB is over the {RSS_BOUND_MIB} MiB bound"
+    );
     assert_eq!(read_queue(&queue_path).len() as u64, ROWS + 2);
 }

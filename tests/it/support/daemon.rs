@@ -46,10 +46,14 @@ pub fn config(toml: &str) -> Config {
 /// Starts the daemon in this process, its logs in the test's captured output.
 pub async fn start(toml: &str) -> Daemon {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_test_writer()
         .try_init();
-    let daemon = Daemon::start(config(toml)).await.unwrap_or_else(|e| panic!("daemon did not start: {e}"));
+    let daemon = Daemon::start(config(toml))
+        .await
+        .unwrap_or_else(|e| panic!("daemon did not start: {e}"));
     // The slot is created when the source first connects: changes before that are not captured.
     super::wait_for_async(Duration::from_secs(30), "replication to start", || async {
         daemon.status.snapshot().connected
@@ -68,11 +72,16 @@ pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
 /// Every durable record of the queue at `path` (the daemon must not hold it).
 pub fn read_queue(path: &Path) -> Vec<ChangeRecord> {
     let queue = Queue::open(path, 16 << 20).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
-    queue.records_after(None, usize::MAX).unwrap_or_else(|e| panic!("cannot read queue: {e}"))
+    queue
+        .records_after(None, usize::MAX)
+        .unwrap_or_else(|e| panic!("cannot read queue: {e}"))
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A plain HTTP/1.0 GET; `None` when nothing answers.
@@ -88,7 +97,11 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn spawn(config_path: &Path, http: SocketAddr, log: &Path) -> DaemonProcess {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("daemon log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("daemon log file");
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(config_path)
