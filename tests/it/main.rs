@@ -7,5 +7,6 @@ mod crash;
 mod demo;
 mod devdb;
 mod memory;
+mod ops;
 mod source_conn;
 mod support;
