@@ -106,6 +106,8 @@ pub(super) fn load(
         queue: section(&mut doc, "queue", &origins)?,
         http: section(&mut doc, "http", &origins)?,
         log: section(&mut doc, "log", &origins)?,
+        mapping: section(&mut doc, "mapping", &origins)?,
+        events: section(&mut doc, "events", &origins)?,
     };
     raw.check(&origins)
 }

@@ -14,6 +14,7 @@
 
 mod error;
 mod load;
+pub mod mapping;
 mod pgurl;
 mod redact;
 mod validate;
@@ -31,6 +32,8 @@ use std::time::Duration;
 use crate::pg::PgTarget;
 
 pub use error::ConfigError;
+pub use mapping::{DatePolicy, EventsConfig, Mapping, PriorityName, SnapshotMode};
+use mapping::{RawEvents, RawMapping};
 pub use raw::RawConfig;
 
 /// The checked configuration the daemon runs with.
@@ -42,6 +45,11 @@ pub struct Config {
     pub queue: QueueConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub mapping: Mapping,
+    pub events: EventsConfig,
+    /// `[mapping]` and `[events]` as written, for `fieldsync config`.
+    pub(crate) raw_mapping: RawMapping,
+    pub(crate) raw_events: RawEvents,
 }
 
 #[derive(Clone, Debug)]

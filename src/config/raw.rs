@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub queue: RawQueue,
     pub http: RawHttp,
     pub log: RawLog,
+    pub mapping: super::mapping::RawMapping,
+    pub events: super::mapping::RawEvents,
 }
 
 #[derive(Clone, Deserialize)]
@@ -193,6 +195,8 @@ pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "queue" => field_names::<RawQueue>(),
         "http" => field_names::<RawHttp>(),
         "log" => field_names::<RawLog>(),
+        "mapping" => field_names::<super::mapping::RawMapping>(),
+        "events" => field_names::<super::mapping::RawEvents>(),
         _ => return None,
     })
 }

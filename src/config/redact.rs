@@ -22,6 +22,8 @@ struct Rendered<'a> {
     queue: Queue,
     http: Http,
     log: Log<'a>,
+    mapping: &'a crate::config::mapping::RawMapping,
+    events: &'a crate::config::mapping::RawEvents,
 }
 
 #[derive(Serialize)]
@@ -106,6 +108,8 @@ pub(super) fn render(config: &Config) -> String {
             level: &config.log.level,
             format: config.log.format,
         },
+        mapping: &config.raw_mapping,
+        events: &config.raw_events,
     };
     match toml::to_string(&rendered) {
         Ok(body) => format!("{HEADER}{body}"),

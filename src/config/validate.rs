@@ -26,13 +26,21 @@ impl RawConfig {
 
     pub(crate) fn check(self, origins: &Origins) -> Result<Config, ConfigError> {
         let c = Checker { origins };
+        let err = |key: &str, message: String| c.err(key, message);
+        let capture = c.capture(self.capture)?;
+        let mapping = super::mapping::check_mapping(&self.mapping, &err)?;
+        let events = super::mapping::check_events(&self.events, &err)?;
         Ok(Config {
             postgres: c.postgres(self.postgres)?,
             replication: c.replication(self.replication)?,
-            capture: c.capture(self.capture)?,
+            capture,
             queue: c.queue(self.queue)?,
             http: c.http(self.http)?,
             log: c.log(self.log)?,
+            mapping,
+            events,
+            raw_mapping: self.mapping,
+            raw_events: self.events,
         })
     }
 }
