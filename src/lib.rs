@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod devdb;
+pub mod events;
 pub mod fields;
 pub mod http;
 pub mod lsn;

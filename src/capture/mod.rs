@@ -13,7 +13,9 @@ use std::collections::HashSet;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::config::TableName;
+use crate::config::Config;
+use crate::events::build::{Cell, Commit, Role, RowView};
+use crate::events::{Envelope, EventBuilder};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Column, Datum, Message, OldTuple, Relation, RelationCache, Tuple};
 use crate::queue::record::{EventId, OldImage, Op, TxnRecord};
@@ -66,11 +68,16 @@ struct OpenTxn {
     records: u32,
     /// Already stored: skip everything until Commit.
     replay: bool,
+    /// Written by fieldsync itself (its replication origin): no events.
+    own_write: bool,
+    /// Rows of the initial snapshot rather than of a WAL transaction.
+    snapshot: bool,
 }
 
 pub struct Capture {
     relations: RelationCache,
     tables: HashSet<(String, String)>,
+    events: EventBuilder,
     writer: QueueWriter,
     txn: Option<OpenTxn>,
     buf: Vec<u8>,
@@ -78,13 +85,16 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn new(tables: &[TableName], writer: QueueWriter) -> Capture {
+    pub fn new(config: &Config, writer: QueueWriter, events: EventBuilder) -> Capture {
         Capture {
             relations: RelationCache::new(),
-            tables: tables
+            tables: config
+                .capture
+                .tables
                 .iter()
                 .map(|t| (t.schema.clone(), t.name.clone()))
                 .collect(),
+            events,
             writer,
             txn: None,
             buf: Vec::with_capacity(4096),
@@ -114,6 +124,22 @@ impl Capture {
         Ok(())
     }
 
+    /// Opens the transaction that carries the initial snapshot's rows (see `source::snapshot`).
+    pub fn begin_snapshot(&mut self, commit_lsn: Lsn, pg_commit_time: i64) -> Result<(), CaptureError> {
+        self.apply(
+            Message::Begin(pgoutput::Begin {
+                final_lsn: commit_lsn,
+                commit_time: pg_commit_time,
+                xid: 0,
+            }),
+            commit_lsn,
+        )?;
+        if let Some(txn) = &mut self.txn {
+            txn.snapshot = true;
+        }
+        Ok(())
+    }
+
     /// Writes what was staged and committed since the last call (once per network read).
     pub fn sync(&mut self) -> Result<(), CaptureError> {
         Ok(self.writer.sync()?)
@@ -135,6 +161,8 @@ impl Capture {
                     next_index: 0,
                     records: 0,
                     replay,
+                    own_write: false,
+                    snapshot: false,
                 });
                 Ok(Step::Continue)
             }
@@ -186,6 +214,7 @@ impl Capture {
             }
             Message::Origin(o) => {
                 if let Some(txn) = &mut self.txn {
+                    txn.own_write = o.name == self.events.own_origin();
                     txn.origin = Some(o.name);
                 }
                 Ok(Step::Continue)
@@ -194,7 +223,18 @@ impl Capture {
                 self.relations.apply(r);
                 Ok(Step::Continue)
             }
-            Message::Type(_) | Message::Message(_) => Ok(Step::Continue),
+            // A transactional logical message with fieldsync's origin name as prefix marks a
+            // write-back too (for writers that cannot set a replication origin); it must come
+            // before the rows it covers.
+            Message::Message(m) => {
+                if let Some(txn) = &mut self.txn {
+                    if m.transactional && m.prefix == self.events.own_origin() {
+                        txn.own_write = true;
+                    }
+                }
+                Ok(Step::Continue)
+            }
+            Message::Type(_) => Ok(Step::Continue),
             Message::Insert(i) => {
                 self.row(lsn, i.relation_oid, Op::Insert, None, Some(&i.new))?;
                 Ok(Step::Continue)
@@ -269,6 +309,38 @@ impl Capture {
             Some(OldTuple::Full(t)) => (Some(OldImage::Full), Some(t)),
             None => (None, None),
         };
+        // REPLICA IDENTITY FULL carries the whole old row: an unchanged TOASTed value in the new
+        // row is filled from it instead of staying "unchanged".
+        let fallback = if identity == Some(OldImage::Full) {
+            old_tuple
+        } else {
+            None
+        };
+        let old_view = View {
+            columns: &rel.columns,
+            tuple: old_tuple,
+            fallback: None,
+        };
+        let new_view = View {
+            columns: &rel.columns,
+            tuple: new,
+            fallback,
+        };
+        let event: Option<Envelope> = match self.events.role(&rel.namespace, &rel.name) {
+            Role::Fields if !txn.own_write => {
+                let commit = Commit {
+                    lsn: txn.commit_lsn,
+                    unix_micros: txn.commit_time,
+                    snapshot: txn.snapshot,
+                };
+                self.events.field_event(id, commit, op, &old_view, &new_view)?
+            }
+            Role::Fields | Role::Other => None,
+            role => {
+                self.events.apply_context(role, op, &old_view, &new_view)?;
+                None
+            }
+        };
         let record = RecordRef {
             id,
             commit_lsn: txn.commit_lsn,
@@ -289,14 +361,9 @@ impl Capture {
                 columns: &rel.columns,
                 tuple: t,
                 key_only: false,
-                // REPLICA IDENTITY FULL carries the whole old row: an unchanged TOASTed value
-                // in the new row is filled from it instead of staying "unchanged".
-                fallback: if identity == Some(OldImage::Full) {
-                    old_tuple
-                } else {
-                    None
-                },
+                fallback,
             }),
+            event: event.as_ref(),
         };
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &record).expect("records serialize to a Vec");
@@ -328,6 +395,39 @@ struct RecordRef<'a> {
     identity: Option<OldImage>,
     old: Option<RowRef<'a>>,
     new: Option<RowRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a Envelope>,
+}
+
+/// A row image read by column name, for building events.
+struct View<'a> {
+    columns: &'a [Column],
+    tuple: Option<&'a Tuple>,
+    fallback: Option<&'a Tuple>,
+}
+
+impl RowView for View<'_> {
+    fn cell(&self, column: &str) -> Cell<'_> {
+        let Some(tuple) = self.tuple else {
+            return Cell::Missing;
+        };
+        let Some(i) = self.columns.iter().position(|c| c.name == column) else {
+            return Cell::Missing;
+        };
+        let datum = match tuple.0.get(i) {
+            Some(Datum::UnchangedToast) => self
+                .fallback
+                .and_then(|f| f.0.get(i))
+                .unwrap_or(&Datum::UnchangedToast),
+            Some(d) => d,
+            None => return Cell::Missing,
+        };
+        match datum {
+            Datum::Null => Cell::Null,
+            Datum::UnchangedToast => Cell::Unchanged,
+            Datum::Text(b) | Datum::Binary(b) => Cell::Text(String::from_utf8_lossy(b)),
+        }
+    }
 }
 
 struct RowRef<'a> {

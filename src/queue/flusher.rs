@@ -54,6 +54,8 @@ struct State {
     stop: bool,
     /// The flusher thread is waiting for work (only then does a writer need to wake it).
     idle: bool,
+    /// A flush is wanted although no transaction completed (a large one is being staged).
+    requested: bool,
 }
 
 pub(super) struct Flusher {
@@ -78,6 +80,7 @@ impl Flusher {
                 failed: None,
                 stop: false,
                 idle: false,
+                requested: false,
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
@@ -115,6 +118,18 @@ impl Flusher {
                 st.pending_times.push_back((txn.end_lsn, *commit_time));
             }
         }
+        let wake = st.idle;
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks for a flush although no transaction completed: sled keeps unflushed writes in memory,
+    /// so a large transaction being staged is flushed as it grows.
+    pub(super) fn request_flush(&self) {
+        let mut st = self.state.lock().expect("flusher lock");
+        st.requested = true;
         let wake = st.idle;
         drop(st);
         if wake {
@@ -171,15 +186,16 @@ impl Flusher {
         loop {
             let target = {
                 let mut st = self.state.lock().expect("flusher lock");
-                while st.written == st.durable && !st.stop {
+                while st.written == st.durable && !st.stop && !st.requested {
                     st.idle = true;
                     st = self.wake.wait(st).expect("flusher lock");
                 }
                 st.idle = false;
-                if st.written == st.durable || st.failed.is_some() {
-                    // stop requested with nothing left to flush, or storage already failed
+                if st.failed.is_some() || (st.stop && st.written == st.durable) {
+                    // storage already failed, or stop requested with nothing left to flush
                     return;
                 }
+                st.requested = false;
                 st.written
             };
             let result = self.db.flush();

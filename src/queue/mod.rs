@@ -104,6 +104,15 @@ impl Drop for StopFlusherOnDrop {
 }
 
 const HEAD: &[u8] = b"head";
+const SNAPSHOT: &[u8] = b"snapshot";
+
+/// Progress of the initial snapshot, kept under `meta/snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    Started,
+    Done,
+}
 const CONFIRMED: &[u8] = b"confirmed";
 
 impl Queue {
@@ -155,6 +164,26 @@ impl Queue {
     /// The writer used by capture. Only one may be in use at a time.
     pub fn writer(&self) -> Result<QueueWriter, QueueError> {
         Ok(QueueWriter::new(self.clone(), read_head(&self.meta)?))
+    }
+
+    pub fn snapshot_state(&self) -> Result<Option<SnapshotState>, QueueError> {
+        self.meta
+            .get(SNAPSHOT)?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("meta/snapshot", &e.to_string())))
+            .transpose()
+    }
+
+    /// Records the snapshot's progress durably (flushed before returning).
+    pub fn set_snapshot_state(&self, state: SnapshotState) -> Result<(), QueueError> {
+        self.meta
+            .insert(SNAPSHOT, serde_json::to_vec(&state).expect("state serializes"))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The wedding context store kept in the same database.
+    pub fn context(&self) -> Result<crate::events::ContextStore, QueueError> {
+        crate::events::ContextStore::open(&self.db)
     }
 
     /// Watch the durable watermark: the newest transaction whose records are flushed.

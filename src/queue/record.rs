@@ -166,6 +166,9 @@ pub struct ChangeRecord {
     pub identity: Option<OldImage>,
     pub old: Option<Row>,
     pub new: Option<Row>,
+    /// The field-sync event of a field-table row (see [`crate::events`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<crate::events::Envelope>,
 }
 
 /// A transaction as stored: the marker whose presence makes its records visible.

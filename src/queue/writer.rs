@@ -6,6 +6,10 @@
 //! bounded however large a transaction is.
 
 use super::chunk::{self, CHUNK_BYTES};
+
+/// Bytes written out after which the flusher is asked for an interim flush, so sled's unflushed log
+/// buffers stay small while a large transaction is staged (see `Flusher::request_flush`).
+const FLUSH_EVERY_BYTES: usize = 16 << 20;
 use super::flusher::Durable;
 use super::record::{EventId, TxnRecord};
 use super::{remove_after, Head, Queue, QueueError, HEAD};
@@ -19,6 +23,8 @@ pub struct QueueWriter {
     chunk_first: Option<EventId>,
     /// Transactions committed since the last sync: `(position, commit unix micros)`.
     committed: Vec<(Durable, i64)>,
+    /// Bytes written out since the last interim flush request.
+    unflushed: usize,
 }
 
 impl QueueWriter {
@@ -29,6 +35,7 @@ impl QueueWriter {
             chunk: Vec::with_capacity(CHUNK_BYTES + 4096),
             chunk_first: None,
             committed: Vec::new(),
+            unflushed: 0,
         }
     }
 
@@ -105,7 +112,12 @@ impl QueueWriter {
     fn write_chunk(&mut self) -> Result<(), QueueError> {
         if let Some(first) = self.chunk_first.take() {
             self.queue.changes.insert(first.key(), self.chunk.as_slice())?;
+            self.unflushed += self.chunk.len();
             self.chunk.clear();
+            if self.unflushed >= FLUSH_EVERY_BYTES {
+                self.queue.flusher.request_flush();
+                self.unflushed = 0;
+            }
         }
         Ok(())
     }

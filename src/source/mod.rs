@@ -5,5 +5,6 @@
 pub mod conn;
 pub mod error;
 pub mod progress;
+pub mod snapshot;
 pub mod stream;
 pub mod wire;

@@ -17,10 +17,11 @@ use super::error::SourceError;
 use super::progress::{Progress, SourceStatus};
 use super::wire::ReplicationMessage;
 use crate::capture::{Capture, CaptureError, Step};
-use crate::config::Config;
+use crate::check::quote_literal;
+use crate::config::{Config, SnapshotMode};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeError};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, SnapshotState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -44,6 +45,8 @@ pub enum StreamError {
         problem: String,
         fix: String,
     },
+    #[error("initial snapshot failed: {0} (the next start takes it again)")]
+    Snapshot(String),
 }
 
 impl StreamError {
@@ -71,7 +74,8 @@ pub struct Source {
 
 impl Source {
     pub fn new(config: Arc<Config>, queue: Queue, status: Arc<SourceStatus>) -> Result<Source, StreamError> {
-        let capture = Capture::new(&config.capture.tables, queue.writer()?);
+        let events = crate::events::EventBuilder::new(&config, queue.context()?);
+        let capture = Capture::new(&config, queue.writer()?, events);
         let head_end = queue.head()?.last.map_or(Lsn::ZERO, |t| t.end_lsn);
         let progress = Progress::new(queue.confirmed()?.max(head_end));
         Ok(Source {
@@ -122,7 +126,14 @@ impl Source {
         let rc = self.config.replication.clone();
         let mut conn = ReplicationConnection::connect(&self.config.postgres).await?;
         let system = conn.identify_system().await?;
-        let slot_confirmed = self.ensure_slot(&mut conn).await?;
+        let position = self.slot_position(&mut conn).await?;
+        let slot_confirmed = match (self.snapshot_needed()?, position) {
+            (Need::Resume, _) | (Need::First, None) => {
+                super::snapshot::take(&mut conn, &self.config, &self.queue, &mut self.capture).await?
+            }
+            (_, Some(lsn)) => lsn,
+            (_, None) => self.create_slot(&mut conn).await?,
+        };
         let start = self.progress.confirmed().max(slot_confirmed);
         let mut stream = conn.start_replication(&rc.slot, start, &rc.publication).await?;
         self.progress.observe_received(start);
@@ -210,8 +221,34 @@ impl Source {
         }
     }
 
-    /// Creates the slot when missing (if allowed); returns its `confirmed_flush_lsn`.
-    async fn ensure_slot(&mut self, conn: &mut ReplicationConnection) -> Result<Lsn, StreamError> {
+    /// Whether an initial snapshot must be taken now.
+    fn snapshot_needed(&self) -> Result<Need, StreamError> {
+        if self.config.events.snapshot == SnapshotMode::Never {
+            return Ok(Need::No);
+        }
+        Ok(match self.queue.snapshot_state()? {
+            Some(SnapshotState::Started) => Need::Resume,
+            Some(SnapshotState::Done) => Need::No,
+            // a first start with an empty queue; a slot made beforehand is taken as the start
+            None if self.queue.head()?.last.is_none() => Need::First,
+            None => Need::No,
+        })
+    }
+
+    async fn create_slot(&mut self, conn: &mut ReplicationConnection) -> Result<Lsn, StreamError> {
+        let rc = &self.config.replication;
+        if !rc.create_slot {
+            return Err(StreamError::SlotMissing {
+                slot: rc.slot.clone(),
+            });
+        }
+        let created = conn.create_slot(&rc.slot, SnapshotAction::NoExport).await?;
+        tracing::info!(slot = %rc.slot, consistent_point = %created.consistent_point, "replication slot created");
+        Ok(created.consistent_point)
+    }
+
+    /// The slot's `confirmed_flush_lsn`, or `None` when it does not exist; checks it is usable.
+    async fn slot_position(&mut self, conn: &mut ReplicationConnection) -> Result<Option<Lsn>, StreamError> {
         let rc = &self.config.replication;
         let rows = conn
             .simple_query(&format!(
@@ -220,14 +257,7 @@ impl Source {
             ))
             .await?;
         let Some(row) = rows.into_iter().next() else {
-            if !rc.create_slot {
-                return Err(StreamError::SlotMissing {
-                    slot: rc.slot.clone(),
-                });
-            }
-            let created = conn.create_slot(&rc.slot, SnapshotAction::NoExport).await?;
-            tracing::info!(slot = %rc.slot, consistent_point = %created.consistent_point, "replication slot created");
-            return Ok(created.consistent_point);
+            return Ok(None);
         };
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         let unusable = |problem: String, fix: String| StreamError::SlotUnusable {
@@ -263,12 +293,17 @@ impl Source {
                 ),
             ));
         }
-        Ok(field(2).parse().unwrap_or(Lsn::ZERO))
+        Ok(Some(field(2).parse().unwrap_or(Lsn::ZERO)))
     }
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+#[derive(Debug, PartialEq, Eq)]
+enum Need {
+    No,
+    /// First start: no slot, empty queue.
+    First,
+    /// A snapshot was started and not finished.
+    Resume,
 }
 
 /// Full jitter over the upper half: between `d/2` and `d`.

@@ -1,0 +1,320 @@
+//! From row changes to events: routes each captured row by its table's role in `[mapping]`,
+//! keeps the context store current, and builds the envelope of a field row change.
+
+use std::borrow::Cow;
+
+use crate::config::mapping::{FieldsTable, IntegrationsTable, OrganizationsTable, WeddingsTable};
+use crate::config::{Config, DatePolicy, EventsConfig, Mapping, PriorityName};
+use crate::fields::{self, FieldType};
+use crate::lsn::Lsn;
+use crate::queue::record::{EventId, Op};
+use crate::queue::QueueError;
+
+use super::context::{Integration, OrganizationContext};
+use super::{rfc3339_micros, ContextStore, Envelope, EventData, EventIssue, EventKind, WeddingContext};
+
+/// One column of a row image, by name.
+pub enum Cell<'a> {
+    /// The row image has no such column (or no image at all).
+    Missing,
+    Null,
+    /// A TOASTed value the change did not touch and the WAL did not carry.
+    Unchanged,
+    Text(Cow<'a, str>),
+}
+
+impl Cell<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A row image whose columns can be read by name.
+pub trait RowView {
+    fn cell(&self, column: &str) -> Cell<'_>;
+}
+
+/// What a captured table is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Fields,
+    Weddings,
+    Organizations,
+    Integrations,
+    Other,
+}
+
+/// The commit a row change belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit {
+    pub lsn: Lsn,
+    pub unix_micros: i64,
+    pub snapshot: bool,
+}
+
+pub struct EventBuilder {
+    mapping: Mapping,
+    events: EventsConfig,
+    context: ContextStore,
+}
+
+impl EventBuilder {
+    pub fn new(config: &Config, context: ContextStore) -> EventBuilder {
+        EventBuilder {
+            mapping: config.mapping.clone(),
+            events: config.events.clone(),
+            context,
+        }
+    }
+
+    pub fn context(&self) -> &ContextStore {
+        &self.context
+    }
+
+    /// The replication origin of fieldsync's own writes.
+    pub fn own_origin(&self) -> &str {
+        &self.events.origin
+    }
+
+    pub fn role(&self, schema: &str, table: &str) -> Role {
+        let is = |t: &crate::config::TableName| t.schema == schema && t.name == table;
+        let m = &self.mapping;
+        if is(&m.fields.table) {
+            Role::Fields
+        } else if is(&m.weddings.table) {
+            Role::Weddings
+        } else if is(&m.organizations.table) {
+            Role::Organizations
+        } else if is(&m.integrations.table) {
+            Role::Integrations
+        } else {
+            Role::Other
+        }
+    }
+
+    /// Applies a change of a context table (weddings, organisations, integrations) to the store.
+    pub fn apply_context(
+        &self,
+        role: Role,
+        op: Op,
+        old: &dyn RowView,
+        new: &dyn RowView,
+    ) -> Result<(), QueueError> {
+        let c = &self.context;
+        match (role, op) {
+            (Role::Weddings, Op::Truncate) => c.clear_weddings(),
+            (Role::Organizations, Op::Truncate) => c.clear_organizations(),
+            (Role::Integrations, Op::Truncate) => c.clear_integrations(),
+            (Role::Weddings, Op::Delete) => {
+                key(old, &self.mapping.weddings.id).map_or(Ok(()), |id| c.delete_wedding(&id))
+            }
+            (Role::Organizations, Op::Delete) => {
+                key(old, &self.mapping.organizations.id).map_or(Ok(()), |id| c.delete_organization(&id))
+            }
+            (Role::Integrations, Op::Delete) => {
+                key(old, &self.mapping.integrations.id).map_or(Ok(()), |id| c.delete_integration(&id))
+            }
+            (Role::Weddings, _) => match wedding(new, &self.mapping.weddings) {
+                Some(w) => c.upsert_wedding(w),
+                None => Ok(()),
+            },
+            (Role::Organizations, _) => match organization(new, &self.mapping.organizations) {
+                Some(o) => c.upsert_organization(o),
+                None => Ok(()),
+            },
+            (Role::Integrations, _) => match integration(new, &self.mapping.integrations) {
+                Some(i) => c.upsert_integration(i),
+                None => Ok(()),
+            },
+            (Role::Fields | Role::Other, _) => Ok(()),
+        }
+    }
+
+    /// The event of a field row change (none for a truncate).
+    pub fn field_event(
+        &self,
+        id: EventId,
+        commit: Commit,
+        op: Op,
+        old: &dyn RowView,
+        new: &dyn RowView,
+    ) -> Result<Option<Envelope>, QueueError> {
+        let f: &FieldsTable = &self.mapping.fields;
+        let kind = match op {
+            Op::Insert => EventKind::Created,
+            Op::Update => EventKind::Updated,
+            Op::Delete => EventKind::Deleted,
+            Op::Truncate => return Ok(None),
+        };
+        // the row as it is now; for a delete, as it was
+        let row = if op == Op::Delete { old } else { new };
+        let text = |col: &str| {
+            row.cell(col)
+                .text()
+                .map(str::to_owned)
+                .or_else(|| old.cell(col).text().map(str::to_owned))
+        };
+        let field_type_text = text(&f.field_type).unwrap_or_default();
+        let field_type = FieldType::parse(&field_type_text);
+        let wedding_id = text(&f.wedding);
+        let old_value = json_cell(&old.cell(&f.value));
+        let new_value = if op == Op::Delete {
+            None
+        } else {
+            json_cell(&new.cell(&f.value)).or_else(|| old_value.clone())
+        };
+
+        let wedding = match &wedding_id {
+            Some(w) => self.context.wedding(w)?,
+            None => None,
+        };
+        let (valid, normalized, errors, warnings) = match (&new_value, op) {
+            (_, Op::Delete) => (true, None, Vec::new(), Vec::new()),
+            (value, _) => {
+                let null = serde_json::Value::Null;
+                let ctx = fields::Context {
+                    guest_total: wedding.as_ref().and_then(|w| w.guest_total),
+                    venue_capacity: wedding.as_ref().and_then(|w| w.venue_capacity),
+                };
+                let checked =
+                    fields::check(&field_type, value.as_ref().unwrap_or(&null), &ctx, &self.rules());
+                (
+                    checked.valid,
+                    checked.normalized,
+                    issues(checked.errors),
+                    issues(checked.warnings),
+                )
+            }
+        };
+        // facts later events of this wedding need
+        if let (Some(w), true, Some(n)) = (&wedding_id, valid, &normalized) {
+            let guest_total = (field_type == FieldType::GuestCountMatrix)
+                .then(|| n.get("total"))
+                .flatten();
+            let capacity = (field_type == FieldType::VenueSelector)
+                .then(|| n.get("estimated_capacity"))
+                .flatten();
+            let as_u32 = |v: Option<&serde_json::Value>| {
+                v.and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+            };
+            if guest_total.is_some() || capacity.is_some() {
+                self.context.learn(w, as_u32(guest_total), as_u32(capacity))?;
+            }
+        }
+        let committed_at = rfc3339_micros(commit.unix_micros);
+        Ok(Some(Envelope {
+            kind,
+            timestamp: committed_at.clone(),
+            data: EventData {
+                event_id: id,
+                organization_id: text(&f.organization),
+                wedding_id,
+                field_id: text(&f.field_id),
+                priority: self.priority(&field_type),
+                field_type: field_type_text,
+                old_value,
+                new_value,
+                normalized,
+                valid,
+                errors,
+                warnings,
+                user_id: text(&f.user),
+                updated_at: text(&f.updated_at),
+                committed_at,
+                commit_lsn: commit.lsn,
+                snapshot: commit.snapshot,
+                wedding,
+            },
+        }))
+    }
+
+    fn priority(&self, field_type: &FieldType) -> PriorityName {
+        if let Some(p) = self.events.priorities.get(field_type.as_str()) {
+            return *p;
+        }
+        match field_type.default_priority() {
+            fields::Priority::Critical => PriorityName::Critical,
+            fields::Priority::Important => PriorityName::Important,
+            fields::Priority::Optional => PriorityName::Optional,
+        }
+    }
+
+    fn rules(&self) -> fields::Rules {
+        fields::Rules {
+            today: chrono::Utc::now().date_naive(),
+            past_wedding_date: match self.events.past_wedding_date {
+                DatePolicy::Allow => fields::PastDatePolicy::Allow,
+                DatePolicy::Warn => fields::PastDatePolicy::Warn,
+                DatePolicy::Error => fields::PastDatePolicy::Error,
+            },
+            venue_capacity_warning: self.events.venue_capacity_warning,
+        }
+    }
+}
+
+fn issues(list: Vec<fields::Issue>) -> Vec<EventIssue> {
+    list.into_iter()
+        .map(|i| EventIssue {
+            path: i.path,
+            rule: i.rule.to_owned(),
+            message: i.message,
+        })
+        .collect()
+}
+
+/// A JSON value from a jsonb/json column's text; a plain text column becomes a JSON string.
+fn json_cell(cell: &Cell<'_>) -> Option<serde_json::Value> {
+    match cell {
+        Cell::Text(t) => {
+            Some(serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.to_string())))
+        }
+        Cell::Null => Some(serde_json::Value::Null),
+        Cell::Missing | Cell::Unchanged => None,
+    }
+}
+
+fn key(row: &dyn RowView, column: &str) -> Option<String> {
+    row.cell(column).text().map(str::to_owned)
+}
+
+fn wedding(row: &dyn RowView, m: &WeddingsTable) -> Option<WeddingContext> {
+    Some(WeddingContext {
+        id: key(row, &m.id)?,
+        organization_id: key(row, &m.organization),
+        organization_name: None,
+        couple_names: key(row, &m.couple_names),
+        wedding_date: key(row, &m.date),
+        timezone: key(row, &m.timezone),
+        venue: match row.cell(&m.venue) {
+            Cell::Text(t) => serde_json::from_str(&t).ok(),
+            _ => None,
+        },
+        guest_total: None,
+        venue_capacity: None,
+    })
+}
+
+fn organization(row: &dyn RowView, m: &OrganizationsTable) -> Option<OrganizationContext> {
+    Some(OrganizationContext {
+        id: key(row, &m.id)?,
+        name: key(row, &m.name),
+        timezone: key(row, &m.timezone),
+    })
+}
+
+fn integration(row: &dyn RowView, m: &IntegrationsTable) -> Option<Integration> {
+    Some(Integration {
+        id: key(row, &m.id)?,
+        organization_id: key(row, &m.organization)?,
+        integration_type: key(row, &m.integration_type).unwrap_or_default(),
+        config: match row.cell(&m.config) {
+            Cell::Text(t) => serde_json::from_str(&t).unwrap_or(serde_json::Value::Null),
+            _ => serde_json::Value::Null,
+        },
+        // PostgreSQL prints booleans as t / f
+        is_active: !matches!(key(row, &m.active).as_deref(), Some("f" | "false")),
+    })
+}
