@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod demo;
 mod devdb;
+mod events;
 mod memory;
 mod ops;
 mod source_conn;
