@@ -2,6 +2,8 @@
 //! keeps the context store current, and builds the envelope of a field row change.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use crate::config::mapping::{FieldsTable, IntegrationsTable, OrganizationsTable, WeddingsTable};
 use crate::config::{Config, DatePolicy, EventsConfig, Mapping, PriorityName};
@@ -55,18 +57,36 @@ pub struct Commit {
     pub snapshot: bool,
 }
 
+/// Wedding contexts kept in memory; beyond this many the cache starts over.
+const CACHED_WEDDINGS: usize = 10_000;
+
 pub struct EventBuilder {
     mapping: Mapping,
     events: EventsConfig,
     context: ContextStore,
+    /// Wedding id → context as in the store. Capture is the store's only writer and invalidates
+    /// entries as it writes, so the cache never serves a stale context.
+    cache: RefCell<HashMap<String, Option<WeddingContext>>>,
+    rules: fields::Rules,
 }
 
 impl EventBuilder {
     pub fn new(config: &Config, context: ContextStore) -> EventBuilder {
+        let rules = fields::Rules {
+            today: chrono::Utc::now().date_naive(),
+            past_wedding_date: match config.events.past_wedding_date {
+                DatePolicy::Allow => fields::PastDatePolicy::Allow,
+                DatePolicy::Warn => fields::PastDatePolicy::Warn,
+                DatePolicy::Error => fields::PastDatePolicy::Error,
+            },
+            venue_capacity_warning: config.events.venue_capacity_warning,
+        };
         EventBuilder {
             mapping: config.mapping.clone(),
             events: config.events.clone(),
             context,
+            cache: RefCell::new(HashMap::new()),
+            rules,
         }
     }
 
@@ -168,7 +188,7 @@ impl EventBuilder {
         };
 
         let wedding = match &wedding_id {
-            Some(w) => self.context.wedding(w)?,
+            Some(w) => self.wedding(w)?,
             None => None,
         };
         let (valid, normalized, errors, warnings) = match (&new_value, op) {
@@ -179,8 +199,12 @@ impl EventBuilder {
                     guest_total: wedding.as_ref().and_then(|w| w.guest_total),
                     venue_capacity: wedding.as_ref().and_then(|w| w.venue_capacity),
                 };
-                let checked =
-                    fields::check(&field_type, value.as_ref().unwrap_or(&null), &ctx, &self.rules());
+                let checked = fields::check(
+                    &field_type,
+                    value.as_ref().unwrap_or(&null),
+                    &ctx,
+                    &self.rules_today(),
+                );
                 (
                     checked.valid,
                     checked.normalized,
@@ -202,6 +226,7 @@ impl EventBuilder {
             };
             if guest_total.is_some() || capacity.is_some() {
                 self.context.learn(w, as_u32(guest_total), as_u32(capacity))?;
+                self.cache.borrow_mut().remove(w);
             }
         }
         let committed_at = rfc3339_micros(commit.unix_micros);
@@ -242,16 +267,25 @@ impl EventBuilder {
         }
     }
 
-    fn rules(&self) -> fields::Rules {
+    /// The validation rules, judged against today's date (UTC).
+    fn rules_today(&self) -> fields::Rules {
         fields::Rules {
             today: chrono::Utc::now().date_naive(),
-            past_wedding_date: match self.events.past_wedding_date {
-                DatePolicy::Allow => fields::PastDatePolicy::Allow,
-                DatePolicy::Warn => fields::PastDatePolicy::Warn,
-                DatePolicy::Error => fields::PastDatePolicy::Error,
-            },
-            venue_capacity_warning: self.events.venue_capacity_warning,
+            ..self.rules.clone()
         }
+    }
+
+    fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, QueueError> {
+        if let Some(hit) = self.cache.borrow().get(id) {
+            return Ok(hit.clone());
+        }
+        let found = self.context.wedding(id)?;
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= CACHED_WEDDINGS {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), found.clone());
+        Ok(found)
     }
 }
 
