@@ -142,6 +142,7 @@ impl Capture {
 
     /// Writes what was staged and committed since the last call (once per network read).
     pub fn sync(&mut self) -> Result<(), CaptureError> {
+        self.events.persist_learned()?;
         Ok(self.writer.sync()?)
     }
 

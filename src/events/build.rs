@@ -67,6 +67,11 @@ pub struct EventBuilder {
     /// Wedding id → context as in the store. Capture is the store's only writer and invalidates
     /// entries as it writes, so the cache never serves a stale context.
     cache: RefCell<HashMap<String, Option<WeddingContext>>>,
+    /// Facts learnt from field values (guest total, venue capacity) not yet written to the store:
+    /// written once per network read ([`EventBuilder::persist_learned`]), not once per row.
+    learned: RefCell<HashMap<String, (Option<u32>, Option<u32>)>>,
+    /// The last commit time formatted, shared by the rows of a transaction.
+    committed_at: RefCell<(i64, String)>,
     rules: fields::Rules,
 }
 
@@ -86,6 +91,8 @@ impl EventBuilder {
             events: config.events.clone(),
             context,
             cache: RefCell::new(HashMap::new()),
+            learned: RefCell::new(HashMap::new()),
+            committed_at: RefCell::new((i64::MIN, String::new())),
             rules,
         }
     }
@@ -123,6 +130,11 @@ impl EventBuilder {
         old: &dyn RowView,
         new: &dyn RowView,
     ) -> Result<(), QueueError> {
+        // weddings and organisations feed the cached contexts: write learnt facts, then forget them
+        if matches!(role, Role::Weddings | Role::Organizations) {
+            self.persist_learned()?;
+            self.cache.borrow_mut().clear();
+        }
         let c = &self.context;
         match (role, op) {
             (Role::Weddings, Op::Truncate) => c.clear_weddings(),
@@ -225,11 +237,16 @@ impl EventBuilder {
                 v.and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
             };
             if guest_total.is_some() || capacity.is_some() {
-                self.context.learn(w, as_u32(guest_total), as_u32(capacity))?;
-                self.cache.borrow_mut().remove(w);
+                self.learn(w, as_u32(guest_total), as_u32(capacity))?;
             }
         }
-        let committed_at = rfc3339_micros(commit.unix_micros);
+        let committed_at = {
+            let mut last = self.committed_at.borrow_mut();
+            if last.0 != commit.unix_micros {
+                *last = (commit.unix_micros, rfc3339_micros(commit.unix_micros));
+            }
+            last.1.clone()
+        };
         Ok(Some(Envelope {
             kind,
             timestamp: committed_at.clone(),
@@ -275,10 +292,46 @@ impl EventBuilder {
         }
     }
 
+    /// Writes the facts learnt since the last call to the context store.
+    pub fn persist_learned(&self) -> Result<(), QueueError> {
+        for (id, (guest_total, venue_capacity)) in self.learned.borrow_mut().drain() {
+            self.context.learn(&id, guest_total, venue_capacity)?;
+        }
+        Ok(())
+    }
+
+    /// Notes facts about a wedding in its cached context; the store gets them at the next persist.
+    fn learn(
+        &self,
+        id: &str,
+        guest_total: Option<u32>,
+        venue_capacity: Option<u32>,
+    ) -> Result<(), QueueError> {
+        self.wedding(id)?; // make sure the context is cached
+        let mut cache = self.cache.borrow_mut();
+        let ctx = cache
+            .entry(id.to_owned())
+            .or_insert(None)
+            .get_or_insert_with(|| WeddingContext {
+                id: id.to_owned(),
+                ..WeddingContext::default()
+            });
+        let total = guest_total.or(ctx.guest_total);
+        let capacity = venue_capacity.or(ctx.venue_capacity);
+        if (total, capacity) != (ctx.guest_total, ctx.venue_capacity) {
+            ctx.guest_total = total;
+            ctx.venue_capacity = capacity;
+            self.learned.borrow_mut().insert(id.to_owned(), (total, capacity));
+        }
+        Ok(())
+    }
+
     fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, QueueError> {
         if let Some(hit) = self.cache.borrow().get(id) {
             return Ok(hit.clone());
         }
+        // the store must hold every learnt fact before it is read again
+        self.persist_learned()?;
         let found = self.context.wedding(id)?;
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= CACHED_WEDDINGS {

@@ -130,6 +130,23 @@ async fn a_guest_count_change_is_one_updated_event_with_totals_and_the_context_o
         json["data"]["event_id"],
         serde_json::to_value(e.data.event_id).unwrap()
     );
+
+    // the couple renames themselves and moves the date: later events carry the new context
+    db.batch_execute(&format!(
+        "UPDATE weddings SET couple_names = 'Amara & Tom Okafor', wedding_date = '2031-07-05' WHERE id = '{WEDDING}';
+         UPDATE form_field_values SET value = '{{\"adults\": 130}}' WHERE id = '{FIELD}';"
+    ))
+    .await
+    .unwrap();
+    let all = wait_for_events(&d.queue, 3).await;
+    let w = all[2].data.wedding.as_ref().unwrap();
+    assert_eq!(w.couple_names.as_deref(), Some("Amara & Tom Okafor"));
+    assert_eq!(w.wedding_date.as_deref(), Some("2031-07-05"));
+    assert_eq!(
+        w.guest_total,
+        Some(143),
+        "the total learnt from the previous change"
+    );
     d.stop().await.unwrap();
 }
 
