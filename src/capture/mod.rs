@@ -8,6 +8,7 @@
 //! Record ids are `commit LSN : index`, where the index counts every row message of the
 //! transaction (captured or not), so ids do not change when the table list does.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::ser::SerializeMap;
@@ -426,7 +427,10 @@ impl RowView for View<'_> {
         match datum {
             Datum::Null => Cell::Null,
             Datum::UnchangedToast => Cell::Unchanged,
-            Datum::Text(b) | Datum::Binary(b) => Cell::Text(String::from_utf8_lossy(b)),
+            Datum::Text(b) | Datum::Binary(b) => match std::str::from_utf8(b) {
+                Ok(text) => Cell::Text(Cow::Borrowed(text)),
+                Err(_) => Cell::Text(String::from_utf8_lossy(b)),
+            },
         }
     }
 }
@@ -470,7 +474,10 @@ impl Serialize for DatumRef<'_> {
                 m.serialize_entry("unchanged", &true)?;
                 m.end()
             }
-            Datum::Text(b) | Datum::Binary(b) => s.serialize_str(&String::from_utf8_lossy(b)),
+            Datum::Text(b) | Datum::Binary(b) => match std::str::from_utf8(b) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => s.serialize_str(&String::from_utf8_lossy(b)),
+            },
         }
     }
 }

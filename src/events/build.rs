@@ -57,6 +57,9 @@ pub struct Commit {
     pub snapshot: bool,
 }
 
+/// Facts learnt from field values: (guest total, venue capacity).
+type Facts = (Option<u32>, Option<u32>);
+
 /// Wedding contexts kept in memory; beyond this many the cache starts over.
 const CACHED_WEDDINGS: usize = 10_000;
 
@@ -69,7 +72,7 @@ pub struct EventBuilder {
     cache: RefCell<HashMap<String, Option<WeddingContext>>>,
     /// Facts learnt from field values (guest total, venue capacity) not yet written to the store:
     /// written once per network read ([`EventBuilder::persist_learned`]), not once per row.
-    learned: RefCell<HashMap<String, (Option<u32>, Option<u32>)>>,
+    learned: RefCell<HashMap<String, Facts>>,
     /// The last commit time formatted, shared by the rows of a transaction.
     committed_at: RefCell<(i64, String)>,
     rules: fields::Rules,

@@ -316,7 +316,11 @@ impl Transport {
             .map_or(0, |len| len.saturating_sub(self.rbuf.len()));
         let want = missing.max(MIN_SPARE);
         if self.rbuf.capacity() - self.rbuf.len() < want {
-            self.rbuf.reserve(want.max(READ_CHUNK));
+            // Up to READ_CHUNK in all, not READ_CHUNK more: once the previous batch's messages are
+            // dropped the buffer is unique again and this reuses it in place. Asking for more than
+            // it holds forced a fresh allocation (mmap, page faults) on every read.
+            self.rbuf
+                .reserve(want.max(READ_CHUNK.saturating_sub(self.rbuf.len())));
         }
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(SourceError::Closed),
