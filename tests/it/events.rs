@@ -313,3 +313,91 @@ async fn a_snapshot_of_50000_values_with_concurrent_writes_rebuilds_the_database
     );
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_or_double() {
+    use crate::support::daemon::{config_toml, free_port, read_queue, DaemonProcess};
+    let cluster = cluster_with_schema();
+    let db = sql(&cluster).await;
+    db.batch_execute(&format!(
+        "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Interrupted Studio');
+         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'E & F');
+         INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+           SELECT '{ORG}', '{WEDDING}', gen_random_uuid(), 'number', to_jsonb(i) FROM generate_series(1, 50000) i;"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queue_path = dir.path().join("queue");
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config_path = dir.path().join("fieldsync.toml");
+    std::fs::write(&config_path, config_toml(&cluster, &queue_path, http.port())).unwrap();
+    let log = dir.path().join("fieldsync.log");
+
+    // killed while the snapshot is being read: the slot exists, the snapshot is not done
+    let first = DaemonProcess::spawn(&config_path, http, &log);
+    wait_for_async(DEADLINE, "the snapshot to start", || async {
+        let slots: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        slots == 1
+    })
+    .await;
+    first.kill9();
+    db.batch_execute(&format!(
+        "UPDATE form_field_values SET value = '-1' WHERE value = '7';
+         DELETE FROM form_field_values WHERE value = '8';"
+    ))
+    .await
+    .unwrap();
+
+    let mut second = DaemonProcess::spawn(&config_path, http, &log);
+    crate::support::wait_for(DEADLINE, "the restarted daemon to stream", || {
+        assert!(
+            second.try_wait().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        second
+            .status()
+            .and_then(|s| s.pointer("/source/connected")?.as_bool())
+            == Some(true)
+    });
+    assert!(second.terminate().success());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("taking it again from a new slot"),
+        "the kill interrupted the snapshot:\n{logs}"
+    );
+    assert_eq!(logs.matches("initial snapshot stored").count(), 1, "{logs}");
+
+    let events: Vec<Envelope> = read_queue(&queue_path)
+        .into_iter()
+        .filter_map(|r| r.event)
+        .collect();
+    let mut state: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for e in &events {
+        let key = e.data.field_id.clone().unwrap();
+        assert!(
+            state
+                .insert(key.clone(), e.data.new_value.clone().unwrap())
+                .is_none(),
+            "{key} twice"
+        );
+    }
+    let rows = db
+        .query("SELECT field_id::text, value::text FROM form_field_values", &[])
+        .await
+        .unwrap();
+    let expected: BTreeMap<String, serde_json::Value> = rows
+        .iter()
+        .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
+        .collect();
+    assert_eq!(state.len(), 49_999);
+    assert!(state == expected, "the retaken snapshot equals the database");
+}
