@@ -2,7 +2,8 @@
 //!
 //! First, commit-to-durable latency (p50/p99) at steady 1,000 and 5,000 changes/s. Then, for each
 //! workload (1-row and 100-row transactions of form-field-like rows with jsonb values),
-//! two logical slots are created *before* the workload, so both consumers drain the same WAL:
+//! logical slots are created *before* the workload, so both consumers drain the same WAL, three times
+//! each, alternately (medians compared):
 //! (a) `pg_recvlogical` with pgoutput to /dev/null, until `--endpos`; (b) fieldsync's capture into its
 //! fsynced sled queue, until the last transaction is durable. Prints rows/s, the ratio b/a and
 //! fieldsync's peak RSS.
@@ -100,18 +101,31 @@ fn config_toml(
     )
 }
 
-/// Generates `rows` rows in transactions of `txn_rows` rows, with both slots created first; returns
-/// rows/s of (pg_recvlogical, fieldsync) and fieldsync's peak RSS in KiB.
+/// Measurement rounds per tool: the two run alternately over the same WAL (one slot each per
+/// round, all created before the workload) and the medians are compared, so a slow moment of the
+/// machine does not decide the ratio.
+const ROUNDS: usize = 3;
+
+/// Generates `rows` rows in transactions of `txn_rows` rows, with every slot created first; returns
+/// the median rows/s of (pg_recvlogical, fieldsync) and fieldsync's largest peak RSS in KiB.
 fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
-    let ref_slot = format!("bench_ref_{txn_rows}");
-    let our_slot = format!("bench_fs_{txn_rows}");
-    for slot in [&ref_slot, &our_slot] {
-        cluster
-            .psql(
-                "postgres",
-                &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+    let slots: Vec<(String, String)> = (0..ROUNDS)
+        .map(|r| {
+            (
+                format!("bench_ref_{txn_rows}_{r}"),
+                format!("bench_fs_{txn_rows}_{r}"),
             )
-            .unwrap();
+        })
+        .collect();
+    for (a, b) in &slots {
+        for slot in [a, b] {
+            cluster
+                .psql(
+                    "postgres",
+                    &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+                )
+                .unwrap();
+        }
     }
     let txns = rows / txn_rows;
     cluster
@@ -136,8 +150,30 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
         .trim()
         .parse()
         .unwrap();
+    let (mut reference, mut ours, mut rss) = (Vec::new(), Vec::new(), 0);
+    for (ref_slot, our_slot) in &slots {
+        reference.push(recvlogical(cluster, ref_slot, end, rows));
+        let (r, kib) = fieldsync_run(cluster, our_slot, rows);
+        ours.push(r);
+        rss = rss.max(kib);
+    }
+    for (a, b) in &slots {
+        for slot in [a, b] {
+            cluster
+                .psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))
+                .unwrap();
+        }
+    }
+    (median(reference), median(ours), rss)
+}
 
-    // (a) the reference
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// (a) the reference: pg_recvlogical with pgoutput to /dev/null, until `end`; rows/s.
+fn recvlogical(cluster: &Cluster, slot: &str, end: Lsn, rows: u64) -> f64 {
     let started = Instant::now();
     let status = Command::new(cluster.bin_dir().join("pg_recvlogical"))
         .args([
@@ -147,7 +183,7 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
                 cluster.port()
             ),
         ])
-        .args(["--slot", &ref_slot, "--start", "--no-loop", "-f", "/dev/null"])
+        .args(["--slot", slot, "--start", "--no-loop", "-f", "/dev/null"])
         .args([
             "-E",
             &end.to_string(),
@@ -159,9 +195,12 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
         .status()
         .expect("run pg_recvlogical");
     assert!(status.success(), "pg_recvlogical failed");
-    let reference = rows as f64 / started.elapsed().as_secs_f64();
+    rows as f64 / started.elapsed().as_secs_f64()
+}
 
-    // (b) the fieldsync binary, fsynced queue, from process start until the last row is durable
+/// (b) the fieldsync binary, fsynced queue, from process start until the last row is durable;
+/// rows/s and peak RSS in KiB.
+fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -170,7 +209,7 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
     let config_path = dir.path().join("fieldsync.toml");
     std::fs::write(
         &config_path,
-        config_toml(cluster, &our_slot, &dir.path().join("queue"), Some(http)),
+        config_toml(cluster, slot, &dir.path().join("queue"), Some(http)),
     )
     .unwrap();
     let started = Instant::now();
@@ -198,17 +237,12 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let ours = rows as f64 / started.elapsed().as_secs_f64();
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
     let rss = peak_rss_kib(child.id());
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "fieldsync stops cleanly");
-    for slot in [&ref_slot, &our_slot] {
-        cluster
-            .psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))
-            .unwrap();
-    }
-    (reference, ours, rss)
+    (rate, rss)
 }
 
 /// Streams live while a client commits 1-row transactions at `rate`/s; returns p50, p99, p99.9 and

@@ -349,10 +349,10 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
     })
     .await;
     first.kill9();
-    db.batch_execute(&format!(
+    db.batch_execute(
         "UPDATE form_field_values SET value = '-1' WHERE value = '7';
-         DELETE FROM form_field_values WHERE value = '8';"
-    ))
+         DELETE FROM form_field_values WHERE value = '8';",
+    )
     .await
     .unwrap();
 
