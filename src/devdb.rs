@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::check::{quote_ident, quote_literal};
+use crate::config::percent_encode;
 use crate::pg::{PgTarget, TlsMode};
 use crate::secret::Secret;
 
@@ -668,26 +670,6 @@ fn conf_line(name: &str, value: &str) -> String {
     }
 }
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,17 +679,5 @@ mod tests {
         assert_eq!(conf_line("wal_level", "logical"), "wal_level = 'logical'\n");
         assert_eq!(conf_line("x", "'already'"), "x = 'already'\n");
         assert_eq!(conf_line("x", "it's"), "x = 'it''s'\n");
-    }
-
-    #[test]
-    fn urls_escape_reserved_characters() {
-        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
-        assert_eq!(percent_encode("plain-1.2_~"), "plain-1.2_~");
-    }
-
-    #[test]
-    fn identifiers_and_literals_are_quoted() {
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(quote_literal("o'brien"), "'o''brien'");
     }
 }

@@ -34,6 +34,7 @@ use crate::pg::PgTarget;
 pub use error::ConfigError;
 pub use mapping::{DatePolicy, EventsConfig, Mapping, PriorityName, SnapshotMode};
 use mapping::{RawEvents, RawMapping};
+pub(crate) use pgurl::percent_encode;
 pub use raw::RawConfig;
 
 /// The checked configuration the daemon runs with.

@@ -236,7 +236,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
-pub(super) fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -323,5 +323,7 @@ mod tests {
     fn percent_encoding_round_trips() {
         let s = "we ird@user/ü";
         assert_eq!(percent_decode(&percent_encode(s)), s);
+        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+        assert_eq!(percent_encode("plain-1.2_~"), "plain-1.2_~");
     }
 }

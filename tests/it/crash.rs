@@ -10,7 +10,7 @@ use fieldsync::queue::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
 use crate::support::cluster_with_schema;
-use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
+use crate::support::daemon::{read_queue, sql, DaemonProcess, Workdir};
 
 const KILLS: usize = 20;
 const MIN_CHANGES: u64 = 10_000;
@@ -20,12 +20,8 @@ const WEDDING: &str = "00000000-0000-0000-0000-0000000000c1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let queue_path = dir.path().join("queue");
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config_path = dir.path().join("fieldsync.toml");
-    std::fs::write(&config_path, config_toml(&cluster, &queue_path, http.port())).unwrap();
-    let log = dir.path().join("fieldsync.log");
+    let work = Workdir::new(&cluster);
+    let (queue_path, config_path, log, http) = (&work.queue, &work.config, &work.log, work.http);
 
     let db = sql(&cluster).await;
     // The slot exists before any write, so every change below must be captured.
@@ -66,7 +62,7 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
     let mut kills = 0;
     while kills < KILLS || written.load(Ordering::Relaxed) < MIN_CHANGES {
-        let daemon = DaemonProcess::spawn(&config_path, http, &log);
+        let daemon = DaemonProcess::spawn(config_path, http, log);
         // Kill at a random moment: sometimes during start-up, mostly while streaming.
         let alive_ms = if rng.gen_bool(0.2) {
             rng.gen_range(0..150)
@@ -81,10 +77,10 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     writer.await.unwrap();
     let total = written.load(Ordering::Relaxed);
 
-    let mut daemon = DaemonProcess::spawn(&config_path, http, &log);
+    let mut daemon = DaemonProcess::spawn(config_path, http, log);
     let started = std::time::Instant::now();
     loop {
-        assert!(daemon.try_wait().is_none(), "daemon exited:\n{}", log_tail(&log));
+        assert!(daemon.try_wait().is_none(), "daemon exited:\n{}", log_tail(log));
         let stored = daemon.stored_records();
         if stored == Some(total + 2) {
             break;
@@ -94,15 +90,15 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
             panic!(
                 "the restarted daemon did not catch up: {stored:?} of {} records stored; {}\n{}",
                 total + 2,
-                describe_gaps(&read_queue(&queue_path), total),
-                log_tail(&log)
+                describe_gaps(&read_queue(queue_path), total),
+                log_tail(log)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(daemon.terminate().success(), "clean stop on SIGTERM");
 
-    let records = read_queue(&queue_path);
+    let records = read_queue(queue_path);
     let values: Vec<u64> = records
         .iter()
         .filter(|r| r.table == "form_field_values")

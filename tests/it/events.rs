@@ -316,7 +316,7 @@ async fn a_snapshot_of_50000_values_with_concurrent_writes_rebuilds_the_database
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_or_double() {
-    use crate::support::daemon::{config_toml, free_port, read_queue, DaemonProcess};
+    use crate::support::daemon::{read_queue, DaemonProcess, Workdir};
     let cluster = cluster_with_schema();
     let db = sql(&cluster).await;
     db.batch_execute(&format!(
@@ -327,15 +327,11 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
     ))
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let queue_path = dir.path().join("queue");
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config_path = dir.path().join("fieldsync.toml");
-    std::fs::write(&config_path, config_toml(&cluster, &queue_path, http.port())).unwrap();
-    let log = dir.path().join("fieldsync.log");
+    let work = Workdir::new(&cluster);
+    let (queue_path, config_path, log, http) = (&work.queue, &work.config, &work.log, work.http);
 
     // killed while the snapshot is being read: the slot exists, the snapshot is not done
-    let first = DaemonProcess::spawn(&config_path, http, &log);
+    let first = DaemonProcess::spawn(config_path, http, log);
     wait_for_async(DEADLINE, "the snapshot to start", || async {
         let slots: i64 = db
             .query_one(
@@ -356,12 +352,12 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
     .await
     .unwrap();
 
-    let mut second = DaemonProcess::spawn(&config_path, http, &log);
+    let mut second = DaemonProcess::spawn(config_path, http, log);
     crate::support::wait_for(DEADLINE, "the restarted daemon to stream", || {
         assert!(
             second.try_wait().is_none(),
             "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         second
             .status()
@@ -369,14 +365,14 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
             == Some(true)
     });
     assert!(second.terminate().success());
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = std::fs::read_to_string(log).unwrap();
     assert!(
         logs.contains("taking it again from a new slot"),
         "the kill interrupted the snapshot:\n{logs}"
     );
     assert_eq!(logs.matches("initial snapshot stored").count(), 1, "{logs}");
 
-    let events: Vec<Envelope> = read_queue(&queue_path)
+    let events: Vec<Envelope> = read_queue(queue_path)
         .into_iter()
         .filter_map(|r| r.event)
         .collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::daemon::{config_toml, free_port, read_queue, sql, DaemonProcess};
+use crate::support::daemon::{read_queue, sql, DaemonProcess, Workdir};
 use crate::support::{cluster_with_schema, wait_for};
 
 /// The documented bound on the daemon's peak RSS for one 200,000-row transaction.
@@ -12,18 +12,14 @@ const ROWS: u64 = 200_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_transaction_of_200000_rows_passes_within_the_memory_bound() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let queue_path = dir.path().join("queue");
-    let http = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config_path = dir.path().join("fieldsync.toml");
-    std::fs::write(&config_path, config_toml(&cluster, &queue_path, http.port())).unwrap();
-    let log = dir.path().join("fieldsync.log");
-    let mut daemon = DaemonProcess::spawn(&config_path, http, &log);
+    let work = Workdir::new(&cluster);
+    let (queue_path, config_path, log, http) = (&work.queue, &work.config, &work.log, work.http);
+    let mut daemon = DaemonProcess::spawn(config_path, http, log);
     wait_for(Duration::from_secs(30), "the daemon to stream", || {
         assert!(
             daemon.try_wait().is_none(),
             "daemon exited: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         daemon
             .status()
@@ -52,7 +48,7 @@ async fn one_transaction_of_200000_rows_passes_within_the_memory_bound() {
             assert!(
                 daemon.try_wait().is_none(),
                 "daemon exited: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(log).unwrap_or_default()
             );
             daemon.stored_records() == Some(ROWS + 2)
         },
@@ -64,5 +60,5 @@ async fn one_transaction_of_200000_rows_passes_within_the_memory_bound() {
         peak_mib < RSS_BOUND_MIB,
         "peak RSS {peak_mib} MiB is over the {RSS_BOUND_MIB} MiB bound"
     );
-    assert_eq!(read_queue(&queue_path).len() as u64, ROWS + 2);
+    assert_eq!(read_queue(queue_path).len() as u64, ROWS + 2);
 }

@@ -165,3 +165,30 @@ impl Drop for DaemonProcess {
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fieldsync"))
 }
+
+/// A directory with a configuration for `cluster`, the queue and the log of a child daemon.
+pub struct Workdir {
+    _dir: tempfile::TempDir,
+    pub queue: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub http: SocketAddr,
+}
+
+impl Workdir {
+    pub fn new(cluster: &Cluster) -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("fieldsync.toml");
+        std::fs::write(&config, config_toml(cluster, &queue, http.port())).unwrap();
+        let log = dir.path().join("fieldsync.log");
+        Workdir {
+            _dir: dir,
+            queue,
+            config,
+            log,
+            http,
+        }
+    }
+}
