@@ -50,7 +50,7 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
         check::preflight(&config).await.map_err(AppError::Preflight)?;
         let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
-        let listener = http::bind(config.http.listen)
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| AppError::Listen {
                 addr: config.http.listen,

@@ -48,10 +48,6 @@ pub async fn serve(
         .await
 }
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 async fn status(State(st): State<AppState>) -> Response {
     match st.queue.summary() {
         Ok(queue) => {

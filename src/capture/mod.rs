@@ -50,15 +50,6 @@ pub enum Step {
     },
 }
 
-/// Running counts, for logs and the status endpoint.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct CaptureStats {
-    pub transactions_stored: u64,
-    pub records_stored: u64,
-    pub transactions_replayed: u64,
-    pub transactions_without_captured_rows: u64,
-}
-
 struct OpenTxn {
     commit_lsn: Lsn,
     commit_time: i64,
@@ -82,7 +73,6 @@ pub struct Capture {
     writer: QueueWriter,
     txn: Option<OpenTxn>,
     buf: Vec<u8>,
-    stats: CaptureStats,
 }
 
 impl Capture {
@@ -99,16 +89,11 @@ impl Capture {
             writer,
             txn: None,
             buf: Vec::with_capacity(4096),
-            stats: CaptureStats::default(),
         }
     }
 
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some()
-    }
-
-    pub fn stats(&self) -> CaptureStats {
-        self.stats
     }
 
     /// The connection was lost: drop the relation cache and whatever the open transaction staged.
@@ -183,7 +168,6 @@ impl Capture {
                     ));
                 }
                 if txn.replay {
-                    self.stats.transactions_replayed += 1;
                     return Ok(Step::Committed {
                         end_lsn: c.end_lsn,
                         stored: false,
@@ -191,7 +175,6 @@ impl Capture {
                     });
                 }
                 if txn.records == 0 {
-                    self.stats.transactions_without_captured_rows += 1;
                     return Ok(Step::Committed {
                         end_lsn: c.end_lsn,
                         stored: false,
@@ -206,8 +189,6 @@ impl Capture {
                     origin: txn.origin,
                     records: txn.records,
                 })?;
-                self.stats.transactions_stored += 1;
-                self.stats.records_stored += u64::from(txn.records);
                 Ok(Step::Committed {
                     end_lsn: c.end_lsn,
                     stored: true,

@@ -165,14 +165,6 @@ impl ContextStore {
         Ok(out)
     }
 
-    pub fn counts(&self) -> (usize, usize, usize) {
-        (
-            self.organizations.len(),
-            self.weddings.len(),
-            self.integrations.len(),
-        )
-    }
-
     fn get<T: serde::de::DeserializeOwned>(
         &self,
         tree: &sled::Tree,
@@ -201,4 +193,77 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T,
         what: format!("context entry {}", String::from_utf8_lossy(key)),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContextStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .temporary(true)
+            .open()
+            .unwrap();
+        let store = ContextStore::open(&db).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_wedding_gets_its_organisation_name_and_time_zone_and_keeps_learnt_facts() {
+        let (_dir, s) = store();
+        s.upsert_organization(OrganizationContext {
+            id: "o1".into(),
+            name: Some("Studio".into()),
+            timezone: Some("Europe/London".into()),
+        })
+        .unwrap();
+        s.learn("w1", Some(120), None).unwrap();
+        s.upsert_wedding(WeddingContext {
+            id: "w1".into(),
+            organization_id: Some("o1".into()),
+            couple_names: Some("A & B".into()),
+            ..WeddingContext::default()
+        })
+        .unwrap();
+        let w = s.wedding("w1").unwrap().unwrap();
+        assert_eq!(w.organization_name.as_deref(), Some("Studio"));
+        assert_eq!(w.timezone.as_deref(), Some("Europe/London"));
+        assert_eq!(
+            w.guest_total,
+            Some(120),
+            "a wedding row update keeps the learnt guest total"
+        );
+        s.delete_wedding("w1").unwrap();
+        assert!(s.wedding("w1").unwrap().is_none());
+    }
+
+    #[test]
+    fn only_active_integrations_of_the_organisation_are_listed_and_a_moved_one_follows() {
+        let (_dir, s) = store();
+        let i = |id: &str, org: &str, active: bool| Integration {
+            id: id.into(),
+            organization_id: org.into(),
+            integration_type: "webhook".into(),
+            config: serde_json::json!({}),
+            is_active: active,
+        };
+        s.upsert_integration(i("a", "o1", true)).unwrap();
+        s.upsert_integration(i("b", "o1", false)).unwrap();
+        s.upsert_integration(i("c", "o2", true)).unwrap();
+        let ids = |org: &str| {
+            s.active_integrations(org)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("o1"), vec!["a"]);
+        s.upsert_integration(i("c", "o1", true)).unwrap();
+        assert_eq!(ids("o1"), vec!["a", "c"]);
+        assert!(ids("o2").is_empty());
+        s.delete_integration("a").unwrap();
+        assert_eq!(ids("o1"), vec!["c"]);
+    }
 }

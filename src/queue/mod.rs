@@ -296,11 +296,6 @@ impl Queue {
         out.reverse();
         Ok(out)
     }
-
-    /// Bytes the queue occupies on disk (sled's estimate).
-    pub fn size_on_disk(&self) -> Result<u64, QueueError> {
-        Ok(self.db.size_on_disk()?)
-    }
 }
 
 fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
