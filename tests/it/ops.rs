@@ -79,13 +79,16 @@ fn logs_hold_no_password_or_field_value_and_sigterm_confirms_everything_stored()
         daemon.stored_records() == Some(4)
     });
 
+    let queue_view = || {
+        let out = Command::new(binary())
+            .args(["queue", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // the queue view asks the running daemon
-    let view = Command::new(binary())
-        .args(["queue", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    let view = String::from_utf8_lossy(&view.stdout).into_owned();
+    let view = queue_view();
     assert!(
         view.contains("\"records\":4") && view.contains("public.organizations"),
         "{view}"
@@ -117,12 +120,7 @@ fn logs_hold_no_password_or_field_value_and_sigterm_confirms_everything_stored()
     );
 
     // and the view reads the stopped daemon's queue directly
-    let view = Command::new(binary())
-        .args(["queue", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    let view = String::from_utf8_lossy(&view.stdout).into_owned();
+    let view = queue_view();
     assert!(
         view.contains("records:       4") && view.contains("insert"),
         "{view}"

@@ -139,50 +139,42 @@ async fn unix_socket_connection_needs_no_tls() {
     assert_eq!(family.await.as_deref(), Some("local"));
 }
 
-#[tokio::test]
-async fn cleartext_password_authentication_succeeds() {
-    let cluster = start(HbaAuth::Password, None);
-    create_app_role(&cluster);
+/// Connects as `app` with its password and checks the authentication mechanism used.
+async fn connects_as_app(cluster: &Cluster, mechanism: &str) {
     let mut conn = connect(&cluster.target("app", Some(PASSWORD), "postgres")).await;
-    assert_eq!(conn.auth_mechanism(), "password");
+    assert_eq!(conn.auth_mechanism(), mechanism);
     assert_eq!(
         scalar(&mut conn, "SELECT current_user").await.as_deref(),
         Some("app")
     );
+}
+
+/// How the server stored `app`'s password (md5 hash or SCRAM verifier).
+fn stored_password(cluster: &Cluster) -> String {
+    psql(cluster, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+}
+
+#[tokio::test]
+async fn cleartext_password_authentication_succeeds() {
+    let cluster = start(HbaAuth::Password, None);
+    create_app_role(&cluster);
+    connects_as_app(&cluster, "password").await;
 }
 
 #[tokio::test]
 async fn md5_authentication_succeeds_against_an_md5_stored_password() {
     let cluster = start(HbaAuth::Md5, None);
     create_app_role(&cluster);
-    assert!(psql(
-        &cluster,
-        "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'"
-    )
-    .starts_with("md5"));
-    let mut conn = connect(&cluster.target("app", Some(PASSWORD), "postgres")).await;
-    assert_eq!(conn.auth_mechanism(), "md5");
-    assert_eq!(
-        scalar(&mut conn, "SELECT current_user").await.as_deref(),
-        Some("app")
-    );
+    assert!(stored_password(&cluster).starts_with("md5"));
+    connects_as_app(&cluster, "md5").await;
 }
 
 #[tokio::test]
 async fn scram_authentication_succeeds_and_a_wrong_or_missing_password_is_definite() {
     let cluster = start(HbaAuth::ScramSha256, None);
     create_app_role(&cluster);
-    assert!(psql(
-        &cluster,
-        "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'"
-    )
-    .starts_with("SCRAM-SHA-256$"));
-    let mut conn = connect(&cluster.target("app", Some(PASSWORD), "postgres")).await;
-    assert_eq!(conn.auth_mechanism(), "SCRAM-SHA-256");
-    assert_eq!(
-        scalar(&mut conn, "SELECT current_user").await.as_deref(),
-        Some("app")
-    );
+    assert!(stored_password(&cluster).starts_with("SCRAM-SHA-256$"));
+    connects_as_app(&cluster, "SCRAM-SHA-256").await;
 
     let wrong = "not-the-password";
     let err = ReplicationConnection::connect(&cluster.target("app", Some(wrong), "postgres"))
