@@ -4,9 +4,10 @@
 //! workload (1-row and 100-row transactions of form-field-like rows with jsonb values),
 //! logical slots are created *before* the workload, so both consumers drain the same WAL, three times
 //! each, alternately (medians compared):
-//! (a) `pg_recvlogical` with pgoutput to /dev/null, until `--endpos`; (b) fieldsync's capture into its
-//! fsynced sled queue, until the last transaction is durable. Prints rows/s, the ratio b/a and
-//! fieldsync's peak RSS.
+//! (a) `pg_recvlogical` with pgoutput to /dev/null, until `--endpos`; (b) the fieldsync binary
+//! capturing rows into its fsynced sled queue (`[events] enabled = false`); (c) the same with
+//! field-sync events built; each until the last transaction is durable. Prints median rows/s, the
+//! ratios b/a and c/a, and fieldsync's peak RSS.
 //!
 //! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
 
@@ -65,16 +66,20 @@ fn main() {
         );
     }
     println!(
-        "{:<22} {:>16} {:>16} {:>8}",
-        "workload", "pg_recvlogical", "fieldsync", "ratio"
+        "{:<22} {:>16} {:>16} {:>6} {:>18} {:>6}",
+        "workload", "pg_recvlogical", "fieldsync rows", "ratio", "fieldsync+events", "ratio"
     );
     for txn_rows in [1u64, 100] {
-        let name = format!("{txn_rows}-row transactions");
-        let (reference, ours, rss) = throughput(&cluster, rows, txn_rows);
+        let t = throughput(&cluster, rows, txn_rows);
         println!(
-            "{name:<22} {reference:>12.0} r/s {ours:>12.0} r/s {:>8.2}   (fieldsync peak RSS {} MiB)",
-            ours / reference,
-            rss / 1024
+            "{:<22} {:>12.0} r/s {:>12.0} r/s {:>6.2} {:>14.0} r/s {:>6.2}   (fieldsync peak RSS {} MiB)",
+            format!("{txn_rows}-row transactions"),
+            t.reference,
+            t.capture,
+            t.capture / t.reference,
+            t.events,
+            t.events / t.reference,
+            t.rss_kib / 1024
         );
     }
 }
@@ -106,26 +111,24 @@ fn config_toml(
 /// machine does not decide the ratio.
 const ROUNDS: usize = 3;
 
-/// Generates `rows` rows in transactions of `txn_rows` rows, with every slot created first; returns
-/// the median rows/s of (pg_recvlogical, fieldsync) and fieldsync's largest peak RSS in KiB.
-fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
-    let slots: Vec<(String, String)> = (0..ROUNDS)
+/// Generates `rows` rows in transactions of `txn_rows` rows, with every slot created first, and
+/// drains them with pg_recvlogical, fieldsync capturing rows only, and fieldsync with events.
+fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> Throughput {
+    let legs = ["ref", "rows", "events"];
+    let slots: Vec<Vec<String>> = (0..ROUNDS)
         .map(|r| {
-            (
-                format!("bench_ref_{txn_rows}_{r}"),
-                format!("bench_fs_{txn_rows}_{r}"),
-            )
+            legs.iter()
+                .map(|leg| format!("bench_{leg}_{txn_rows}_{r}"))
+                .collect()
         })
         .collect();
-    for (a, b) in &slots {
-        for slot in [a, b] {
-            cluster
-                .psql(
-                    "postgres",
-                    &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
-                )
-                .unwrap();
-        }
+    for slot in slots.iter().flatten() {
+        cluster
+            .psql(
+                "postgres",
+                &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+            )
+            .unwrap();
     }
     let txns = rows / txn_rows;
     cluster
@@ -150,21 +153,34 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> (f64, f64, u64) {
         .trim()
         .parse()
         .unwrap();
-    let (mut reference, mut ours, mut rss) = (Vec::new(), Vec::new(), 0);
-    for (ref_slot, our_slot) in &slots {
-        reference.push(recvlogical(cluster, ref_slot, end, rows));
-        let (r, kib) = fieldsync_run(cluster, our_slot, rows);
-        ours.push(r);
-        rss = rss.max(kib);
+    let (mut reference, mut capture, mut events, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for round in &slots {
+        reference.push(recvlogical(cluster, &round[0], end, rows));
+        let (rate, kib) = fieldsync_run(cluster, &round[1], rows, false);
+        capture.push(rate);
+        let (rate, kib_events) = fieldsync_run(cluster, &round[2], rows, true);
+        events.push(rate);
+        rss = rss.max(kib).max(kib_events);
     }
-    for (a, b) in &slots {
-        for slot in [a, b] {
-            cluster
-                .psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))
-                .unwrap();
-        }
+    for slot in slots.iter().flatten() {
+        cluster
+            .psql("postgres", &format!("SELECT pg_drop_replication_slot('{slot}')"))
+            .unwrap();
     }
-    (median(reference), median(ours), rss)
+    Throughput {
+        reference: median(reference),
+        capture: median(capture),
+        events: median(events),
+        rss_kib: rss,
+    }
+}
+
+/// Median rows/s of each leg over the same WAL, and fieldsync's largest peak RSS.
+struct Throughput {
+    reference: f64,
+    capture: f64,
+    events: f64,
+    rss_kib: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -200,7 +216,7 @@ fn recvlogical(cluster: &Cluster, slot: &str, end: Lsn, rows: u64) -> f64 {
 
 /// (b) the fieldsync binary, fsynced queue, from process start until the last row is durable;
 /// rows/s and peak RSS in KiB.
-fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64) -> (f64, u64) {
+fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -217,6 +233,7 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64) -> (f64, u64) {
         .args(["run", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "warn")
+        .env("FIELDSYNC__EVENTS__ENABLED", events.to_string())
         .stdin(Stdio::null())
         .spawn()
         .expect("start fieldsync");

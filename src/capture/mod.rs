@@ -309,7 +309,12 @@ impl Capture {
             tuple: new,
             fallback,
         };
-        let event: Option<Envelope> = match self.events.role(&rel.namespace, &rel.name) {
+        let role = if self.events.enabled() {
+            self.events.role(&rel.namespace, &rel.name)
+        } else {
+            Role::Other
+        };
+        let event: Option<Envelope> = match role {
             Role::Fields if !txn.own_write => {
                 let commit = Commit {
                     lsn: txn.commit_lsn,

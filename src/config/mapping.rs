@@ -139,6 +139,8 @@ impl Mapping {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawEvents {
+    /// Build field-sync events (and keep the wedding context store); `false` captures rows only.
+    pub enabled: bool,
     /// `initial`: at first start, existing rows are read consistently with the slot's start.
     pub snapshot: String,
     /// Replication origin whose transactions are fieldsync's own write-backs: they yield no event.
@@ -154,6 +156,7 @@ pub struct RawEvents {
 impl Default for RawEvents {
     fn default() -> Self {
         RawEvents {
+            enabled: true,
             snapshot: "initial".into(),
             origin: "fieldsync".into(),
             past_wedding_date: "warn".into(),
@@ -189,6 +192,7 @@ pub enum PriorityName {
 /// The checked `[events]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventsConfig {
+    pub enabled: bool,
     pub snapshot: SnapshotMode,
     pub origin: String,
     pub past_wedding_date: DatePolicy,
@@ -297,6 +301,7 @@ pub(super) fn check_events(
         priorities.insert(field_type.clone(), p);
     }
     Ok(EventsConfig {
+        enabled: raw.enabled,
         snapshot,
         origin: raw.origin.clone(),
         past_wedding_date,

@@ -104,6 +104,11 @@ impl EventBuilder {
         &self.context
     }
 
+    /// False when `[events] enabled = false`: rows are captured without events or context.
+    pub fn enabled(&self) -> bool {
+        self.events.enabled
+    }
+
     /// The replication origin of fieldsync's own writes.
     pub fn own_origin(&self) -> &str {
         &self.events.origin

@@ -397,3 +397,25 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
     assert_eq!(state.len(), 49_999);
     assert!(state == expected, "the retaken snapshot equals the database");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_events_disabled_rows_are_captured_without_events() {
+    let cluster = cluster_with_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = daemon::config_toml(&cluster, &dir.path().join("q"), 0) + "\n[events]\nenabled = false\n";
+    let d = daemon::start(&toml).await;
+    let db = sql(&cluster).await;
+    db.batch_execute(&format!(
+        "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Rows Only');
+         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');
+         INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+           VALUES ('{ORG}', '{WEDDING}', gen_random_uuid(), 'number', '7');"
+    ))
+    .await
+    .unwrap();
+    caught_up(&db, &d).await;
+    let records = d.queue.records_after(None, usize::MAX).unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.event.is_none()));
+    d.stop().await.unwrap();
+}
