@@ -54,8 +54,7 @@ fn seed_sql() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_changes_of_published_tables_reach_the_queue_in_commit_order_with_old_and_new_values() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute("CREATE TABLE unpublished (x int)")
         .await
@@ -130,8 +129,7 @@ async fn row_changes_of_published_tables_reach_the_queue_in_commit_order_with_ol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_and_drop_column_mid_stream_are_followed() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&seed_sql()).await.unwrap();
     db.batch_execute(&format!(
@@ -165,8 +163,7 @@ fn large_json_sql() -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_toasted_value_is_carried_under_full_identity_and_marked_unchanged_under_default() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&seed_sql()).await.unwrap();
     db.batch_execute(&format!(
@@ -211,8 +208,7 @@ async fn an_unchanged_toasted_value_is_carried_under_full_identity_and_marked_un
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_writes_to_other_tables_keep_the_slot_advancing_while_the_publication_is_idle() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute("CREATE TABLE busy (id bigserial primary key, payload text)")
         .await
@@ -260,8 +256,7 @@ async fn heavy_writes_to_other_tables_keep_the_slot_advancing_while_the_publicat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_stream_is_survived_without_loss_or_duplicates() {
     let mut cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&seed_sql()).await.unwrap();
     let insert_fields = |from: usize, to: usize| {

@@ -70,8 +70,7 @@ async fn a_guest_count_change_is_one_updated_event_with_totals_and_the_context_o
     ))
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
 
     db.batch_execute(&format!(
         "UPDATE form_field_values SET value = '{{\"adults\": 128, \"children\": 12, \"infants\": 3}}',
@@ -153,8 +152,7 @@ async fn a_guest_count_change_is_one_updated_event_with_totals_and_the_context_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_under_the_fieldsync_origin_yields_no_event_and_one_without_it_does() {
     let cluster = cluster_with_schema();
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&format!(
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Loop Studio');
@@ -245,8 +243,7 @@ async fn a_snapshot_of_50000_values_with_concurrent_writes_rebuilds_the_database
             }
         })
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = daemon::start(&daemon::config_toml(&cluster, &dir.path().join("q"), 0)).await;
+    let (_dir, d) = daemon::start_on(&cluster).await;
     // keep writing a little after streaming started, then stop
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);

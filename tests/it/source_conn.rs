@@ -139,6 +139,11 @@ async fn unix_socket_connection_needs_no_tls() {
     assert_eq!(family.await.as_deref(), Some("local"));
 }
 
+/// Connects to `target`, which must fail with the reason `why`; returns the error.
+async fn connect_err(target: &PgTarget, why: &str) -> SourceError {
+    ReplicationConnection::connect(target).await.err().expect(why)
+}
+
 /// Connects as `app` with its password and checks the authentication mechanism used.
 async fn connects_as_app(cluster: &Cluster, mechanism: &str) {
     let mut conn = connect(&cluster.target("app", Some(PASSWORD), "postgres")).await;
@@ -191,10 +196,7 @@ async fn scram_authentication_succeeds_and_a_wrong_or_missing_password_is_defini
 
     let mut target = cluster.target("app", None, "postgres");
     target.password = None;
-    let err = ReplicationConnection::connect(&target)
-        .await
-        .err()
-        .expect("no password must not connect");
+    let err = connect_err(&target, "no password must not connect").await;
     assert!(matches!(err, SourceError::Auth(_)), "{err}");
     assert!(!err.is_transient());
 }
@@ -249,10 +251,7 @@ async fn tls_verify_full_trusts_the_ca_file_and_rejects_another_ca() {
 
     let other = tempfile::tempdir().unwrap();
     target.ca_file = Some(write_ca(&other, &pki(&rcgen::PKCS_ECDSA_P256_SHA256).ca_pem));
-    let err = ReplicationConnection::connect(&target)
-        .await
-        .err()
-        .expect("an unknown CA must be refused");
+    let err = connect_err(&target, "an unknown CA must be refused").await;
     assert!(matches!(err, SourceError::Tls(_)), "{err}");
     assert!(!err.is_transient());
 }
@@ -262,10 +261,7 @@ async fn tls_require_fails_and_prefer_falls_back_when_the_server_has_no_tls() {
     let cluster = start(HbaAuth::Trust, None);
     let mut target = cluster.target("postgres", None, "postgres");
     target.tls = TlsMode::Require;
-    let err = ReplicationConnection::connect(&target)
-        .await
-        .err()
-        .expect("require must not fall back");
+    let err = connect_err(&target, "require must not fall back").await;
     assert!(matches!(err, SourceError::Tls(_)), "{err}");
     assert!(!err.is_transient() && err.fix_hint().is_some());
 

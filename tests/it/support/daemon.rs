@@ -62,6 +62,13 @@ pub async fn start(toml: &str) -> Daemon {
     daemon
 }
 
+/// Starts the daemon in this process on `cluster`, its queue in a new temporary directory.
+pub async fn start_on(cluster: &Cluster) -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(&config_toml(cluster, &dir.path().join("q"), 0)).await;
+    (dir, daemon)
+}
+
 /// An ordinary SQL connection to the cluster as `postgres`.
 pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
     fieldsync::pg::connect_sql(&cluster.target("postgres", None, "postgres"))
