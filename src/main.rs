@@ -10,6 +10,11 @@ use fieldsync::config::Config;
 use fieldsync::http::RecordSummary;
 use fieldsync::queue::{Queue, QueueError};
 
+/// glibc's allocator returns and refaults the memory sled's page churn frees and takes again;
+/// mimalloc keeps capture's allocation cost flat (see bench/capture.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fieldsync",
