@@ -3,6 +3,7 @@
 #![allow(dead_code)] // shared by test modules; not every module uses every helper
 
 pub mod daemon;
+pub mod receiver;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
