@@ -108,6 +108,7 @@ pub(super) fn load(
         log: section(&mut doc, "log", &origins)?,
         mapping: section(&mut doc, "mapping", &origins)?,
         events: section(&mut doc, "events", &origins)?,
+        dispatch: section(&mut doc, "dispatch", &origins)?,
     };
     raw.check(&origins)
 }

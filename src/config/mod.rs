@@ -12,6 +12,7 @@
 //! - no error, `Debug` output or [`Config::redacted`] rendering ever contains a password: the URL text
 //!   is never echoed, and passwords live in [`Secret`](crate::secret::Secret)s.
 
+pub mod dispatch;
 mod error;
 mod load;
 pub mod mapping;
@@ -31,10 +32,11 @@ use std::time::Duration;
 
 use crate::pg::PgTarget;
 
+pub use dispatch::{Backpressure, DispatchConfig};
 pub use error::ConfigError;
 pub use mapping::{DatePolicy, EventsConfig, Mapping, PriorityName, SnapshotMode};
 use mapping::{RawEvents, RawMapping};
-pub(crate) use pgurl::percent_encode;
+pub use pgurl::percent_encode;
 pub use raw::RawConfig;
 
 /// The checked configuration the daemon runs with.
@@ -48,9 +50,12 @@ pub struct Config {
     pub log: LogConfig,
     pub mapping: Mapping,
     pub events: EventsConfig,
+    pub dispatch: DispatchConfig,
     /// `[mapping]` and `[events]` as written, for `fieldsync config`.
     pub(crate) raw_mapping: RawMapping,
     pub(crate) raw_events: RawEvents,
+    /// `[dispatch]` as written, for `fieldsync config`.
+    pub(crate) raw_dispatch: dispatch::RawDispatch,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +102,8 @@ pub struct QueueConfig {
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The live event stream's bearer token; `None` disables the stream.
+    pub stream_token: Option<crate::secret::Secret<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

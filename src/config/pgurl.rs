@@ -236,7 +236,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// `text` with every byte outside RFC 3986's unreserved set percent-encoded.
-pub(crate) fn percent_encode(text: &str) -> String {
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -60,6 +60,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub mapping: super::mapping::RawMapping,
     pub events: super::mapping::RawEvents,
+    pub dispatch: super::dispatch::RawDispatch,
 }
 
 #[derive(Clone, Deserialize)]
@@ -154,12 +155,15 @@ impl Default for RawQueue {
 pub struct RawHttp {
     /// Parsed as a `SocketAddr` when checked, so the error can name the key.
     pub listen: String,
+    /// Bearer token of the live event stream (`/events/stream`); empty disables the stream.
+    pub stream_token: crate::secret::Secret<String>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: DEFAULT_HTTP_LISTEN.to_owned(),
+            stream_token: crate::secret::Secret::default(),
         }
     }
 }
@@ -197,6 +201,7 @@ pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "log" => field_names::<RawLog>(),
         "mapping" => field_names::<super::mapping::RawMapping>(),
         "events" => field_names::<super::mapping::RawEvents>(),
+        "dispatch" => field_names::<super::dispatch::RawDispatch>(),
         _ => return None,
     })
 }

@@ -24,6 +24,7 @@ struct Rendered<'a> {
     log: Log<'a>,
     mapping: &'a crate::config::mapping::RawMapping,
     events: &'a crate::config::mapping::RawEvents,
+    dispatch: &'a crate::config::dispatch::RawDispatch,
 }
 
 #[derive(Serialize)]
@@ -66,6 +67,7 @@ struct Queue {
 #[derive(Serialize)]
 struct Http {
     listen: String,
+    stream_token: &'static str,
 }
 
 #[derive(Serialize)]
@@ -103,6 +105,11 @@ pub(super) fn render(config: &Config) -> String {
         },
         http: Http {
             listen: config.http.listen.to_string(),
+            stream_token: if config.http.stream_token.is_some() {
+                "***"
+            } else {
+                ""
+            },
         },
         log: Log {
             level: &config.log.level,
@@ -110,6 +117,7 @@ pub(super) fn render(config: &Config) -> String {
         },
         mapping: &config.raw_mapping,
         events: &config.raw_events,
+        dispatch: &config.raw_dispatch,
     };
     match toml::to_string(&rendered) {
         Ok(body) => format!("{HEADER}{body}"),

@@ -30,6 +30,7 @@ impl RawConfig {
         let capture = c.capture(self.capture)?;
         let mapping = super::mapping::check_mapping(&self.mapping, &err)?;
         let events = super::mapping::check_events(&self.events, &err)?;
+        let dispatch = super::dispatch::check_dispatch(&self.dispatch, &err)?;
         Ok(Config {
             postgres: c.postgres(self.postgres)?,
             replication: c.replication(self.replication)?,
@@ -41,6 +42,8 @@ impl RawConfig {
             events,
             raw_mapping: self.mapping,
             raw_events: self.events,
+            dispatch,
+            raw_dispatch: self.dispatch,
         })
     }
 }
@@ -228,7 +231,10 @@ impl Checker<'_> {
                 ),
             )
         })?;
-        Ok(HttpConfig { listen })
+        let stream_token = Some(raw.stream_token)
+            .filter(|t| !t.expose().is_empty())
+            .map(|t| crate::secret::Secret::new(t.expose().clone()));
+        Ok(HttpConfig { listen, stream_token })
     }
 
     fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {

@@ -1,0 +1,142 @@
+//! `[dispatch]`: how events are delivered to the organisations' integrations (retries, limits,
+//! dead letters, backpressure, the delivery log).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[dispatch]` as written. Flat keys, so each can be overridden by `FIELDSYNC__DISPATCH__<KEY>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDispatch {
+    pub enabled: bool,
+    pub max_in_flight: usize,
+    pub max_queued_per_integration: usize,
+    pub backpressure: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
+}
+
+impl Default for RawDispatch {
+    fn default() -> Self {
+        RawDispatch {
+            enabled: true,
+            max_in_flight: 2_000,
+            max_queued_per_integration: 20_000,
+            backpressure: "alert".to_owned(),
+            request_timeout: Duration::from_secs(15),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(600),
+            max_attempts: 15,
+            max_age: Duration::from_secs(72 * 3600),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            log_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What happens when an integration's queued deliveries reach `max_queued_per_integration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Keep capturing; deliveries past the bound wait in the durable queue (not in memory) and the
+    /// integration is reported as backpressured.
+    Alert,
+    /// Stop reading the replication stream until the integration is back under the bound;
+    /// PostgreSQL keeps the WAL meanwhile.
+    Pause,
+}
+
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    pub enabled: bool,
+    pub max_in_flight: usize,
+    pub max_queued_per_integration: usize,
+    pub backpressure: Backpressure,
+    pub request_timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+    pub log_retention: Duration,
+}
+
+pub(super) fn check_dispatch(
+    raw: &RawDispatch,
+    err: &dyn Fn(&str, String) -> super::ConfigError,
+) -> Result<DispatchConfig, super::ConfigError> {
+    let backpressure = match raw.backpressure.as_str() {
+        "alert" => Backpressure::Alert,
+        "pause" => Backpressure::Pause,
+        other => {
+            return Err(err(
+                "dispatch.backpressure",
+                format!(
+                "{other:?} is not a policy: use \"alert\" (keep capturing) or \"pause\" (stop reading WAL)"
+            ),
+            ))
+        }
+    };
+    let positive = |key: &str, v: usize| {
+        if v == 0 {
+            Err(err(key, "must be at least 1".to_owned()))
+        } else {
+            Ok(())
+        }
+    };
+    positive("dispatch.max_in_flight", raw.max_in_flight)?;
+    positive(
+        "dispatch.max_queued_per_integration",
+        raw.max_queued_per_integration,
+    )?;
+    positive("dispatch.max_attempts", raw.max_attempts as usize)?;
+    positive("dispatch.breaker_failures", raw.breaker_failures as usize)?;
+    for (key, d) in [
+        ("dispatch.request_timeout", raw.request_timeout),
+        ("dispatch.retry_base", raw.retry_base),
+        ("dispatch.retry_cap", raw.retry_cap),
+        ("dispatch.max_age", raw.max_age),
+        ("dispatch.breaker_cooldown", raw.breaker_cooldown),
+    ] {
+        if d.is_zero() {
+            return Err(err(key, "must be longer than 0 (e.g. \"1s\")".to_owned()));
+        }
+    }
+    if raw.retry_cap < raw.retry_base {
+        return Err(err(
+            "dispatch.retry_cap",
+            format!(
+                "{:?} is shorter than dispatch.retry_base ({:?}): the cap bounds the backoff from above",
+                raw.retry_cap, raw.retry_base
+            ),
+        ));
+    }
+    Ok(DispatchConfig {
+        enabled: raw.enabled,
+        max_in_flight: raw.max_in_flight,
+        max_queued_per_integration: raw.max_queued_per_integration,
+        backpressure,
+        request_timeout: raw.request_timeout,
+        retry_base: raw.retry_base,
+        retry_cap: raw.retry_cap,
+        max_attempts: raw.max_attempts,
+        max_age: raw.max_age,
+        breaker_failures: raw.breaker_failures,
+        breaker_cooldown: raw.breaker_cooldown,
+        log_retention: raw.log_retention,
+    })
+}
