@@ -11,6 +11,9 @@
 //!
 //! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
 
+#[path = "common.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,7 +258,7 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
         std::thread::sleep(Duration::from_millis(2));
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(child.id());
+    let rss = common::peak_rss_kib(child.id());
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "fieldsync stops cleanly");
@@ -311,18 +314,4 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> ([f64; 4],
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
     ([pct(0.50), pct(0.99), pct(0.999), pct(1.0)], samples.len())
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::check::{self, CheckResult};
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
 use crate::queue::{Queue, QueueError};
 use crate::source::progress::SourceStatus;
@@ -33,6 +34,8 @@ pub enum AppError {
     Http(std::io::Error),
     #[error("replication task ended abnormally: {0}")]
     Task(String),
+    #[error("dispatcher stopped: {0}")]
+    Dispatch(QueueError),
 }
 
 /// A running daemon.
@@ -43,6 +46,7 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     source: JoinHandle<Result<(), StreamError>>,
     http: JoinHandle<std::io::Result<()>>,
+    dispatch: Option<JoinHandle<Result<(), QueueError>>>,
 }
 
 impl Daemon {
@@ -59,12 +63,26 @@ impl Daemon {
         let http_addr = listener.local_addr().map_err(AppError::Http)?;
         let status = Arc::new(SourceStatus::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut source = Source::new(Arc::new(config.clone()), queue.clone(), status.clone())?;
+        let (commands, dispatch) = if config.dispatch.enabled {
+            let (dispatcher, pause) = Dispatcher::new(config.dispatch.clone(), queue.clone())?;
+            source = source.with_pause(pause);
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            (
+                Some(tx),
+                Some(tokio::spawn(dispatcher.run(rx, shutdown_rx.clone()))),
+            )
+        } else {
+            (None, None)
+        };
         let state = AppState {
             queue: queue.clone(),
             source: status.clone(),
+            dispatch: commands,
+            stream_token: config.http.stream_token.clone(),
+            shutdown: shutdown_rx.clone(),
         };
         let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
-        let source = Source::new(Arc::new(config), queue.clone(), status.clone())?;
         let source = tokio::spawn(source.run(shutdown_rx));
         tracing::info!(http = %http_addr, "fieldsync started");
         Ok(Daemon {
@@ -74,6 +92,7 @@ impl Daemon {
             shutdown,
             source,
             http,
+            dispatch,
         })
     }
 
@@ -87,8 +106,22 @@ impl Daemon {
     /// error).
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), AppError> {
         tokio::pin!(signal);
+        let mut dispatch = self.dispatch.take();
+        let dispatch_ended = async {
+            match &mut dispatch {
+                Some(d) => d.await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut dispatch_result = None;
         let result = tokio::select! {
             r = &mut self.source => r,
+            d = dispatch_ended => {
+                // the dispatcher only ends early on a storage error: stop everything
+                dispatch_result = Some(d);
+                let _ = self.shutdown.send(true);
+                (&mut self.source).await
+            }
             _ = &mut signal => {
                 tracing::info!("shutdown requested");
                 let _ = self.shutdown.send(true);
@@ -97,6 +130,16 @@ impl Daemon {
         };
         let _ = self.shutdown.send(true);
         let _ = (&mut self.http).await;
+        if dispatch_result.is_none() {
+            if let Some(d) = dispatch {
+                dispatch_result = Some(d.await);
+            }
+        }
+        match dispatch_result {
+            Some(Ok(Err(e))) => return Err(AppError::Dispatch(e)),
+            Some(Err(e)) => return Err(AppError::Task(e.to_string())),
+            _ => {}
+        }
         match result {
             Ok(r) => r.map_err(AppError::from),
             Err(e) => Err(AppError::Task(e.to_string())),

@@ -22,6 +22,11 @@ use crate::source::progress::SourceStatus;
 pub struct AppState {
     pub queue: Queue,
     pub source: Arc<SourceStatus>,
+    /// The dispatcher's command channel; `None` when dispatch is disabled.
+    pub dispatch: Option<tokio::sync::mpsc::Sender<crate::dispatch::Command>>,
+    pub stream_token: Option<crate::secret::Secret<String>>,
+    /// Turns true on shutdown: open live streams end, so the server can stop.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -32,6 +37,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/status", get(status))
         .route("/queue", get(queue_view))
+        .route("/events/stream", get(crate::live::stream))
+        .merge(crate::dispatch::api::routes())
         .with_state(state)
 }
 
@@ -111,10 +118,28 @@ pub fn get_local(
     path: &str,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
+    request_local(addr, "GET", path, None, timeout)
+}
+
+/// [`get_local`] with any method and an optional JSON body.
+pub fn request_local(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    match json {
+        Some(body) => write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?,
+        None => write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?,
+    }
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let malformed = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");

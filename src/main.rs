@@ -3,11 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fieldsync::app::{AppError, Daemon};
 use fieldsync::config::Config;
+use fieldsync::dispatch::api::RequeueRequest;
 use fieldsync::http::RecordSummary;
+use fieldsync::queue::record::EventId;
 use fieldsync::queue::{Queue, QueueError};
 
 /// glibc's allocator returns and refaults the memory sled's page churn frees and takes again;
@@ -55,6 +58,39 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// Deliveries to integrations: status, dead letters, the attempt log, requeue.
+    Deliveries {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        what: Deliveries,
+    },
+}
+
+#[derive(Subcommand)]
+enum Deliveries {
+    /// Per integration: queued, in flight, delivered, retries, dead letters, breaker.
+    Status,
+    /// List dead letters.
+    Dead {
+        #[arg(long)]
+        integration: Option<String>,
+    },
+    /// The newest delivery attempts.
+    Log {
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+    },
+    /// Deliver dead letters again: all, those of one integration, or these event ids.
+    Requeue {
+        #[arg(long)]
+        integration: Option<String>,
+        event_ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +114,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Queue { config, last } => queue_view(config, last).await,
+            Command::Deliveries { config, what } => deliveries(config, what),
             Command::Demo { exit_after_script } => {
                 match fieldsync::demo::run(exit_after_script, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -163,25 +200,143 @@ async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
             }
         },
         // The daemon holds the queue: ask it over HTTP instead.
-        Err(QueueError::Locked { .. }) => match fetch_from_daemon(config.http.listen, last) {
-            Ok(body) => {
-                println!("{body}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: the queue at {} is in use and the daemon at http://{} did not answer: {e}",
-                    display(&config.queue.path),
-                    config.http.listen
-                );
-                ExitCode::from(1)
-            }
-        },
+        Err(QueueError::Locked { .. }) => ask_daemon(&config, "GET", &format!("/queue?last={last}"), None),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `fieldsync deliveries`: asks the running daemon; without one, reads (and, for requeue, marks)
+/// the delivery store directly, and the next start sends what was requeued.
+fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let query = |pairs: &[(&str, &Option<String>)]| {
+        let q: Vec<String> = pairs
+            .iter()
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| format!("{k}={}", fieldsync::config::percent_encode(v)))
+            })
+            .collect();
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    };
+    let (method, path, body) = match &what {
+        Deliveries::Status => ("GET", "/deliveries".to_owned(), None),
+        Deliveries::Dead { integration } => (
+            "GET",
+            format!("/deliveries/dead{}", query(&[("integration", integration)])),
+            None,
+        ),
+        Deliveries::Log {
+            integration,
+            event,
+            last,
+        } => (
+            "GET",
+            format!(
+                "/deliveries/log{}",
+                query(&[
+                    ("integration", integration),
+                    ("event", event),
+                    ("last", &Some(last.to_string()))
+                ])
+            ),
+            None,
+        ),
+        Deliveries::Requeue {
+            integration,
+            event_ids,
+        } => {
+            let ids: Result<Vec<EventId>, _> = event_ids.iter().map(|s| s.parse()).collect();
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let req = RequeueRequest {
+                integration_id: integration.clone(),
+                event_ids: (!ids.is_empty()).then_some(ids),
+            };
+            (
+                "POST",
+                "/deliveries/requeue".to_owned(),
+                Some(serde_json::to_string(&req).expect("serializes")),
+            )
+        }
+    };
+    match Queue::open(&config.queue.path, config.queue.cache_capacity_bytes) {
+        Ok(queue) => match offline_deliveries(&queue, what) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(QueueError::Locked { .. }) => ask_daemon(&config, method, &path, body.as_deref()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn offline_deliveries(queue: &Queue, what: Deliveries) -> Result<String, QueueError> {
+    let store = queue.deliveries()?;
+    let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("serializes");
+    Ok(match what {
+        Deliveries::Status => {
+            "the daemon is not running: no delivery status (dead letters and the log are readable)".to_owned()
+        }
+        Deliveries::Dead { integration } => json(serde_json::json!(store
+            .dead_letters()?
+            .into_iter()
+            .filter(|d| integration.as_ref().map_or(true, |i| *i == d.integration_id))
+            .collect::<Vec<_>>())),
+        Deliveries::Log {
+            integration,
+            event,
+            last,
+        } => {
+            let event = event.and_then(|e| e.parse().ok());
+            json(serde_json::json!(store.read_log(
+                integration.as_deref(),
+                event,
+                last
+            )?))
+        }
+        Deliveries::Requeue {
+            integration,
+            event_ids,
+        } => {
+            let mut n = 0;
+            for mut d in store.dead_letters()? {
+                let matches = !d.requeued
+                    && integration.as_ref().map_or(true, |i| *i == d.integration_id)
+                    && (event_ids.is_empty() || event_ids.contains(&d.event_id.to_string()));
+                if matches {
+                    d.requeued = true;
+                    store.put_dead(&d)?;
+                    n += 1;
+                }
+            }
+            queue.flush_blocking()?;
+            format!("{{\"requeued\": {n}, \"note\": \"sent when the daemon next starts\"}}")
+        }
+    })
 }
 
 fn display(p: &Path) -> String {
@@ -215,13 +370,24 @@ fn print_queue(queue: &Queue, last: usize) -> Result<(), QueueError> {
 }
 
 /// Asks the running daemon for its queue view.
-fn fetch_from_daemon(addr: std::net::SocketAddr, last: usize) -> std::io::Result<String> {
-    match fieldsync::http::get_local(
-        addr,
-        &format!("/queue?last={last}"),
-        std::time::Duration::from_secs(10),
-    )? {
-        (200, body) => Ok(body),
-        (status, _) => Err(std::io::Error::other(format!("HTTP {status}"))),
+/// The queue is held by the running daemon: asks it over HTTP and prints its answer.
+fn ask_daemon(config: &Config, method: &str, path: &str, body: Option<&str>) -> ExitCode {
+    match fieldsync::http::request_local(config.http.listen, method, path, body, Duration::from_secs(10)) {
+        Ok((200, body)) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("error: the daemon answered {status}: {}", body.trim());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "error: the queue at {} is in use and the daemon at http://{} did not answer: {e}",
+                display(&config.queue.path),
+                config.http.listen
+            );
+            ExitCode::from(1)
+        }
     }
 }

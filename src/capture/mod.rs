@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -314,6 +315,7 @@ impl Capture {
         } else {
             Role::Other
         };
+        let mut deliveries: Arc<[String]> = Arc::from([]);
         let event: Option<Envelope> = match role {
             Role::Fields if !txn.own_write => {
                 let commit = Commit {
@@ -321,7 +323,11 @@ impl Capture {
                     unix_micros: txn.commit_time,
                     snapshot: txn.snapshot,
                 };
-                self.events.field_event(id, commit, op, &old_view, &new_view)?
+                let event = self.events.field_event(id, commit, op, &old_view, &new_view)?;
+                if let Some(e) = &event {
+                    deliveries = self.events.targets(&e.data)?;
+                }
+                event
             }
             Role::Fields | Role::Other => None,
             role => {
@@ -352,6 +358,7 @@ impl Capture {
                 fallback,
             }),
             event: event.as_ref(),
+            deliveries: &deliveries,
         };
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &record).expect("records serialize to a Vec");
@@ -385,6 +392,8 @@ struct RecordRef<'a> {
     new: Option<RowRef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<&'a Envelope>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    deliveries: &'a [String],
 }
 
 /// A row image read by column name, for building events.

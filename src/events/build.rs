@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::mapping::{FieldsTable, IntegrationsTable, OrganizationsTable, WeddingsTable};
 use crate::config::{Config, DatePolicy, EventsConfig, Mapping, PriorityName};
@@ -73,6 +74,10 @@ pub struct EventBuilder {
     /// Facts learnt from field values (guest total, venue capacity) not yet written to the store:
     /// written once per network read ([`EventBuilder::persist_learned`]), not once per row.
     learned: RefCell<HashMap<String, Facts>>,
+    /// (organisation, field type) → the integrations its events go to; cleared when an
+    /// integration changes.
+    targets: RefCell<HashMap<(String, String), Arc<[String]>>>,
+    dispatch: bool,
     /// The last commit time formatted, shared by the rows of a transaction.
     committed_at: RefCell<(i64, String)>,
     rules: fields::Rules,
@@ -95,6 +100,8 @@ impl EventBuilder {
             context,
             cache: RefCell::new(HashMap::new()),
             learned: RefCell::new(HashMap::new()),
+            targets: RefCell::new(HashMap::new()),
+            dispatch: config.dispatch.enabled,
             committed_at: RefCell::new((i64::MIN, String::new())),
             rules,
         }
@@ -142,6 +149,9 @@ impl EventBuilder {
         if matches!(role, Role::Weddings | Role::Organizations) {
             self.persist_learned()?;
             self.cache.borrow_mut().clear();
+        }
+        if role == Role::Integrations {
+            self.targets.borrow_mut().clear();
         }
         let c = &self.context;
         match (role, op) {
@@ -279,6 +289,27 @@ impl EventBuilder {
                 wedding,
             },
         }))
+    }
+
+    /// The ids of the integrations an event goes to: its organisation's active integrations that
+    /// have an adapter and take its field type (see [`crate::dispatch::accepts`]).
+    pub fn targets(&self, event: &EventData) -> Result<Arc<[String]>, QueueError> {
+        let Some(org) = event.organization_id.as_deref().filter(|_| self.dispatch) else {
+            return Ok(Arc::from([]));
+        };
+        let key = (org.to_owned(), event.field_type.clone());
+        if let Some(hit) = self.targets.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        let ids: Arc<[String]> = self
+            .context
+            .active_integrations(org)?
+            .into_iter()
+            .filter(|i| crate::dispatch::accepts(i, &event.field_type))
+            .map(|i| i.id)
+            .collect();
+        self.targets.borrow_mut().insert(key, ids.clone());
+        Ok(ids)
     }
 
     fn priority(&self, field_type: &FieldType) -> PriorityName {

@@ -39,13 +39,25 @@ pub struct OrganizationContext {
     pub timezone: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An integration row. Its `config` holds credentials, so `Debug` leaves it out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
     pub id: String,
     pub organization_id: String,
     pub integration_type: String,
     pub config: serde_json::Value,
     pub is_active: bool,
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("id", &self.id)
+            .field("organization_id", &self.organization_id)
+            .field("integration_type", &self.integration_type)
+            .field("is_active", &self.is_active)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -148,6 +160,17 @@ impl ContextStore {
             }
         }
         Ok(Some(w))
+    }
+
+    /// Every integration (active or not), by id.
+    pub fn integrations(&self) -> Result<std::collections::HashMap<String, Integration>, QueueError> {
+        let mut out = std::collections::HashMap::new();
+        for item in self.integrations.iter() {
+            let (key, value) = item?;
+            let i: Integration = decode(&key, &value)?;
+            out.insert(i.id.clone(), i);
+        }
+        Ok(out)
     }
 
     /// The active integrations of an organisation.

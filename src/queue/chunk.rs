@@ -32,6 +32,14 @@ pub fn line_id(line: &[u8]) -> Option<EventId> {
     })
 }
 
+/// Whether a record line lists deliveries, without decoding it: the capture writes `deliveries`
+/// as the record's last key (see `capture::RecordRef`), so such a line ends with `"]}`, which no
+/// other record's line does (its last key is an object, a string-valued row or null).
+pub fn has_deliveries(line: &[u8]) -> bool {
+    const KEY: &[u8] = b",\"deliveries\":[\"";
+    line.ends_with(b"\"]}") && line.windows(KEY.len()).rev().any(|w| w == KEY)
+}
+
 /// Keeps the lines of `chunk` that `keep` accepts; `None` when none is left.
 pub fn retain(chunk: &[u8], mut keep: impl FnMut(EventId) -> bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(chunk.len());
@@ -78,5 +86,20 @@ mod tests {
         );
         assert!(retain(chunk.as_bytes(), |_| false).is_none());
         assert!(line_id(b"{\"op\":\"insert\"}").is_none());
+    }
+
+    #[test]
+    fn only_lines_whose_last_key_lists_deliveries_are_picked() {
+        let with =
+            br#"{"id":"x","new":{"v":"[\"a\"]"},"event":{"data":{"errors":[]}},"deliveries":["i1","i2"]}"#;
+        assert!(has_deliveries(with));
+        for without in [
+            &br#"{"id":"x","new":{"v":"[\"a\"]"},"event":{"data":{"errors":[]}}}"#[..],
+            br#"{"id":"x","new":{"v":"ends with \"]"}}"#,
+            br#"{"id":"x","new":null}"#,
+            br#"{"id":"x","deliveries":[]}"#,
+        ] {
+            assert!(!has_deliveries(without), "{}", String::from_utf8_lossy(without));
+        }
     }
 }

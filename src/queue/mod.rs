@@ -74,6 +74,20 @@ impl Head {
     }
 }
 
+/// Lines scanned per [`Queue::records_with_deliveries`] call, so a long stretch of records
+/// without deliveries does not hold the dispatcher for long.
+pub const SCAN_LINES: usize = 16_384;
+
+/// What [`Queue::records_with_deliveries`] found.
+#[derive(Debug, Default)]
+pub struct DeliveryBatch {
+    pub records: Vec<ChangeRecord>,
+    /// The last record scanned (with deliveries or not).
+    pub scanned_to: Option<EventId>,
+    /// Stopped at a limit: there may be more.
+    pub more: bool,
+}
+
 /// A point-in-time summary for the CLI view and `/status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct QueueSummary {
@@ -182,6 +196,10 @@ impl Queue {
     }
 
     /// The wedding context store kept in the same database.
+    pub fn deliveries(&self) -> Result<crate::dispatch::store::DeliveryStore, QueueError> {
+        crate::dispatch::store::DeliveryStore::open(&self.db)
+    }
+
     pub fn context(&self) -> Result<crate::events::ContextStore, QueueError> {
         crate::events::ContextStore::open(&self.db)
     }
@@ -250,30 +268,87 @@ impl Queue {
         after: Option<EventId>,
         limit: usize,
     ) -> Result<Vec<ChangeRecord>, QueueError> {
-        let visible = self.durable().borrow().commit_lsn;
-        // start at the chunk holding `after`, if any
-        let start = match after {
-            Some(id) => match self.changes.range(..=id.key()).next_back() {
-                Some(item) => item?.0.to_vec(),
-                None => Vec::new(),
-            },
-            None => Vec::new(),
-        };
         let mut out = Vec::new();
-        for item in self.changes.range(start..) {
+        self.visit_after(after, |id, line| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            out.push(decode_record(&id, line)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Durable records after `after` that list deliveries (see [`crate::dispatch`]), at most
+    /// `limit`, without decoding the others. Scans at most [`SCAN_LINES`] lines per call.
+    pub fn records_with_deliveries(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<DeliveryBatch, QueueError> {
+        let mut batch = DeliveryBatch::default();
+        let mut scanned = 0;
+        self.visit_after(after, |id, line| {
+            if batch.records.len() >= limit || scanned >= SCAN_LINES {
+                batch.more = true;
+                return Ok(false);
+            }
+            scanned += 1;
+            if chunk::has_deliveries(line) {
+                batch.records.push(decode_record(&id, line)?);
+            }
+            batch.scanned_to = Some(id);
+            Ok(true)
+        })?;
+        Ok(batch)
+    }
+
+    /// Visits the durable record lines after `after`, in order, while `visit` returns true.
+    fn visit_after(
+        &self,
+        after: Option<EventId>,
+        mut visit: impl FnMut(EventId, &[u8]) -> Result<bool, QueueError>,
+    ) -> Result<(), QueueError> {
+        let visible = self.durable().borrow().commit_lsn;
+        for item in self.changes.range(self.chunk_holding(after)?..) {
             let (_, chunk) = item?;
             for line in chunk::lines(&chunk) {
                 let id = chunk::line_id(line).ok_or_else(|| corrupt("record line", "no id prefix"))?;
                 if after.is_some_and(|a| id <= a) {
                     continue;
                 }
-                if id.commit_lsn > visible || out.len() >= limit {
-                    return Ok(out);
+                if id.commit_lsn > visible || !visit(id, line)? {
+                    return Ok(());
                 }
-                out.push(decode_record(&id, line)?);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The key of the chunk holding `after` (where a read after it starts); empty for the start.
+    fn chunk_holding(&self, after: Option<EventId>) -> Result<Vec<u8>, QueueError> {
+        match after.map(|id| self.changes.range(..=id.key()).next_back()) {
+            Some(Some(item)) => Ok(item?.0.to_vec()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The durable record with this id, if any.
+    pub fn record(&self, id: EventId) -> Result<Option<ChangeRecord>, QueueError> {
+        let visible = self.durable().borrow().commit_lsn;
+        if id.commit_lsn > visible {
+            return Ok(None);
+        }
+        let Some(item) = self.changes.range(..=id.key()).next_back() else {
+            return Ok(None);
+        };
+        let (_, chunk) = item?;
+        for line in chunk::lines(&chunk) {
+            if chunk::line_id(line) == Some(id) {
+                return decode_record(&id, line).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// The newest `n` durable records, oldest first.

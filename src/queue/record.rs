@@ -169,6 +169,9 @@ pub struct ChangeRecord {
     /// The field-sync event of a field-table row (see [`crate::events`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<crate::events::Envelope>,
+    /// The integrations the event goes to (ids), fixed when it was queued (see [`crate::dispatch`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<String>,
 }
 
 /// A transaction as stored: the marker whose presence makes its records visible.

@@ -70,6 +70,8 @@ pub struct Source {
     status: Arc<SourceStatus>,
     capture: Capture,
     progress: Progress,
+    /// True while dispatch backpressure (policy `pause`) asks not to read the stream.
+    pause: watch::Receiver<bool>,
 }
 
 impl Source {
@@ -84,7 +86,15 @@ impl Source {
             status,
             capture,
             progress,
+            pause: watch::channel(false).1,
         })
+    }
+
+    /// Stops reading the stream while `pause` is true (status updates go on, so the server keeps
+    /// the connection and the WAL).
+    pub fn with_pause(mut self, pause: watch::Receiver<bool>) -> Source {
+        self.pause = pause;
+        self
     }
 
     /// Streams until `shutdown` turns true (Ok) or a definite error (Err).
@@ -143,14 +153,17 @@ impl Source {
         let mut ticker = tokio::time::interval(rc.status_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
+        let mut pause = self.pause.clone();
         loop {
+            let paused = *pause.borrow_and_update();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     self.goodbye(stream).await;
                     return Ok(());
                 }
-                read = stream.next_batch(&mut batch) => {
+                _ = pause.changed() => {}
+                read = stream.next_batch(&mut batch), if !paused => {
                     read?;
                     let mut reply = false;
                     for msg in batch.drain(..) {

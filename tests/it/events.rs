@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldsync::events::{Envelope, EventKind};
-use fieldsync::lsn::Lsn;
 use fieldsync::queue::Queue;
 use rand::{Rng, SeedableRng};
 
-use crate::support::daemon::{self, sql};
+use crate::support::daemon::{self, caught_up, sql};
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -35,23 +34,6 @@ async fn wait_for_events(queue: &Queue, n: usize) -> Vec<Envelope> {
     })
     .await;
     events(queue)
-}
-
-/// Waits until everything committed so far is confirmed (captured and durable, or not ours).
-async fn caught_up(db: &tokio_postgres::Client, d: &fieldsync::app::Daemon) {
-    // the insert position: with asynchronous commit the write position may lag behind commits
-    let target: String = db
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let target: Lsn = target.parse().unwrap();
-    wait_for_async(
-        DEADLINE,
-        "the daemon to confirm the current WAL position",
-        || async { d.status.snapshot().confirmed_lsn >= target },
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

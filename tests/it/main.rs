@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod demo;
 mod devdb;
+mod dispatch;
 mod events;
 mod memory;
 mod ops;

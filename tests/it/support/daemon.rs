@@ -199,3 +199,20 @@ impl Workdir {
         }
     }
 }
+
+/// Waits until everything committed so far is confirmed (captured and durable, or not ours).
+pub async fn caught_up(db: &tokio_postgres::Client, d: &fieldsync::app::Daemon) {
+    // the insert position: with asynchronous commit the write position may lag behind commits
+    let target: String = db
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let target: fieldsync::lsn::Lsn = target.parse().unwrap();
+    super::wait_for_async(
+        Duration::from_secs(120),
+        "the daemon to confirm the current WAL position",
+        || async { d.status.snapshot().confirmed_lsn >= target },
+    )
+    .await;
+}

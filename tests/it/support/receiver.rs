@@ -212,6 +212,8 @@ pub struct Accepted {
     pub kind: String,
     /// The whole envelope.
     pub body: Value,
+    /// When it arrived (for end-to-end latency).
+    pub at: std::time::SystemTime,
 }
 
 /// What the receiver has accepted, behind one mutex held only for bookkeeping.
@@ -544,6 +546,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                 field_id,
                 kind,
                 body: envelope,
+                at: std::time::SystemTime::now(),
             });
             StatusCode::OK
         }

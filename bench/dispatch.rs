@@ -1,0 +1,191 @@
+//! Dispatch benchmark: end to end, from a commit in PostgreSQL to the webhook receiver's 2xx, with
+//! the `fieldsync` binary in between (fsynced queue, signed Standard Webhooks deliveries over
+//! loopback HTTP).
+//!
+//! 1. Latency at a sustained 1,000 changes/s (1-row transactions, one wedding each in turn of 200):
+//!    each value carries its commit-request time; the receiver notes when it accepted it. Prints
+//!    p50/p99/p99.9/max and fieldsync's peak RSS.
+//! 2. Throughput with a receiver that answers after 50 ms: 1,000 weddings × 20 fields are written at
+//!    once; prints deliveries/s from the first acceptance to the last (1,000 weddings in flight) and
+//!    the reference ceiling 1,000 / 50 ms = 20,000/s.
+//!
+//! Run: `cargo bench --bench dispatch`.
+
+#[path = "common.rs"]
+mod common;
+
+#[path = "../tests/it/support/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fieldsync::devdb::{Cluster, ClusterOptions};
+use receiver::{Faults, Receiver};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ORG: &str = "0b000000-0000-4000-8000-000000000001";
+const LATENCY_SECONDS: u64 = 15;
+const RATE: u64 = 1_000;
+const WEDDINGS: usize = 1_000;
+const FIELDS: usize = 20;
+
+fn wedding(n: usize) -> String {
+    format!("0b000000-0000-4000-8000-{n:012x}")
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let cluster = Cluster::start(ClusterOptions {
+        settings: vec![("synchronous_commit".into(), "on".into())],
+        ..ClusterOptions::default()
+    })
+    .expect("start PostgreSQL");
+    cluster.apply_default_schema("postgres").expect("apply schema");
+    let receiver = Receiver::start(SECRET).await;
+    let mut weddings = format!(
+        "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Bench');
+         INSERT INTO organization_integrations (organization_id, integration_type, config, is_active)
+           VALUES ('{ORG}', 'webhook', '{{\"url\": \"{}\", \"secret\": \"{SECRET}\"}}', true);",
+        receiver.url()
+    );
+    for w in 0..WEDDINGS {
+        weddings += &format!(
+            "INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{}', '{ORG}', 'Couple {w}');",
+            wedding(w)
+        );
+    }
+    cluster.psql("postgres", &weddings).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = start_daemon(&cluster, dir.path());
+    println!(
+        "fieldsync dispatch benchmark: PostgreSQL {}, webhook receiver over loopback, fsync on",
+        cluster.psql("postgres", "SHOW server_version").unwrap().trim()
+    );
+
+    // 1. latency at a sustained rate
+    let client = fieldsync::pg::connect_sql(&cluster.target("postgres", None, "postgres"))
+        .await
+        .unwrap();
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+             VALUES ('{ORG}', $1::text::uuid, gen_random_uuid(), 'number', to_jsonb($2::bigint))"
+        ))
+        .await
+        .unwrap();
+    // warm up: the daemon has started and delivers
+    client.execute(&insert, &[&wedding(0), &0i64]).await.unwrap();
+    wait_until(|| receiver.stats().accepted >= 1, "the first delivery").await;
+    let base = receiver.stats().accepted;
+    let total = RATE * LATENCY_SECONDS;
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+        tokio::time::sleep_until(due.into()).await;
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
+        client
+            .execute(&insert, &[&wedding(i as usize % 200), &sent])
+            .await
+            .unwrap();
+    }
+    wait_until(|| receiver.stats().accepted >= base + total, "latency deliveries").await;
+    let mut lat: Vec<f64> = receiver
+        .accepted()
+        .iter()
+        .skip(base as usize)
+        .filter_map(|a| {
+            let sent = a.body.pointer("/data/new_value")?.as_i64()?;
+            let at = a.at.duration_since(UNIX_EPOCH).ok()?.as_micros() as i64;
+            Some((at - sent) as f64 / 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    println!(
+        "commit to receiver 2xx at {RATE}/s for {LATENCY_SECONDS} s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} deliveries; target p99 < 50 ms)",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0),
+        lat.len()
+    );
+    println!(
+        "fieldsync peak RSS so far: {} MiB",
+        common::peak_rss_kib(daemon.id()) / 1024
+    );
+
+    // 2. throughput with a slow receiver
+    receiver.set_faults(Faults {
+        latency: Duration::from_millis(50),
+        ..Faults::default()
+    });
+    let before = receiver.stats().accepted;
+    let n = (WEDDINGS * FIELDS) as u64;
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+                 SELECT '{ORG}', w.id, gen_random_uuid(), 'number', to_jsonb(f)
+                 FROM weddings w, generate_series(1, {FIELDS}) f"
+            ),
+        )
+        .unwrap();
+    wait_until(|| receiver.stats().accepted > before, "the first slow delivery").await;
+    let first = Instant::now();
+    wait_until(|| receiver.stats().accepted >= before + n, "all slow deliveries").await;
+    let rate = n as f64 / first.elapsed().as_secs_f64();
+    println!(
+        "receiver answering after 50 ms, {WEDDINGS} weddings × {FIELDS} fields: {rate:.0} deliveries/s \
+         (ceiling with one delivery in flight per wedding: {:.0}/s; target 10,000/s)",
+        WEDDINGS as f64 / 0.05
+    );
+    println!(
+        "fieldsync peak RSS: {} MiB",
+        common::peak_rss_kib(daemon.id()) / 1024
+    );
+    let stats = receiver.stats();
+    assert_eq!(stats.bad_signatures, 0);
+    assert!(receiver.order_violations().is_empty());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+}
+
+fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> Child {
+    let config = dir.join("fieldsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            cluster.url("postgres", "postgres"),
+            dir.join("queue").display(),
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start fieldsync")
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,979 @@
+//! The dispatcher task: reads durable records, keeps the per-(integration, wedding) queues, starts
+//! deliveries within the limits and records what each came to. One task owns all of this state;
+//! deliveries run as their own tasks and report back over a channel.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::limits::{backoff, Breaker, BreakerState, TokenBucket};
+use super::outcome::Outcome;
+use super::store::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
+use super::{rate_limit, Adapter, Payload};
+use crate::config::{Backpressure, DispatchConfig, PriorityName};
+use crate::events::context::Integration;
+use crate::events::{ContextStore, Envelope};
+use crate::lsn::Lsn;
+use crate::queue::record::{ChangeRecord, EventId};
+use crate::queue::{Queue, QueueError};
+
+/// Records read from the queue per step.
+const READ_BATCH: usize = 512;
+/// How often integration configs are re-read, the floor saved and the log pruned.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: u32 = 60;
+/// How long a clean stop waits for deliveries in flight.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Requests from the HTTP endpoints and the CLI.
+pub enum Command {
+    Status(oneshot::Sender<DispatchStatus>),
+    /// Requeue dead letters (all, or of one integration, or these event ids); answers how many.
+    Requeue {
+        integration: Option<String>,
+        events: Option<Vec<EventId>>,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DispatchStatus {
+    pub in_flight: usize,
+    /// The newest record the dispatcher has read.
+    pub read_position: Option<EventId>,
+    pub integrations: Vec<IntegrationStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IntegrationStatus {
+    pub id: String,
+    pub integration_type: String,
+    pub endpoint: Option<String>,
+    /// Why the integration cannot be used as configured (no values).
+    pub config_error: Option<String>,
+    pub disabled: Option<String>,
+    pub breaker: &'static str,
+    /// Deliveries waiting in memory (more may wait in the queue when backpressured).
+    pub queued: usize,
+    pub in_flight: usize,
+    pub backpressured: bool,
+    pub backpressure_hits: u64,
+    pub delivered: u64,
+    pub retries: u64,
+    pub superseded: u64,
+    pub dead: u64,
+}
+
+struct Entry {
+    id: EventId,
+    field: Option<Arc<str>>,
+    priority: PriorityName,
+    payload: Arc<Payload>,
+    queued_at: Instant,
+    attempts: u32,
+    last_status: Option<u16>,
+    /// A dead letter sent again on request; tracked by the dead-letter tree, not the floor.
+    requeued: bool,
+}
+
+#[derive(Default)]
+struct WeddingQ {
+    fifo: VecDeque<Entry>,
+    /// How many entries of each field wait, for coalescing.
+    fields: HashMap<Arc<str>, u32>,
+    /// In a ready queue (at most once).
+    in_ready: bool,
+    in_flight: bool,
+    /// Waiting for a retry until then.
+    not_before: Option<Instant>,
+}
+
+struct Integ {
+    id: Arc<str>,
+    kind: String,
+    adapter: Result<Arc<Adapter>, String>,
+    fingerprint: u64,
+    weddings: HashMap<Arc<str>, WeddingQ>,
+    /// Weddings whose next event may go now, by that event's priority.
+    ready: [VecDeque<Arc<str>>; 3],
+    queued: usize,
+    /// Ids held in memory (not requeued ones), for the floor.
+    pending: BTreeSet<EventId>,
+    /// Backpressured: records after this position (up to the reader's) are not loaded.
+    overflow: Option<Option<EventId>>,
+    breaker: Breaker,
+    bucket: Option<TokenBucket>,
+    /// No start before then (rate limit or open breaker).
+    blocked_until: Option<Instant>,
+    disabled: Option<String>,
+    in_flight: usize,
+    stats: IntegrationStatus,
+}
+
+struct Done {
+    integration: Arc<str>,
+    wedding: Arc<str>,
+    outcome: Outcome,
+    latency: Duration,
+}
+
+pub struct Dispatcher {
+    cfg: DispatchConfig,
+    queue: Queue,
+    context: ContextStore,
+    store: DeliveryStore,
+    client: reqwest::Client,
+    integrations: HashMap<Arc<str>, Integ>,
+    /// Round-robin start for fairness between integrations.
+    order: Vec<Arc<str>>,
+    read_pos: Option<EventId>,
+    in_flight: usize,
+    timers: BinaryHeap<Reverse<(Instant, Arc<str>, Arc<str>)>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    pause: watch::Sender<bool>,
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn fingerprint(i: &Integration) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    i.integration_type.hash(&mut h);
+    i.config.to_string().hash(&mut h);
+    i.is_active.hash(&mut h);
+    h.finish()
+}
+
+fn rank(p: PriorityName) -> usize {
+    match p {
+        PriorityName::Critical => 0,
+        PriorityName::Important => 1,
+        PriorityName::Optional => 2,
+    }
+}
+
+/// The id just before `id`, so that reading "after" it starts at `id`.
+fn before(id: EventId) -> EventId {
+    match id.index.checked_sub(1) {
+        Some(index) => EventId { index, ..id },
+        None => EventId {
+            commit_lsn: Lsn(id.commit_lsn.0.saturating_sub(1)),
+            index: u32::MAX,
+        },
+    }
+}
+
+fn next(id: EventId) -> EventId {
+    match id.index.checked_add(1) {
+        Some(index) => EventId { index, ..id },
+        None => EventId {
+            commit_lsn: Lsn(id.commit_lsn.0 + 1),
+            index: 0,
+        },
+    }
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher and the receiver of its pause signal (true while backpressure with
+    /// the `pause` policy asks capture to stop reading).
+    pub fn new(cfg: DispatchConfig, queue: Queue) -> Result<(Dispatcher, watch::Receiver<bool>), QueueError> {
+        let context = queue.context()?;
+        let store = queue.deliveries()?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(cfg.max_in_flight)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with a fixed configuration");
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (pause, pause_rx) = watch::channel(false);
+        Ok((
+            Dispatcher {
+                cfg,
+                queue,
+                context,
+                store,
+                client,
+                integrations: HashMap::new(),
+                order: Vec::new(),
+                read_pos: None,
+                in_flight: 0,
+                timers: BinaryHeap::new(),
+                done_tx,
+                done_rx,
+                pause,
+            },
+            pause_rx,
+        ))
+    }
+
+    /// Runs until `shutdown` turns true, then waits a little for deliveries in flight.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), QueueError> {
+        self.read_pos = self.store.floor()?.map(before);
+        self.load_requeued()?;
+        let mut durable = self.queue.durable();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
+        loop {
+            let more = self.read()?;
+            self.reload_overflow()?;
+            self.wake_due(Instant::now());
+            self.pump(Instant::now());
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                Some(done) = self.done_rx.recv() => {
+                    self.finish(done)?;
+                    while let Ok(done) = self.done_rx.try_recv() {
+                        self.finish(done)?;
+                    }
+                }
+                Some(cmd) = commands.recv() => self.command(cmd)?,
+                _ = housekeeping.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    self.housekeeping(ticks % PRUNE_EVERY == 0)?;
+                }
+                _ = durable.changed(), if !more => {}
+                _ = tokio::time::sleep_until(wake.into()), if !more => {}
+                _ = std::future::ready(()), if more => {}
+            }
+        }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while self.in_flight > 0 {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some(done)) => self.finish(done)?,
+                _ => break,
+            }
+        }
+        self.save_floor()?;
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + HOUSEKEEPING;
+        if let Some(Reverse((at, _, _))) = self.timers.peek() {
+            wake = wake.min(*at);
+        }
+        for i in self.integrations.values() {
+            if let (Some(at), true) = (i.blocked_until, i.ready.iter().any(|r| !r.is_empty())) {
+                wake = wake.min(at);
+            }
+        }
+        wake
+    }
+
+    // ---- reading -------------------------------------------------------------------------
+
+    /// Reads the next durable records that have deliveries; true when there may be more.
+    fn read(&mut self) -> Result<bool, QueueError> {
+        let batch = self.queue.records_with_deliveries(self.read_pos, READ_BATCH)?;
+        for r in &batch.records {
+            let prev = self.read_pos;
+            self.read_pos = Some(r.id);
+            self.offer_record(r, prev, None)?;
+        }
+        if batch.scanned_to.is_some() {
+            self.read_pos = batch.scanned_to;
+        }
+        Ok(batch.more)
+    }
+
+    /// Offers a record's deliveries to its integrations (or to `only` one). `prev` is the read
+    /// position before it, where an integration that is full resumes reading.
+    fn offer_record(
+        &mut self,
+        r: &ChangeRecord,
+        prev: Option<EventId>,
+        only: Option<&Arc<str>>,
+    ) -> Result<(), QueueError> {
+        let Some(event) = &r.event else {
+            return Ok(());
+        };
+        let mut payload: Option<Arc<Payload>> = None;
+        for target in &r.deliveries {
+            if only.is_some_and(|o| **o != **target) {
+                continue;
+            }
+            let id = self.integration(target)?;
+            let bound = self.cfg.max_queued_per_integration;
+            let integ = self.integrations.get_mut(&id).expect("just ensured");
+            if only.is_none() && integ.overflow.is_some() {
+                continue;
+            }
+            if self.store.is_final(&id, r.id)? {
+                continue;
+            }
+            if integ.queued >= bound {
+                integ.overflow = Some(prev);
+                integ.stats.backpressure_hits += 1;
+                tracing::warn!(integration = %id, queued = integ.queued, "deliveries backpressured: later events wait in the queue ([dispatch] max_queued_per_integration)");
+                if self.cfg.backpressure == Backpressure::Pause {
+                    self.pause.send_replace(true);
+                }
+                continue;
+            }
+            let payload = payload
+                .get_or_insert_with(|| {
+                    Arc::new(Payload {
+                        id: r.id,
+                        body: Bytes::from(serde_json::to_vec(event).expect("envelopes serialize")),
+                    })
+                })
+                .clone();
+            push(integ, event, payload, false);
+        }
+        Ok(())
+    }
+
+    /// Reads again for integrations that were backpressured and have drained to half the bound.
+    fn reload_overflow(&mut self) -> Result<(), QueueError> {
+        let bound = self.cfg.max_queued_per_integration;
+        let waiting: Vec<Arc<str>> = self
+            .integrations
+            .values()
+            .filter(|i| i.overflow.is_some() && i.queued <= bound / 2)
+            .map(|i| i.id.clone())
+            .collect();
+        for id in waiting {
+            let after = self.integrations[&id].overflow.flatten();
+            let batch = self.queue.records_with_deliveries(after, READ_BATCH)?;
+            self.integrations.get_mut(&id).expect("listed").overflow = None;
+            let reader = self.read_pos;
+            let behind_reader = |id: EventId| reader.is_some_and(|p| id <= p);
+            let mut prev = after;
+            let mut stopped = false;
+            for r in &batch.records {
+                if !behind_reader(r.id) {
+                    // the shared reader takes it from here
+                    stopped = true;
+                    break;
+                }
+                self.offer_record(r, prev, Some(&id))?;
+                if self.integrations[&id].overflow.is_some() {
+                    stopped = true;
+                    break;
+                }
+                prev = Some(r.id);
+            }
+            // every line up to the scan's end was offered (or had nothing for anyone)
+            if let (false, true, Some(scanned)) = (stopped, batch.more, batch.scanned_to) {
+                if behind_reader(scanned) {
+                    self.integrations.get_mut(&id).expect("listed").overflow = Some(Some(scanned));
+                }
+            }
+        }
+        if self.cfg.backpressure == Backpressure::Pause && *self.pause.borrow() {
+            let still = self.integrations.values().any(|i| i.overflow.is_some());
+            if !still {
+                self.pause.send_replace(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dead letters requeued before a restart.
+    fn load_requeued(&mut self) -> Result<(), QueueError> {
+        for d in self.store.dead_letters()? {
+            if d.requeued {
+                self.requeue_one(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, QueueError> {
+        let Some(r) = self.queue.record(d.event_id)? else {
+            return Ok(false);
+        };
+        let Some(event) = &r.event else {
+            return Ok(false);
+        };
+        let id = self.integration(&d.integration_id)?;
+        let payload = Arc::new(Payload {
+            id: r.id,
+            body: Bytes::from(serde_json::to_vec(event).expect("envelopes serialize")),
+        });
+        let integ = self.integrations.get_mut(&id).expect("just ensured");
+        push(integ, event, payload, true);
+        Ok(true)
+    }
+
+    /// The integration's in-memory state, created on first sight.
+    fn integration(&mut self, id: &str) -> Result<Arc<str>, QueueError> {
+        if let Some((k, _)) = self.integrations.get_key_value(id) {
+            return Ok(k.clone());
+        }
+        let id: Arc<str> = Arc::from(id);
+        let row = self.context.integrations()?.remove(&*id);
+        let mut integ = Integ {
+            id: id.clone(),
+            kind: String::new(),
+            adapter: Err(String::new()),
+            fingerprint: 0,
+            weddings: HashMap::new(),
+            ready: Default::default(),
+            queued: 0,
+            pending: BTreeSet::new(),
+            overflow: None,
+            breaker: Breaker::new(self.cfg.breaker_failures, self.cfg.breaker_cooldown),
+            bucket: None,
+            blocked_until: None,
+            disabled: None,
+            in_flight: 0,
+            stats: IntegrationStatus {
+                id: id.to_string(),
+                ..Default::default()
+            },
+        };
+        configure(&mut integ, row.as_ref(), &self.cfg);
+        if let Some(d) = self.store.disabled(&id)? {
+            if d.config_fingerprint == integ.fingerprint {
+                integ.disabled = Some(d.reason);
+            } else {
+                self.store.set_disabled(&id, None)?;
+            }
+        }
+        self.integrations.insert(id.clone(), integ);
+        self.order.push(id.clone());
+        Ok(id)
+    }
+
+    // ---- starting deliveries -------------------------------------------------------------
+
+    fn pump(&mut self, now: Instant) {
+        if self.order.is_empty() {
+            return;
+        }
+        self.order.rotate_left(1);
+        for id in self.order.clone() {
+            if self.in_flight >= self.cfg.max_in_flight {
+                return;
+            }
+            let integ = self.integrations.get_mut(&id).expect("ordered ids exist");
+            let adapter = match (&integ.adapter, &integ.disabled) {
+                (Ok(a), None) => a.clone(),
+                _ => continue,
+            };
+            while self.in_flight < self.cfg.max_in_flight {
+                if integ.blocked_until.is_some_and(|t| t > now) || integ.ready.iter().all(|r| r.is_empty()) {
+                    break;
+                }
+                integ.blocked_until = None;
+                match integ.breaker.allow(now) {
+                    Ok(()) => {}
+                    Err(until) => {
+                        integ.blocked_until = until;
+                        break;
+                    }
+                }
+                if let Some(bucket) = &mut integ.bucket {
+                    if let Err(wait) = bucket.take(now) {
+                        integ.blocked_until = Some(now + wait);
+                        integ.breaker.on_not_sent();
+                        break;
+                    }
+                }
+                let Some(entry) = next_entry(integ, &self.store) else {
+                    integ.breaker.on_not_sent();
+                    continue;
+                };
+                let (wedding, payload) = entry;
+                integ.in_flight += 1;
+                self.in_flight += 1;
+                let done = self.done_tx.clone();
+                let client = self.client.clone();
+                let adapter = adapter.clone();
+                let integration = integ.id.clone();
+                let timeout = self.cfg.request_timeout;
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let outcome = adapter.deliver(&client, &payload, timeout).await;
+                    let _ = done.send(Done {
+                        integration,
+                        wedding,
+                        outcome,
+                        latency: started.elapsed(),
+                    });
+                });
+            }
+        }
+    }
+
+    fn wake_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((at, integration, wedding)) = self.timers.pop().expect("peeked");
+            let Some(integ) = self.integrations.get_mut(&integration) else {
+                continue;
+            };
+            let Some(w) = integ.weddings.get_mut(&wedding) else {
+                continue;
+            };
+            if w.not_before == Some(at) {
+                w.not_before = None;
+                make_ready(integ, &wedding);
+            }
+        }
+    }
+
+    // ---- results -------------------------------------------------------------------------
+
+    fn finish(&mut self, done: Done) -> Result<(), QueueError> {
+        self.in_flight -= 1;
+        let now = Instant::now();
+        let Some(integ) = self.integrations.get_mut(&done.integration) else {
+            return Ok(());
+        };
+        integ.in_flight -= 1;
+        let Some(w) = integ.weddings.get_mut(&done.wedding) else {
+            return Ok(());
+        };
+        w.in_flight = false;
+        let Some(entry) = w.fifo.front_mut() else {
+            return Ok(());
+        };
+        entry.last_status = done.outcome.status();
+        let (id, attempt) = (entry.id, entry.attempts);
+        let latency_ms = Some(done.latency.as_secs_f64() * 1000.0);
+        let mut log = LogEntry {
+            at: now_rfc3339(),
+            integration_id: done.integration.to_string(),
+            event_id: id,
+            wedding_id: wedding_id(&done.wedding),
+            attempt,
+            outcome: String::new(),
+            status: done.outcome.status(),
+            error: done.outcome.error().map(str::to_owned),
+            latency_ms,
+        };
+        let mut reopened = false;
+        match done.outcome {
+            Outcome::Delivered { .. } => {
+                reopened = integ.breaker.on_answer();
+                log.outcome = "delivered".into();
+                integ.stats.delivered += 1;
+                let e = pop(integ, &done.wedding);
+                self.store.set_final(&done.integration, id, Final::Delivered)?;
+                if e.requeued {
+                    self.store.remove_dead(&done.integration, id)?;
+                }
+                schedule(integ, &done.wedding);
+            }
+            Outcome::Retry {
+                after,
+                endpoint_fault,
+                ref error,
+                status,
+            } => {
+                if endpoint_fault {
+                    integ.breaker.on_failure(now);
+                } else {
+                    reopened = integ.breaker.on_answer();
+                }
+                let expired =
+                    attempt >= self.cfg.max_attempts || entry.queued_at.elapsed() >= self.cfg.max_age;
+                if expired {
+                    log.outcome = "dead".into();
+                    dead(integ, &self.store, &done.wedding, status, error)?;
+                } else {
+                    log.outcome = "retry".into();
+                    integ.stats.retries += 1;
+                    let at = now + backoff(attempt, self.cfg.retry_base, self.cfg.retry_cap, after);
+                    w.not_before = Some(at);
+                    self.timers
+                        .push(Reverse((at, done.integration.clone(), done.wedding.clone())));
+                }
+            }
+            Outcome::Reject { status, ref error } => {
+                reopened = integ.breaker.on_answer();
+                log.outcome = "dead".into();
+                dead(integ, &self.store, &done.wedding, status, error)?;
+            }
+            Outcome::Disable { ref error, .. } => {
+                integ.breaker.on_answer();
+                log.outcome = "disabled".into();
+                tracing::error!(integration = %done.integration, "{error}");
+                integ.disabled = Some(error.clone());
+                self.store.set_disabled(
+                    &done.integration,
+                    Some(&Disabled {
+                        reason: error.clone(),
+                        config_fingerprint: integ.fingerprint,
+                        at: now_rfc3339(),
+                    }),
+                )?;
+            }
+        }
+        self.store.log(&log)?;
+        if reopened {
+            // the endpoint answers again: weddings waiting for a retry go now, in order
+            wake_all(integ);
+        }
+        Ok(())
+    }
+
+    // ---- housekeeping and commands -------------------------------------------------------
+
+    fn housekeeping(&mut self, prune: bool) -> Result<(), QueueError> {
+        let rows = self.context.integrations()?;
+        for integ in self.integrations.values_mut() {
+            let row = rows.get(&*integ.id);
+            let fp = row.map_or(0, fingerprint);
+            if fp == integ.fingerprint {
+                continue;
+            }
+            configure(integ, row, &self.cfg);
+            if integ.disabled.take().is_some() {
+                tracing::info!(integration = %integ.id, "integration re-enabled: its configuration changed");
+                self.store.set_disabled(&integ.id, None)?;
+            }
+            wake_all(integ);
+        }
+        // deliveries to integrations that were deactivated or deleted are dead letters
+        let gone: Vec<Arc<str>> = self
+            .integrations
+            .values()
+            .filter(|i| i.queued > 0 && rows.get(&*i.id).map_or(true, |r| !r.is_active))
+            .map(|i| i.id.clone())
+            .collect();
+        for id in gone {
+            let integ = self.integrations.get_mut(&id).expect("listed");
+            let weddings: Vec<Arc<str>> = integ.weddings.keys().cloned().collect();
+            for w in weddings {
+                while integ
+                    .weddings
+                    .get(&w)
+                    .is_some_and(|q| !q.fifo.is_empty() && !q.in_flight)
+                {
+                    dead(
+                        integ,
+                        &self.store,
+                        &w,
+                        None,
+                        "the integration was deactivated or deleted",
+                    )?;
+                }
+            }
+        }
+        self.save_floor()?;
+        if prune {
+            self.store.prune_log(self.cfg.log_retention)?;
+        }
+        Ok(())
+    }
+
+    /// Every delivery of an event before the floor is final.
+    fn save_floor(&mut self) -> Result<(), QueueError> {
+        let Some(read) = self.read_pos else {
+            return Ok(());
+        };
+        let mut floor = next(read);
+        for i in self.integrations.values() {
+            if let Some(first) = i.pending.first() {
+                floor = floor.min(*first);
+            }
+            if let Some(after) = i.overflow {
+                floor = floor.min(after.map_or(
+                    EventId {
+                        commit_lsn: Lsn(0),
+                        index: 0,
+                    },
+                    next,
+                ));
+            }
+        }
+        self.store.set_floor(floor)
+    }
+
+    fn command(&mut self, cmd: Command) -> Result<(), QueueError> {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Requeue {
+                integration,
+                events,
+                reply,
+            } => {
+                let mut n = 0;
+                for mut d in self.store.dead_letters()? {
+                    let matches = !d.requeued
+                        && integration.as_deref().map_or(true, |i| i == d.integration_id)
+                        && events.as_ref().map_or(true, |ids| ids.contains(&d.event_id));
+                    if !matches {
+                        continue;
+                    }
+                    if self.requeue_one(&d)? {
+                        d.requeued = true;
+                        self.store.put_dead(&d)?;
+                        self.store.log(&LogEntry {
+                            at: now_rfc3339(),
+                            integration_id: d.integration_id.clone(),
+                            event_id: d.event_id,
+                            wedding_id: d.wedding_id.clone(),
+                            attempt: 0,
+                            outcome: "requeued".into(),
+                            status: None,
+                            error: None,
+                            latency_ms: None,
+                        })?;
+                        n += 1;
+                    }
+                }
+                let _ = reply.send(Ok(n));
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> DispatchStatus {
+        let mut integrations: Vec<IntegrationStatus> = self
+            .integrations
+            .values()
+            .map(|i| IntegrationStatus {
+                integration_type: i.kind.clone(),
+                endpoint: i.adapter.as_ref().ok().map(|a| a.endpoint()),
+                config_error: i.adapter.as_ref().err().cloned(),
+                disabled: i.disabled.clone(),
+                breaker: match i.breaker.state() {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen => "half-open",
+                },
+                queued: i.queued,
+                in_flight: i.in_flight,
+                backpressured: i.overflow.is_some(),
+                ..i.stats.clone()
+            })
+            .collect();
+        integrations.sort_by(|a, b| a.id.cmp(&b.id));
+        DispatchStatus {
+            in_flight: self.in_flight,
+            read_position: self.read_pos,
+            integrations,
+        }
+    }
+}
+
+/// (Re)builds an integration's adapter and limits from its row.
+fn configure(integ: &mut Integ, row: Option<&Integration>, cfg: &DispatchConfig) {
+    integ.fingerprint = row.map_or(0, fingerprint);
+    integ.breaker = Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown);
+    match row {
+        Some(r) => {
+            integ.kind = r.integration_type.clone();
+            integ.adapter = Adapter::build(r).map(Arc::new).map_err(|e| {
+                tracing::error!(integration = %integ.id, "{e}; its deliveries wait until the configuration is fixed");
+                e.to_string()
+            });
+            integ.bucket = rate_limit(r).map(|(rate, burst)| TokenBucket::new(rate, burst, Instant::now()));
+        }
+        None => integ.adapter = Err("the integration no longer exists".to_owned()),
+    }
+}
+
+fn wedding_id(key: &str) -> Option<String> {
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// Appends an event to its wedding's queue (a requeued one goes in id order).
+fn push(integ: &mut Integ, event: &Envelope, payload: Arc<Payload>, requeued: bool) {
+    let wedding: Arc<str> = Arc::from(event.data.wedding_id.as_deref().unwrap_or(""));
+    let field: Option<Arc<str>> = event.data.field_id.as_deref().map(Arc::from);
+    let entry = Entry {
+        id: payload.id,
+        field: field.clone(),
+        priority: event.data.priority,
+        payload,
+        queued_at: Instant::now(),
+        attempts: 0,
+        last_status: None,
+        requeued,
+    };
+    if !requeued {
+        integ.pending.insert(entry.id);
+    }
+    integ.queued += 1;
+    let (w_key, w) = match integ.weddings.get_key_value(&wedding) {
+        Some((k, _)) => (k.clone(), integ.weddings.get_mut(&wedding).expect("present")),
+        None => (wedding.clone(), integ.weddings.entry(wedding).or_default()),
+    };
+    if let Some(f) = field {
+        *w.fields.entry(f).or_default() += 1;
+    }
+    // a requeued entry goes before later events (never before one in flight)
+    let start = usize::from(w.in_flight);
+    let at = if requeued {
+        (start..w.fifo.len())
+            .find(|&i| w.fifo[i].id > entry.id)
+            .unwrap_or(w.fifo.len())
+    } else {
+        w.fifo.len()
+    };
+    w.fifo.insert(at, entry);
+    make_ready(integ, &w_key);
+}
+
+/// Puts a wedding in its ready queue when its next event may go: it has one, nothing of it is in
+/// flight or waiting for a retry, and the integration is enabled.
+fn make_ready(integ: &mut Integ, wedding: &Arc<str>) {
+    let Some(w) = integ.weddings.get_mut(wedding) else {
+        return;
+    };
+    if w.in_ready || w.in_flight || w.not_before.is_some() || integ.disabled.is_some() {
+        return;
+    }
+    if let Some(head) = w.fifo.front() {
+        w.in_ready = true;
+        integ.ready[rank(head.priority)].push_back(wedding.clone());
+    }
+}
+
+/// Removes the head of a wedding's queue.
+fn pop(integ: &mut Integ, wedding: &Arc<str>) -> Entry {
+    let w = integ.weddings.get_mut(wedding).expect("wedding has a queue");
+    let e = w.fifo.pop_front().expect("queue has a head");
+    if let Some(f) = &e.field {
+        if let Some(n) = w.fields.get_mut(f) {
+            *n -= 1;
+            if *n == 0 {
+                w.fields.remove(f);
+            }
+        }
+    }
+    integ.pending.remove(&e.id);
+    integ.queued -= 1;
+    e
+}
+
+/// After a final state: the wedding's next event is ready, or the wedding is idle.
+fn schedule(integ: &mut Integ, wedding: &Arc<str>) {
+    match integ.weddings.get(wedding) {
+        Some(w) if w.fifo.is_empty() && !w.in_flight => {
+            integ.weddings.remove(wedding);
+        }
+        Some(_) => make_ready(integ, wedding),
+        None => {}
+    }
+}
+
+/// Every wedding with events and nothing in flight is ready now (the endpoint is back, or the
+/// integration was reconfigured).
+fn wake_all(integ: &mut Integ) {
+    if integ.disabled.is_some() {
+        return;
+    }
+    integ.blocked_until = None;
+    for r in &mut integ.ready {
+        r.clear();
+    }
+    let mut keys: Vec<(EventId, Arc<str>)> = Vec::new();
+    for (k, w) in integ.weddings.iter_mut() {
+        w.in_ready = false;
+        w.not_before = None;
+        if let Some(head) = w.fifo.front() {
+            keys.push((head.id, k.clone()));
+        }
+    }
+    // oldest first, so the backlog drains in commit order
+    keys.sort();
+    for (_, k) in keys {
+        make_ready(integ, &k);
+    }
+}
+
+/// The next delivery to start: the first ready wedding by priority, its head after coalescing.
+fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Option<(Arc<str>, Arc<Payload>)> {
+    let wedding = loop {
+        let w = integ.ready.iter_mut().find_map(|r| r.pop_front())?;
+        if let Some(q) = integ.weddings.get_mut(&w) {
+            q.in_ready = false;
+            if !q.in_flight && q.not_before.is_none() && !q.fifo.is_empty() {
+                break w;
+            }
+        }
+    };
+    loop {
+        let w = integ.weddings.get_mut(&wedding)?;
+        let head = w.fifo.front()?;
+        let newer_waits = head
+            .field
+            .as_ref()
+            .is_some_and(|f| w.fields.get(f).copied().unwrap_or(0) > 1);
+        if !newer_waits {
+            break;
+        }
+        let e = pop(integ, &wedding);
+        integ.stats.superseded += 1;
+        let logged = store
+            .set_final(&integ.id, e.id, Final::Superseded)
+            .and_then(|()| {
+                if e.requeued {
+                    store.remove_dead(&integ.id, e.id)?;
+                }
+                store.log(&LogEntry {
+                    at: now_rfc3339(),
+                    integration_id: integ.id.to_string(),
+                    event_id: e.id,
+                    wedding_id: wedding_id(&wedding),
+                    attempt: e.attempts,
+                    outcome: "superseded".into(),
+                    status: None,
+                    error: None,
+                    latency_ms: None,
+                })
+            });
+        if let Err(err) = logged {
+            tracing::error!(integration = %integ.id, "cannot record a superseded delivery: {err}");
+        }
+    }
+    let w = integ.weddings.get_mut(&wedding)?;
+    w.in_flight = true;
+    let head = w.fifo.front_mut()?;
+    head.attempts += 1;
+    Some((wedding, head.payload.clone()))
+}
+
+/// The head of a wedding's queue becomes a dead letter; the wedding goes on with its next event.
+fn dead(
+    integ: &mut Integ,
+    store: &DeliveryStore,
+    wedding: &Arc<str>,
+    status: Option<u16>,
+    error: &str,
+) -> Result<(), QueueError> {
+    let e = pop(integ, wedding);
+    integ.stats.dead += 1;
+    tracing::warn!(integration = %integ.id, event = %e.id, attempts = e.attempts, "delivery is a dead letter: {error}");
+    store.set_final(&integ.id, e.id, Final::Dead)?;
+    store.put_dead(&DeadLetter {
+        integration_id: integ.id.to_string(),
+        event_id: e.id,
+        wedding_id: wedding_id(wedding),
+        field_id: e.field.as_deref().map(str::to_owned),
+        attempts: e.attempts,
+        status: status.or(e.last_status),
+        error: error.to_owned(),
+        failed_at: now_rfc3339(),
+        requeued: false,
+    })?;
+    schedule(integ, wedding);
+    Ok(())
+}

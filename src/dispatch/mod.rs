@@ -1,0 +1,184 @@
+//! Dispatch: delivers each queued field-sync event to every integration it was fanned out to.
+//!
+//! # Flow
+//! Capture decides, when it queues an event, which integrations it goes to: its organisation's
+//! active integrations with an adapter that take its field type ([`accepts`]). The ids travel in
+//! the event's record (`deliveries`), so delivery state exists from the moment the event is
+//! durable. The [`Dispatcher`] reads durable records in commit order and keeps, per integration,
+//! one first-in first-out queue per wedding with at most one delivery in flight; many weddings
+//! are in flight at once. Final states (delivered, superseded, dead) go to [`store`].
+//!
+//! # Rules
+//! - Order per (integration, wedding): the next event of a wedding waits for the previous one's
+//!   final state. A failing wedding delays only itself.
+//! - Coalescing: when several undelivered events of the same (integration, wedding, field) wait,
+//!   only the newest is sent; the others are recorded as superseded.
+//! - Priority: a wedding whose next event is critical goes before important, before optional,
+//!   when an integration has more ready weddings than it may start.
+//! - Retries: exponential backoff with full jitter ([`limits::backoff`]); the target's own signal
+//!   (`Retry-After`) wins; after `max_attempts` or `max_age` a delivery becomes a dead letter.
+//! - Each integration has a token bucket (its API's published limit, or its config's
+//!   `rate_limit_per_second`) and a circuit breaker on its endpoint; when the breaker closes
+//!   again, the waiting weddings are retried at once, in order.
+//! - Backpressure: at most `max_queued_per_integration` deliveries per integration are held in
+//!   memory; past it they wait in the durable queue and are read again when the integration has
+//!   drained (`alert`), and with `pause` the replication stream is not read meanwhile.
+
+pub mod api;
+mod engine;
+pub mod limits;
+pub mod outcome;
+pub mod store;
+pub mod webhook;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::events::context::Integration;
+use crate::queue::record::EventId;
+pub use engine::{Command, DispatchStatus, Dispatcher, IntegrationStatus};
+use outcome::Outcome;
+
+/// What is sent: the event id and the envelope's JSON bytes.
+#[derive(Debug)]
+pub struct Payload {
+    pub id: EventId,
+    pub body: Bytes,
+}
+
+/// A configured integration that cannot be used as configured. Names the key, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("integration config: {key} {why}")]
+pub struct AdapterError {
+    pub key: String,
+    pub why: String,
+}
+
+impl AdapterError {
+    pub fn config(key: &str, why: &str) -> AdapterError {
+        AdapterError {
+            key: key.to_owned(),
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// The integration types that have an adapter.
+pub const INTEGRATION_TYPES: &[&str] = &["webhook"];
+
+/// One integration's adapter, built from its row.
+pub enum Adapter {
+    Webhook(webhook::Webhook),
+}
+
+impl Adapter {
+    pub fn build(i: &Integration) -> Result<Adapter, AdapterError> {
+        match i.integration_type.as_str() {
+            "webhook" => Ok(Adapter::Webhook(webhook::Webhook::from_config(&i.config)?)),
+            other => Err(AdapterError::config(
+                "integration_type",
+                &format!(
+                    "{other:?} has no adapter (known: {})",
+                    INTEGRATION_TYPES.join(", ")
+                ),
+            )),
+        }
+    }
+
+    pub async fn deliver(&self, client: &reqwest::Client, payload: &Payload, timeout: Duration) -> Outcome {
+        match self {
+            Adapter::Webhook(w) => w.deliver(client, payload, timeout).await,
+        }
+    }
+
+    /// The endpoint, for status and logs (no query, no credentials).
+    pub fn endpoint(&self) -> String {
+        match self {
+            Adapter::Webhook(w) => w.endpoint(),
+        }
+    }
+}
+
+/// The integration's own rate limit from its config (`rate_limit_per_second`, `burst`), else the
+/// adapter's default (none for a generic webhook).
+pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
+    let rate = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64())?;
+    let burst = i
+        .config
+        .get("burst")
+        .and_then(|b| b.as_u64())
+        .map_or(rate.ceil() as u32, |b| b as u32);
+    (rate > 0.0).then_some((rate, burst.max(1)))
+}
+
+/// Does this integration take events of this field type? It must have an adapter, and its config's
+/// `field_types`, when present, must list the type.
+pub fn accepts(i: &Integration, field_type: &str) -> bool {
+    if !i.is_active || !INTEGRATION_TYPES.contains(&i.integration_type.as_str()) {
+        return false;
+    }
+    match i.config.get("field_types").and_then(|f| f.as_array()) {
+        Some(list) => list.iter().any(|t| t.as_str() == Some(field_type)),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn integration(kind: &str, config: serde_json::Value, active: bool) -> Integration {
+        Integration {
+            id: "i1".into(),
+            organization_id: "o1".into(),
+            integration_type: kind.into(),
+            config,
+            is_active: active,
+        }
+    }
+
+    #[test]
+    fn fan_out_takes_active_integrations_with_an_adapter_and_the_field_type() {
+        let all = serde_json::json!({"url": "https://x/y"});
+        assert!(accepts(
+            &integration("webhook", all.clone(), true),
+            "guest_count_matrix"
+        ));
+        assert!(!accepts(
+            &integration("webhook", all, false),
+            "guest_count_matrix"
+        ));
+        assert!(!accepts(&integration("fax", serde_json::json!({}), true), "text"));
+        let some = serde_json::json!({"field_types": ["wedding_date"]});
+        assert!(accepts(
+            &integration("webhook", some.clone(), true),
+            "wedding_date"
+        ));
+        assert!(!accepts(&integration("webhook", some, true), "text"));
+    }
+
+    #[test]
+    fn rate_limit_comes_from_the_config() {
+        let i = integration("webhook", serde_json::json!({"rate_limit_per_second": 2.5}), true);
+        assert_eq!(rate_limit(&i), Some((2.5, 3)));
+        let i = integration(
+            "webhook",
+            serde_json::json!({"rate_limit_per_second": 10, "burst": 50}),
+            true,
+        );
+        assert_eq!(rate_limit(&i), Some((10.0, 50)));
+        assert_eq!(
+            rate_limit(&integration("webhook", serde_json::json!({}), true)),
+            None
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = Adapter::build(&integration("fax", serde_json::json!({}), true))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("\"fax\" has no adapter"), "{e}");
+    }
+}

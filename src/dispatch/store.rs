@@ -1,0 +1,305 @@
+//! Delivery state in sled, next to the queue (same database, flushed with it).
+//!
+//! Trees:
+//! - `dl_state`: `integration id ‖ 0x00 ‖ event key` → one byte, the final state of a delivery
+//!   (`d` delivered, `s` superseded, `x` dead letter). A delivery listed by its event's record and
+//!   absent here is pending. Entries below the floor are removed (they are all final).
+//! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered.
+//! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
+//!   `disabled/<integration id>` → [`Disabled`] JSON.
+//! - `dl_log`: `unix micros (u64 BE) ‖ sequence (u32 BE)` → [`LogEntry`] JSON, pruned by age.
+//!
+//! Final states are written without waiting for a flush: after a crash a delivered event may be
+//! sent again (at least once; receivers dedupe on the stable id), never lost.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::record::EventId;
+use crate::queue::QueueError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Final {
+    Delivered,
+    Superseded,
+    Dead,
+}
+
+impl Final {
+    fn byte(self) -> u8 {
+        match self {
+            Final::Delivered => b'd',
+            Final::Superseded => b's',
+            Final::Dead => b'x',
+        }
+    }
+}
+
+/// A delivery that ran out of attempts or was rejected for good.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub integration_id: String,
+    pub event_id: EventId,
+    pub wedding_id: Option<String>,
+    pub field_id: Option<String>,
+    pub attempts: u32,
+    pub status: Option<u16>,
+    pub error: String,
+    pub failed_at: String,
+    /// Requeued from the CLI and waiting to be delivered again.
+    #[serde(default)]
+    pub requeued: bool,
+}
+
+/// An integration disabled by its endpoint (410), until its configuration changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub reason: String,
+    pub config_fingerprint: u64,
+    pub at: String,
+}
+
+/// One attempt (or a decision without one: superseded, dead, requeued), as the log keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub at: String,
+    pub integration_id: String,
+    pub event_id: EventId,
+    pub wedding_id: Option<String>,
+    pub attempt: u32,
+    /// `delivered`, `retry`, `dead`, `superseded`, `disabled` or `requeued`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Clone)]
+pub struct DeliveryStore {
+    state: sled::Tree,
+    dead: sled::Tree,
+    meta: sled::Tree,
+    log: sled::Tree,
+}
+
+static LOG_SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn key(integration: &str, id: EventId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(integration.len() + 13);
+    k.extend_from_slice(integration.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.key());
+    k
+}
+
+fn split_key(k: &[u8]) -> Option<(String, EventId)> {
+    let cut = k.len().checked_sub(13)?;
+    if k[cut] != 0 {
+        return None;
+    }
+    Some((
+        String::from_utf8(k[..cut].to_vec()).ok()?,
+        EventId::from_key(&k[cut + 1..])?,
+    ))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> QueueError {
+    QueueError::Corrupt {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl DeliveryStore {
+    pub fn open(db: &sled::Db) -> Result<DeliveryStore, QueueError> {
+        Ok(DeliveryStore {
+            state: db.open_tree("dl_state")?,
+            dead: db.open_tree("dl_dead")?,
+            meta: db.open_tree("dl_meta")?,
+            log: db.open_tree("dl_log")?,
+        })
+    }
+
+    pub fn is_final(&self, integration: &str, id: EventId) -> Result<bool, QueueError> {
+        Ok(self.state.contains_key(key(integration, id))?)
+    }
+
+    pub fn set_final(&self, integration: &str, id: EventId, state: Final) -> Result<(), QueueError> {
+        self.state.insert(key(integration, id), &[state.byte()])?;
+        Ok(())
+    }
+
+    pub fn floor(&self) -> Result<Option<EventId>, QueueError> {
+        Ok(self.meta.get("floor")?.and_then(|v| EventId::from_key(&v)))
+    }
+
+    /// Raises the floor and forgets the final states below it, for every integration.
+    pub fn set_floor(&self, floor: EventId) -> Result<(), QueueError> {
+        if self.floor()?.is_some_and(|f| f >= floor) {
+            return Ok(());
+        }
+        self.meta.insert("floor", &floor.key())?;
+        let mut batch = sled::Batch::default();
+        for item in self.state.iter() {
+            let (k, _) = item?;
+            if split_key(&k).is_some_and(|(_, id)| id < floor) {
+                batch.remove(k);
+            }
+        }
+        self.state.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn put_dead(&self, d: &DeadLetter) -> Result<(), QueueError> {
+        self.dead.insert(
+            key(&d.integration_id, d.event_id),
+            serde_json::to_vec(d).expect("dead letters serialize"),
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_dead(&self, integration: &str, id: EventId) -> Result<(), QueueError> {
+        self.dead.remove(key(integration, id))?;
+        Ok(())
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.dead
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| corrupt(&format!("dead letter {:?}", split_key(&k)), e))
+            })
+            .collect()
+    }
+
+    pub fn disabled(&self, integration: &str) -> Result<Option<Disabled>, QueueError> {
+        match self.meta.get(format!("disabled/{integration}"))? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| corrupt(&format!("disabled/{integration}"), e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_disabled(&self, integration: &str, d: Option<&Disabled>) -> Result<(), QueueError> {
+        let k = format!("disabled/{integration}");
+        match d {
+            Some(d) => self.meta.insert(k, serde_json::to_vec(d).expect("serializes"))?,
+            None => self.meta.remove(k)?,
+        };
+        Ok(())
+    }
+
+    pub fn log(&self, e: &LogEntry) -> Result<(), QueueError> {
+        let micros = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let mut k = [0u8; 12];
+        k[..8].copy_from_slice(&micros.to_be_bytes());
+        k[8..].copy_from_slice(&LOG_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        self.log
+            .insert(k, serde_json::to_vec(e).expect("log entries serialize"))?;
+        Ok(())
+    }
+
+    /// The newest `last` log entries matching the filters, oldest first.
+    pub fn read_log(
+        &self,
+        integration: Option<&str>,
+        event: Option<EventId>,
+        last: usize,
+    ) -> Result<Vec<LogEntry>, QueueError> {
+        let mut out = Vec::new();
+        for item in self.log.iter().rev() {
+            if out.len() >= last {
+                break;
+            }
+            let (_, v) = item?;
+            let e: LogEntry = serde_json::from_slice(&v).map_err(|e| corrupt("delivery log entry", e))?;
+            if integration.is_some_and(|i| i != e.integration_id) || event.is_some_and(|id| id != e.event_id)
+            {
+                continue;
+            }
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Removes log entries older than `retention`.
+    pub fn prune_log(&self, retention: std::time::Duration) -> Result<usize, QueueError> {
+        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let cutoff = now.saturating_sub(retention.as_micros() as u64);
+        let mut removed = 0;
+        for item in self.log.range(..cutoff.to_be_bytes().to_vec()) {
+            let (k, _) = item?;
+            self.log.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+
+    fn id(lsn: u64, index: u32) -> EventId {
+        EventId {
+            commit_lsn: Lsn(lsn),
+            index,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, DeliveryStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        (dir, DeliveryStore::open(&db).unwrap())
+    }
+
+    #[test]
+    fn final_states_are_per_integration_and_forgotten_below_the_floor() {
+        let (_d, s) = store();
+        s.set_final("a", id(10, 0), Final::Delivered).unwrap();
+        s.set_final("a", id(20, 0), Final::Superseded).unwrap();
+        s.set_final("ab", id(10, 0), Final::Dead).unwrap();
+        assert!(s.is_final("a", id(10, 0)).unwrap());
+        assert!(!s.is_final("b", id(10, 0)).unwrap());
+        s.set_floor(id(15, 0)).unwrap();
+        assert!(!s.is_final("a", id(10, 0)).unwrap() && !s.is_final("ab", id(10, 0)).unwrap());
+        assert!(s.is_final("a", id(20, 0)).unwrap());
+        s.set_floor(id(5, 0)).unwrap();
+        assert_eq!(s.floor().unwrap(), Some(id(15, 0)), "the floor never goes back");
+    }
+
+    #[test]
+    fn log_reads_newest_matching_entries_oldest_first() {
+        let (_d, s) = store();
+        for n in 0..5u32 {
+            s.log(&LogEntry {
+                at: String::new(),
+                integration_id: if n % 2 == 0 { "a" } else { "b" }.to_owned(),
+                event_id: id(1, n),
+                wedding_id: None,
+                attempt: 1,
+                outcome: "delivered".into(),
+                status: Some(200),
+                error: None,
+                latency_ms: Some(1.0),
+            })
+            .unwrap();
+        }
+        let got: Vec<u32> = s
+            .read_log(Some("a"), None, 2)
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.index)
+            .collect();
+        assert_eq!(got, [2, 4]);
+        assert_eq!(s.read_log(None, Some(id(1, 3)), 10).unwrap().len(), 1);
+        assert_eq!(s.prune_log(std::time::Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(s.prune_log(std::time::Duration::ZERO).unwrap(), 5);
+    }
+}
