@@ -364,6 +364,9 @@ impl Capture {
         serde_json::to_writer(&mut self.buf, &record).expect("records serialize to a Vec");
         txn.records += 1;
         self.writer.stage(id, &self.buf)?;
+        if !deliveries.is_empty() {
+            self.writer.note_deliveries();
+        }
         Ok(())
     }
 }

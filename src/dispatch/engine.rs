@@ -133,6 +133,9 @@ pub struct Dispatcher {
     /// Round-robin start for fairness between integrations.
     order: Vec<Arc<str>>,
     read_pos: Option<EventId>,
+    /// [`crate::queue::Durable::deliveries`] when the reader last reached the durable end; the
+    /// queue is read again only when it grows (after a start, it is read to the end once).
+    read_deliveries: Option<u64>,
     in_flight: usize,
     timers: BinaryHeap<Reverse<(Instant, Arc<str>, Arc<str>)>>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -206,6 +209,7 @@ impl Dispatcher {
                 integrations: HashMap::new(),
                 order: Vec::new(),
                 read_pos: None,
+                read_deliveries: None,
                 in_flight: 0,
                 timers: BinaryHeap::new(),
                 done_tx,
@@ -281,6 +285,10 @@ impl Dispatcher {
 
     /// Reads the next durable records that have deliveries; true when there may be more.
     fn read(&mut self) -> Result<bool, QueueError> {
+        let staged = self.queue.durable().borrow().deliveries;
+        if self.read_deliveries.is_some_and(|seen| seen >= staged) {
+            return Ok(false);
+        }
         let batch = self.queue.records_with_deliveries(self.read_pos, READ_BATCH)?;
         for r in &batch.records {
             let prev = self.read_pos;
@@ -289,6 +297,9 @@ impl Dispatcher {
         }
         if batch.scanned_to.is_some() {
             self.read_pos = batch.scanned_to;
+        }
+        if !batch.more {
+            self.read_deliveries = Some(staged);
         }
         Ok(batch.more)
     }

@@ -20,6 +20,10 @@ pub struct Durable {
     pub commit_lsn: Lsn,
     /// The LSN just past its commit record: what may be confirmed to PostgreSQL.
     pub end_lsn: Lsn,
+    /// Records with deliveries staged by this process up to that transaction: the dispatcher reads
+    /// the queue again only when this grows.
+    #[serde(skip)]
+    pub deliveries: u64,
 }
 
 /// Bounded reservoir of the most recent commit-to-durable latencies, in microseconds.

@@ -163,6 +163,7 @@ impl Queue {
         let durable = Durable {
             commit_lsn: head.commit_lsn().unwrap_or(Lsn::ZERO),
             end_lsn: head.last.as_ref().map_or(Lsn::ZERO, |t| t.end_lsn),
+            deliveries: 0,
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));

@@ -53,7 +53,8 @@ fn committed_records_become_visible_once_flushed_in_commit_order() {
         durable,
         Durable {
             commit_lsn: Lsn(200),
-            end_lsn: Lsn(208)
+            end_lsn: Lsn(208),
+            deliveries: 0,
         }
     );
     let ids: Vec<_> = q

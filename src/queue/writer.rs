@@ -25,6 +25,8 @@ pub struct QueueWriter {
     committed: Vec<(Durable, i64)>,
     /// Bytes written out since the last interim flush request.
     unflushed: usize,
+    /// Records with deliveries staged so far (see [`Durable::deliveries`]).
+    deliveries: u64,
 }
 
 impl QueueWriter {
@@ -36,6 +38,7 @@ impl QueueWriter {
             chunk_first: None,
             committed: Vec::new(),
             unflushed: 0,
+            deliveries: 0,
         }
     }
 
@@ -55,6 +58,11 @@ impl QueueWriter {
         Ok(())
     }
 
+    /// Notes that the record just staged lists deliveries.
+    pub fn note_deliveries(&mut self) {
+        self.deliveries += 1;
+    }
+
     /// Marks a transaction committed. Its records become visible (and its position durable) with
     /// the next [`QueueWriter::sync`] and flush.
     pub fn commit(&mut self, txn: TxnRecord) -> Result<(), QueueError> {
@@ -72,6 +80,7 @@ impl QueueWriter {
             Durable {
                 commit_lsn: txn.commit_lsn,
                 end_lsn: txn.end_lsn,
+                deliveries: self.deliveries,
             },
             txn.commit_time,
         ));

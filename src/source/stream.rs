@@ -154,6 +154,8 @@ impl Source {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
         let mut pause = self.pause.clone();
+        // without a sender (no dispatcher, or it ended) the pause can no longer change
+        let mut pause_open = true;
         loop {
             let paused = *pause.borrow_and_update();
             tokio::select! {
@@ -162,7 +164,7 @@ impl Source {
                     self.goodbye(stream).await;
                     return Ok(());
                 }
-                _ = pause.changed() => {}
+                changed = pause.changed(), if pause_open => pause_open = changed.is_ok(),
                 read = stream.next_batch(&mut batch), if !paused => {
                     read?;
                     let mut reply = false;
