@@ -8,19 +8,18 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::{backoff, Breaker, BreakerState, TokenBucket};
 use super::outcome::Outcome;
 use super::store::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
-use super::{rate_limit, Adapter, Payload};
+use super::{rate_limit, Adapter, Payload, Queued};
 use crate::config::{Backpressure, DispatchConfig, PriorityName};
 use crate::events::context::Integration;
-use crate::events::{ContextStore, Envelope};
+use crate::events::ContextStore;
 use crate::lsn::Lsn;
-use crate::queue::record::{ChangeRecord, EventId};
+use crate::queue::record::EventId;
 use crate::queue::{Queue, QueueError};
 
 /// Records read from the queue per step.
@@ -308,13 +307,10 @@ impl Dispatcher {
     /// position before it, where an integration that is full resumes reading.
     fn offer_record(
         &mut self,
-        r: &ChangeRecord,
+        r: &Queued,
         prev: Option<EventId>,
         only: Option<&Arc<str>>,
     ) -> Result<(), QueueError> {
-        let Some(event) = &r.event else {
-            return Ok(());
-        };
         let mut payload: Option<Arc<Payload>> = None;
         for target in &r.deliveries {
             if only.is_some_and(|o| **o != **target) {
@@ -342,11 +338,11 @@ impl Dispatcher {
                 .get_or_insert_with(|| {
                     Arc::new(Payload {
                         id: r.id,
-                        body: Bytes::from(serde_json::to_vec(event).expect("envelopes serialize")),
+                        body: r.body.clone(),
                     })
                 })
                 .clone();
-            push(integ, event, payload, false);
+            push(integ, r, payload, false);
         }
         Ok(())
     }
@@ -408,19 +404,21 @@ impl Dispatcher {
     }
 
     fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, QueueError> {
-        let Some(r) = self.queue.record(d.event_id)? else {
-            return Ok(false);
-        };
-        let Some(event) = &r.event else {
+        let Some(q) = self
+            .queue
+            .record(d.event_id)?
+            .as_ref()
+            .and_then(Queued::from_record)
+        else {
             return Ok(false);
         };
         let id = self.integration(&d.integration_id)?;
         let payload = Arc::new(Payload {
-            id: r.id,
-            body: Bytes::from(serde_json::to_vec(event).expect("envelopes serialize")),
+            id: q.id,
+            body: q.body.clone(),
         });
         let integ = self.integrations.get_mut(&id).expect("just ensured");
-        push(integ, event, payload, true);
+        push(integ, &q, payload, true);
         Ok(true)
     }
 
@@ -805,13 +803,13 @@ fn wedding_id(key: &str) -> Option<String> {
 }
 
 /// Appends an event to its wedding's queue (a requeued one goes in id order).
-fn push(integ: &mut Integ, event: &Envelope, payload: Arc<Payload>, requeued: bool) {
-    let wedding: Arc<str> = Arc::from(event.data.wedding_id.as_deref().unwrap_or(""));
-    let field: Option<Arc<str>> = event.data.field_id.as_deref().map(Arc::from);
+fn push(integ: &mut Integ, event: &Queued, payload: Arc<Payload>, requeued: bool) {
+    let wedding: Arc<str> = Arc::from(event.wedding_id.as_deref().unwrap_or(""));
+    let field: Option<Arc<str>> = event.field_id.as_deref().map(Arc::from);
     let entry = Entry {
         id: payload.id,
         field: field.clone(),
-        priority: event.data.priority,
+        priority: event.priority,
         payload,
         queued_at: Instant::now(),
         attempts: 0,

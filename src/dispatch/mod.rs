@@ -35,10 +35,76 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::config::PriorityName;
 use crate::events::context::Integration;
-use crate::queue::record::EventId;
+use crate::queue::record::{ChangeRecord, EventId};
 pub use engine::{Command, DispatchStatus, Dispatcher, IntegrationStatus};
 use outcome::Outcome;
+
+/// A queued event as the dispatcher needs it: where it goes, what orders it, and the bytes sent.
+#[derive(Debug)]
+pub struct Queued {
+    pub id: EventId,
+    pub wedding_id: Option<String>,
+    pub field_id: Option<String>,
+    pub priority: PriorityName,
+    pub deliveries: Vec<String>,
+    /// The envelope's JSON, exactly as stored.
+    pub body: Bytes,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredLine<'a> {
+    #[serde(borrow)]
+    event: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    deliveries: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeKeys {
+    data: EnvelopeKeyData,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeKeyData {
+    wedding_id: Option<String>,
+    field_id: Option<String>,
+    priority: PriorityName,
+}
+
+impl Queued {
+    /// From a stored record line, without building its row images or re-serializing its event:
+    /// the envelope's bytes are sent as they were stored. `None` for a record without an event.
+    pub fn from_line(id: EventId, line: &[u8]) -> Result<Option<Queued>, serde_json::Error> {
+        let stored: StoredLine = serde_json::from_slice(line)?;
+        let Some(event) = stored.event else {
+            return Ok(None);
+        };
+        let keys: EnvelopeKeys = serde_json::from_str(event.get())?;
+        Ok(Some(Queued {
+            id,
+            wedding_id: keys.data.wedding_id,
+            field_id: keys.data.field_id,
+            priority: keys.data.priority,
+            deliveries: stored.deliveries,
+            body: Bytes::copy_from_slice(event.get().as_bytes()),
+        }))
+    }
+
+    /// From a decoded record (a requeued dead letter).
+    pub fn from_record(r: &ChangeRecord) -> Option<Queued> {
+        let e = r.event.as_ref()?;
+        Some(Queued {
+            id: r.id,
+            wedding_id: e.data.wedding_id.clone(),
+            field_id: e.data.field_id.clone(),
+            priority: e.data.priority,
+            deliveries: r.deliveries.clone(),
+            body: Bytes::from(serde_json::to_vec(e).expect("envelopes serialize")),
+        })
+    }
+}
 
 /// What is sent: the event id and the envelope's JSON bytes.
 #[derive(Debug)]
@@ -172,6 +238,27 @@ mod tests {
             rate_limit(&integration("webhook", serde_json::json!({}), true)),
             None
         );
+    }
+
+    #[test]
+    fn a_stored_line_gives_the_envelope_bytes_as_stored_and_its_ordering_keys() {
+        let line = br#"{"id":"0000000000000010:00000001","old":null,"new":{"value":"{\"a\": 1}"},"event":{"type":"field.created","data":{"wedding_id":"w1","field_id":"f1","priority":"critical","new_value":{"a":1}}},"deliveries":["i1"]}"#;
+        let id: EventId = "0000000000000010:00000001".parse().unwrap();
+        let q = Queued::from_line(id, line).unwrap().unwrap();
+        assert_eq!(
+            &q.body[..],
+            br#"{"type":"field.created","data":{"wedding_id":"w1","field_id":"f1","priority":"critical","new_value":{"a":1}}}"#
+        );
+        assert_eq!(
+            (q.wedding_id.as_deref(), q.field_id.as_deref()),
+            (Some("w1"), Some("f1"))
+        );
+        assert_eq!(q.priority, PriorityName::Critical);
+        assert_eq!(q.deliveries, ["i1"]);
+        assert!(Queued::from_line(id, br#"{"id":"x","new":{}}"#)
+            .unwrap()
+            .is_none());
+        assert!(Queued::from_line(id, b"{not json").is_err());
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub const SCAN_LINES: usize = 16_384;
 /// What [`Queue::records_with_deliveries`] found.
 #[derive(Debug, Default)]
 pub struct DeliveryBatch {
-    pub records: Vec<ChangeRecord>,
+    pub records: Vec<crate::dispatch::Queued>,
     /// The last record scanned (with deliveries or not).
     pub scanned_to: Option<EventId>,
     /// Stopped at a limit: there may be more.
@@ -296,7 +296,9 @@ impl Queue {
             }
             scanned += 1;
             if chunk::has_deliveries(line) {
-                batch.records.push(decode_record(&id, line)?);
+                let queued = crate::dispatch::Queued::from_line(id, line)
+                    .map_err(|e| corrupt(&format!("record {id}"), &e.to_string()))?;
+                batch.records.extend(queued);
             }
             batch.scanned_to = Some(id);
             Ok(true)
