@@ -7,12 +7,17 @@
 //! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered.
 //! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
 //!   `disabled/<integration id>` → [`Disabled`] JSON.
-//! - `dl_log`: `unix micros (u64 BE) ‖ sequence (u32 BE)` → [`LogEntry`] JSON, pruned by age.
+//! - `dl_log`: chunks of [`LogEntry`] JSON lines, keyed by the time of their newest entry (unix
+//!   micros, u64 BE, then a sequence number), pruned by age.
 //!
-//! Final states are written without waiting for a flush: after a crash a delivered event may be
-//! sent again (at least once; receivers dedupe on the stable id), never lost.
+//! Final states and log entries are buffered in memory and written when the floor is saved (about
+//! once a second): a final state below the new floor is not written at all, and a second's log
+//! entries take one sled write. After a crash a delivered event may be sent again (at least once;
+//! receivers dedupe on the stable id), never lost.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +86,15 @@ pub struct DeliveryStore {
     dead: sled::Tree,
     meta: sled::Tree,
     log: sled::Tree,
+    pending: Arc<Mutex<Pending>>,
+}
+
+/// Written at the next [`DeliveryStore::set_floor`].
+#[derive(Default)]
+struct Pending {
+    finals: HashMap<Vec<u8>, Final>,
+    /// Log entries as JSON lines, oldest first.
+    log: Vec<u8>,
 }
 
 static LOG_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -118,15 +132,21 @@ impl DeliveryStore {
             dead: db.open_tree("dl_dead")?,
             meta: db.open_tree("dl_meta")?,
             log: db.open_tree("dl_log")?,
+            pending: Arc::default(),
         })
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn is_final(&self, integration: &str, id: EventId) -> Result<bool, QueueError> {
-        Ok(self.state.contains_key(key(integration, id))?)
+        let k = key(integration, id);
+        Ok(self.pending().finals.contains_key(&k) || self.state.contains_key(k)?)
     }
 
     pub fn set_final(&self, integration: &str, id: EventId, state: Final) -> Result<(), QueueError> {
-        self.state.insert(key(integration, id), &[state.byte()])?;
+        self.pending().finals.insert(key(integration, id), state);
         Ok(())
     }
 
@@ -134,8 +154,19 @@ impl DeliveryStore {
         Ok(self.meta.get("floor")?.and_then(|v| EventId::from_key(&v)))
     }
 
-    /// Raises the floor and forgets the final states below it, for every integration.
+    /// Writes what is buffered (final states at or above `floor` only), raises the floor and
+    /// forgets the final states below it, for every integration.
     pub fn set_floor(&self, floor: EventId) -> Result<(), QueueError> {
+        let (finals, log) = {
+            let mut p = self.pending();
+            (std::mem::take(&mut p.finals), std::mem::take(&mut p.log))
+        };
+        for (k, state) in finals {
+            if split_key(&k).is_some_and(|(_, id)| id >= floor) {
+                self.state.insert(k, &[state.byte()])?;
+            }
+        }
+        self.write_log(log)?;
         if self.floor()?.is_some_and(|f| f >= floor) {
             return Ok(());
         }
@@ -193,13 +224,24 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// Appends an entry to the log (written with the next floor, or when the log is read).
     pub fn log(&self, e: &LogEntry) -> Result<(), QueueError> {
+        let mut p = self.pending();
+        serde_json::to_writer(&mut p.log, e).expect("log entries serialize");
+        p.log.push(b'\n');
+        Ok(())
+    }
+
+    /// Writes buffered log lines as one chunk keyed by now (the time of its newest entry).
+    fn write_log(&self, lines: Vec<u8>) -> Result<(), QueueError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let micros = chrono::Utc::now().timestamp_micros().max(0) as u64;
         let mut k = [0u8; 12];
         k[..8].copy_from_slice(&micros.to_be_bytes());
         k[8..].copy_from_slice(&LOG_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        self.log
-            .insert(k, serde_json::to_vec(e).expect("log entries serialize"))?;
+        self.log.insert(k, lines)?;
         Ok(())
     }
 
@@ -210,24 +252,30 @@ impl DeliveryStore {
         event: Option<EventId>,
         last: usize,
     ) -> Result<Vec<LogEntry>, QueueError> {
+        let buffered = std::mem::take(&mut self.pending().log);
+        self.write_log(buffered)?;
         let mut out = Vec::new();
-        for item in self.log.iter().rev() {
-            if out.len() >= last {
-                break;
+        'chunks: for item in self.log.iter().rev() {
+            let (_, chunk) = item?;
+            for line in chunk.split(|b| *b == b'\n').rev().filter(|l| !l.is_empty()) {
+                if out.len() >= last {
+                    break 'chunks;
+                }
+                let e: LogEntry =
+                    serde_json::from_slice(line).map_err(|e| corrupt("delivery log entry", e))?;
+                if integration.is_some_and(|i| i != e.integration_id)
+                    || event.is_some_and(|id| id != e.event_id)
+                {
+                    continue;
+                }
+                out.push(e);
             }
-            let (_, v) = item?;
-            let e: LogEntry = serde_json::from_slice(&v).map_err(|e| corrupt("delivery log entry", e))?;
-            if integration.is_some_and(|i| i != e.integration_id) || event.is_some_and(|id| id != e.event_id)
-            {
-                continue;
-            }
-            out.push(e);
         }
         out.reverse();
         Ok(out)
     }
 
-    /// Removes log entries older than `retention`.
+    /// Removes log chunks whose newest entry is older than `retention`; returns how many.
     pub fn prune_log(&self, retention: std::time::Duration) -> Result<usize, QueueError> {
         let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
         let cutoff = now.saturating_sub(retention.as_micros() as u64);
@@ -269,6 +317,7 @@ mod tests {
         assert!(!s.is_final("b", id(10, 0)).unwrap());
         s.set_floor(id(15, 0)).unwrap();
         assert!(!s.is_final("a", id(10, 0)).unwrap() && !s.is_final("ab", id(10, 0)).unwrap());
+        assert_eq!(s.state.len(), 1, "final states below the floor are never written");
         assert!(s.is_final("a", id(20, 0)).unwrap());
         s.set_floor(id(5, 0)).unwrap();
         assert_eq!(s.floor().unwrap(), Some(id(15, 0)), "the floor never goes back");
@@ -300,6 +349,8 @@ mod tests {
         assert_eq!(got, [2, 4]);
         assert_eq!(s.read_log(None, Some(id(1, 3)), 10).unwrap().len(), 1);
         assert_eq!(s.prune_log(std::time::Duration::from_secs(3600)).unwrap(), 0);
-        assert_eq!(s.prune_log(std::time::Duration::ZERO).unwrap(), 5);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(s.prune_log(std::time::Duration::ZERO).unwrap(), 1, "one chunk");
+        assert!(s.read_log(None, None, 10).unwrap().is_empty());
     }
 }

@@ -105,6 +105,7 @@ pub struct Queue {
     changes: sled::Tree,
     meta: sled::Tree,
     flusher: Arc<Flusher>,
+    deliveries: crate::dispatch::store::DeliveryStore,
     _stop: Arc<StopFlusherOnDrop>,
 }
 
@@ -167,11 +168,13 @@ impl Queue {
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
+        let deliveries = crate::dispatch::store::DeliveryStore::open(&db)?;
         Ok(Queue {
             db,
             changes,
             meta,
             flusher,
+            deliveries,
             _stop,
         })
     }
@@ -197,8 +200,9 @@ impl Queue {
     }
 
     /// The wedding context store kept in the same database.
+    /// The delivery store (one per open queue: its buffers are shared by every handle).
     pub fn deliveries(&self) -> Result<crate::dispatch::store::DeliveryStore, QueueError> {
-        crate::dispatch::store::DeliveryStore::open(&self.db)
+        Ok(self.deliveries.clone())
     }
 
     pub fn context(&self) -> Result<crate::events::ContextStore, QueueError> {
