@@ -17,7 +17,6 @@
 mod common;
 
 #[path = "../tests/it/support/receiver.rs"]
-#[allow(dead_code)]
 mod receiver;
 
 use std::process::{Child, Command, Stdio};

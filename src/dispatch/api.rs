@@ -59,20 +59,18 @@ struct Filter {
     last: Option<usize>,
 }
 
-fn event_filter(f: &Filter) -> Result<Option<EventId>, Response> {
-    f.event
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: crate::queue::record::ParseEventIdError| {
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-        })
+fn event_filter(f: &Filter) -> Result<Option<EventId>, crate::queue::record::ParseEventIdError> {
+    f.event.as_deref().map(str::parse).transpose()
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
 }
 
 async fn dead(State(st): State<AppState>, Query(f): Query<Filter>) -> Response {
     let event = match event_filter(&f) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     match st.queue.deliveries().and_then(|s| s.dead_letters()) {
         Ok(list) => Json(
@@ -89,7 +87,7 @@ async fn dead(State(st): State<AppState>, Query(f): Query<Filter>) -> Response {
 async fn log(State(st): State<AppState>, Query(f): Query<Filter>) -> Response {
     let event = match event_filter(&f) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let last = f.last.unwrap_or(50).min(10_000);
     match st
@@ -118,7 +116,7 @@ async fn requeue(State(st): State<AppState>, Json(req): Json<RequeueRequest>) ->
     .await;
     match answer {
         Ok(Ok(n)) => Json(serde_json::json!({"requeued": n})).into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => bad_request(e),
         Err(r) => r,
     }
 }

@@ -115,6 +115,9 @@ struct Integ {
     stats: IntegrationStatus,
 }
 
+/// A wedding waiting for a retry: (when, integration, wedding).
+type Retry = (Instant, Arc<str>, Arc<str>);
+
 struct Done {
     integration: Arc<str>,
     wedding: Arc<str>,
@@ -136,7 +139,7 @@ pub struct Dispatcher {
     /// queue is read again only when it grows (after a start, it is read to the end once).
     read_deliveries: Option<u64>,
     in_flight: usize,
-    timers: BinaryHeap<Reverse<(Instant, Arc<str>, Arc<str>)>>,
+    timers: BinaryHeap<Reverse<Retry>>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     pause: watch::Sender<bool>,

@@ -61,6 +61,9 @@ pub struct Commit {
 /// Facts learnt from field values: (guest total, venue capacity).
 type Facts = (Option<u32>, Option<u32>);
 
+/// The integration ids an event goes to.
+type Targets = Arc<[String]>;
+
 /// Wedding contexts kept in memory; beyond this many the cache starts over.
 const CACHED_WEDDINGS: usize = 10_000;
 
@@ -76,7 +79,7 @@ pub struct EventBuilder {
     learned: RefCell<HashMap<String, Facts>>,
     /// (organisation, field type) → the integrations its events go to; cleared when an
     /// integration changes.
-    targets: RefCell<HashMap<(String, String), Arc<[String]>>>,
+    targets: RefCell<HashMap<(String, String), Targets>>,
     dispatch: bool,
     /// The last commit time formatted, shared by the rows of a transaction.
     committed_at: RefCell<(i64, String)>,
