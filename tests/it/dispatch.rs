@@ -135,10 +135,21 @@ async fn start(
     max_attempts: u32,
     http: &str,
 ) -> (tempfile::TempDir, fieldsync::app::Daemon) {
+    start_with(cluster, max_attempts, http, "").await
+}
+
+/// [`start`] with more `[dispatch]` keys.
+async fn start_with(
+    cluster: &Cluster,
+    max_attempts: u32,
+    http: &str,
+    dispatch: &str,
+) -> (tempfile::TempDir, fieldsync::app::Daemon) {
     let dir = tempfile::tempdir().unwrap();
     let toml = daemon::config_toml(cluster, &dir.path().join("q"), 0)
         .replace("[http]\n", &format!("[http]\n{http}"))
-        + &dispatch_toml(max_attempts);
+        + &dispatch_toml(max_attempts)
+        + dispatch;
     (dir, daemon::start(&toml).await)
 }
 
@@ -495,11 +506,7 @@ async fn past_the_bound_deliveries_wait_in_the_queue_and_drain_in_order_when_the
     let receiver = Receiver::start(SECRET).await;
     let db = sql(&cluster).await;
     seed(&db, 10, &receiver.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = daemon::config_toml(&cluster, &dir.path().join("q"), 0)
-        + &dispatch_toml(10_000)
-        + "max_queued_per_integration = 40\n";
-    let d = daemon::start(&toml).await;
+    let (_dir, d) = start_with(&cluster, 10_000, "", "max_queued_per_integration = 40\n").await;
 
     receiver.pause().await;
     edit(&db, 8, 400, 10, 40).await;
@@ -567,11 +574,8 @@ async fn with_the_pause_policy_capture_stops_reading_while_an_integration_is_ove
     let receiver = Receiver::start(SECRET).await;
     let db = sql(&cluster).await;
     seed(&db, 5, &receiver.url()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = daemon::config_toml(&cluster, &dir.path().join("q"), 0)
-        + &dispatch_toml(10_000)
-        + "max_queued_per_integration = 20\nbackpressure = \"pause\"\n";
-    let d = daemon::start(&toml).await;
+    let dispatch = "max_queued_per_integration = 20\nbackpressure = \"pause\"\n";
+    let (_dir, d) = start_with(&cluster, 10_000, "", dispatch).await;
 
     receiver.pause().await;
     edit(&db, 10, 100, 5, 30).await;
