@@ -129,16 +129,32 @@ async fn converge(db: &tokio_postgres::Client, receiver: &Receiver) {
     );
 }
 
-/// The daemon in this process; `http` is added to the `[http]` section.
-async fn start(
-    cluster: &Cluster,
-    max_attempts: u32,
-    http: &str,
-) -> (tempfile::TempDir, fieldsync::app::Daemon) {
-    start_with(cluster, max_attempts, http, "").await
+/// A receiver, a cluster with the organisation, `weddings` weddings and the webhook integration
+/// pointing at the receiver, and the daemon in this process (see [`start_with`]).
+struct Setup {
+    receiver: Receiver,
+    db: tokio_postgres::Client,
+    d: fieldsync::app::Daemon,
+    _dir: tempfile::TempDir,
+    _cluster: Cluster,
 }
 
-/// [`start`] with more `[dispatch]` keys.
+async fn setup(weddings: usize, max_attempts: u32, http: &str, dispatch: &str) -> Setup {
+    let cluster = cluster_with_schema();
+    let receiver = Receiver::start(SECRET).await;
+    let db = sql(&cluster).await;
+    seed(&db, weddings, &receiver.url()).await;
+    let (_dir, d) = start_with(&cluster, max_attempts, http, dispatch).await;
+    Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster: cluster,
+    }
+}
+
+/// The daemon in this process; `http` is added to the `[http]` section, `dispatch` to `[dispatch]`.
 async fn start_with(
     cluster: &Cluster,
     max_attempts: u32,
@@ -161,11 +177,13 @@ fn deliveries_status(d: &fieldsync::app::Daemon) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_edits_reach_the_webhook_receiver_signed_and_in_order() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
-    let db = sql(&cluster).await;
-    seed(&db, 5, &receiver.url()).await;
-    let (_dir, d) = start(&cluster, 10_000, "").await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(5, 10_000, "", "").await;
 
     edit(&db, 1, 200, 5, 4).await;
     converge(&db, &receiver).await;
@@ -200,8 +218,13 @@ async fn field_edits_reach_the_webhook_receiver_signed_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_receiver_still_ends_with_the_databases_state_in_order() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(20, 10_000, "", "").await;
     receiver.set_faults(Faults {
         error_rate: 0.3,
         rate_limit_rate: 0.05,
@@ -210,9 +233,6 @@ async fn a_flaky_receiver_still_ends_with_the_databases_state_in_order() {
         hang: Duration::from_millis(700),
         ..Faults::default()
     });
-    let db = sql(&cluster).await;
-    seed(&db, 20, &receiver.url()).await;
-    let (_dir, d) = start(&cluster, 10_000, "").await;
 
     edit(&db, 2, 600, 20, 5).await;
     converge(&db, &receiver).await;
@@ -231,11 +251,13 @@ async fn a_flaky_receiver_still_ends_with_the_databases_state_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_while_the_receiver_is_down_and_all_arrive_in_order_when_it_is_back() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
-    let db = sql(&cluster).await;
-    seed(&db, 10, &receiver.url()).await;
-    let (_dir, d) = start(&cluster, 10_000, "").await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(10, 10_000, "", "").await;
 
     receiver.pause().await;
     edit(&db, 3, 300, 10, 4).await;
@@ -252,16 +274,18 @@ async fn events_wait_while_the_receiver_is_down_and_all_arrive_in_order_when_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_delivers_it() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(4, 3, "", "").await;
     let blocked = wedding(0);
     receiver.set_faults(Faults {
         reject_wedding: Some(blocked.clone()),
         ..Faults::default()
     });
-    let db = sql(&cluster).await;
-    seed(&db, 4, &receiver.url()).await;
-    let (_dir, d) = start(&cluster, 3, "").await;
 
     edit(&db, 4, 120, 4, 3).await;
     let want = db_state(&db).await;
@@ -457,7 +481,7 @@ async fn the_live_stream_delivers_events_and_resumes_from_last_event_id_without_
     let cluster = cluster_with_schema();
     let db = sql(&cluster).await;
     seed(&db, 3, "http://127.0.0.1:9/unused").await;
-    let (_dir, d) = start(&cluster, 10_000, "stream_token = \"s3cret-token\"\n").await;
+    let (_dir, d) = start_with(&cluster, 10_000, "stream_token = \"s3cret-token\"\n", "").await;
     let url = format!("http://{}/events/stream?organization={ORG}", d.http_addr);
     let client = reqwest::Client::new();
 
@@ -502,11 +526,13 @@ async fn the_live_stream_delivers_events_and_resumes_from_last_event_id_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_bound_deliveries_wait_in_the_queue_and_drain_in_order_when_the_receiver_is_back() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
-    let db = sql(&cluster).await;
-    seed(&db, 10, &receiver.url()).await;
-    let (_dir, d) = start_with(&cluster, 10_000, "", "max_queued_per_integration = 40\n").await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(10, 10_000, "", "max_queued_per_integration = 40\n").await;
 
     receiver.pause().await;
     edit(&db, 8, 400, 10, 40).await;
@@ -533,15 +559,17 @@ async fn past_the_bound_deliveries_wait_in_the_queue_and_drain_in_order_when_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_410_disables_the_integration_until_its_config_changes() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(3, 10_000, "", "").await;
     receiver.set_faults(Faults {
         gone: true,
         ..Faults::default()
     });
-    let db = sql(&cluster).await;
-    seed(&db, 3, &receiver.url()).await;
-    let (_dir, d) = start(&cluster, 10_000, "").await;
 
     edit(&db, 9, 40, 3, 3).await;
     wait_for_async(DEADLINE, "the integration to be disabled", || async {
@@ -570,12 +598,14 @@ async fn a_410_disables_the_integration_until_its_config_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_pause_policy_capture_stops_reading_while_an_integration_is_over_its_bound() {
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
-    let db = sql(&cluster).await;
-    seed(&db, 5, &receiver.url()).await;
     let dispatch = "max_queued_per_integration = 20\nbackpressure = \"pause\"\n";
-    let (_dir, d) = start_with(&cluster, 10_000, "", dispatch).await;
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(5, 10_000, "", dispatch).await;
 
     receiver.pause().await;
     edit(&db, 10, 100, 5, 30).await;
