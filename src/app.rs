@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::check::{self, CheckResult};
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
 use crate::queue::{Queue, QueueError};
@@ -36,6 +37,8 @@ pub enum AppError {
     Task(String),
     #[error("dispatcher stopped: {0}")]
     Dispatch(QueueError),
+    #[error("integration secrets: {0}")]
+    Credentials(String),
 }
 
 /// A running daemon.
@@ -65,7 +68,14 @@ impl Daemon {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut source = Source::new(Arc::new(config.clone()), queue.clone(), status.clone())?;
         let (commands, dispatch) = if config.dispatch.enabled {
-            let (dispatcher, pause) = Dispatcher::new(config.dispatch.clone(), queue.clone())?;
+            let credentials = match &config.dispatch.secrets_key_file {
+                Some(path) => {
+                    Credentials::from_key_file(path).map_err(|e| AppError::Credentials(e.to_string()))?
+                }
+                None => Credentials::default(),
+            };
+            let (dispatcher, pause) =
+                Dispatcher::new(config.dispatch.clone(), queue.clone(), Arc::new(credentials))?;
             source = source.with_pause(pause);
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             (

@@ -58,6 +58,20 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         last: usize,
     },
+    /// Serve the CRM API sandboxes (Tave, Google Calendar, Stripe, Light Blue, a Zapier catch hook).
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: std::net::SocketAddr,
+        /// JSON file with the credentials the sandboxes accept (default: the documented test values).
+        #[arg(long)]
+        accounts: Option<PathBuf>,
+    },
+    /// Integration secrets: make a key, encrypt a secret for an integration's config.
+    Secret {
+        #[command(subcommand)]
+        what: SecretCommand,
+    },
     /// Deliveries to integrations: status, dead letters, the attempt log, requeue.
     Deliveries {
         #[command(flatten)]
@@ -93,6 +107,18 @@ enum Deliveries {
     },
 }
 
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Print a new random key (32 bytes, base64) for [dispatch] secrets_key_file.
+    Keygen,
+    /// Read a secret from standard input and print {"encrypted": "fsenc1:…"} for an integration's config.
+    Encrypt {
+        /// The key file ([dispatch] secrets_key_file).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -115,6 +141,8 @@ fn main() -> ExitCode {
             },
             Command::Queue { config, last } => queue_view(config, last).await,
             Command::Deliveries { config, what } => deliveries(config, what),
+            Command::Sandbox { listen, accounts } => sandbox(listen, accounts.as_deref()).await,
+            Command::Secret { what } => secret(what),
             Command::Demo { exit_after_script } => {
                 match fieldsync::demo::run(exit_after_script, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +154,76 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+async fn sandbox(listen: std::net::SocketAddr, accounts: Option<&Path>) -> ExitCode {
+    let accounts = match accounts {
+        None => fieldsync::sandbox::Accounts::default(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: --accounts {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = match fieldsync::sandbox::spawn(listener, accounts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("sandboxes listening on {}: /tave/api/v2, /tave/webservice/create-lead/{{studioId}}, /google/calendar/v3, /google/oauth2/token, /stripe/v1, /lightblue/api.php, /zapier/hooks/catch/{{id}}/{{key}}/; state at /_sandbox/state", running.url());
+    shutdown_signal().await;
+    ExitCode::SUCCESS
+}
+
+fn secret(what: SecretCommand) -> ExitCode {
+    use fieldsync::credentials;
+    match what {
+        SecretCommand::Keygen => {
+            println!("{}", credentials::generate_key());
+            ExitCode::SUCCESS
+        }
+        SecretCommand::Encrypt { key_file } => {
+            let key = match std::fs::read_to_string(&key_file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| credentials::parse_key(t.trim()))
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: --key-file {}: {e}", key_file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut plain = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut plain) {
+                eprintln!("error: cannot read the secret from standard input: {e}");
+                return ExitCode::from(1);
+            }
+            let plain = plain.trim_end_matches(['\n', '\r']);
+            if plain.is_empty() {
+                eprintln!("error: standard input is empty: pipe the secret in (e.g. printf %s \"$KEY\" | fieldsync secret encrypt --key-file …)");
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "encrypted": credentials::encrypt(&key, plain) })
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {

@@ -27,6 +27,7 @@ pub struct RawDispatch {
     pub breaker_cooldown: Duration,
     #[serde(with = "humantime_serde")]
     pub log_retention: Duration,
+    pub secrets_key_file: String,
 }
 
 impl Default for RawDispatch {
@@ -44,6 +45,7 @@ impl Default for RawDispatch {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
             log_retention: Duration::from_secs(7 * 24 * 3600),
+            secrets_key_file: String::new(),
         }
     }
 }
@@ -73,6 +75,8 @@ pub struct DispatchConfig {
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub log_retention: Duration,
+    /// The key of integration secrets written `{"encrypted": …}` (`fieldsync secret keygen`).
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 pub(super) fn check_dispatch(
@@ -125,6 +129,12 @@ pub(super) fn check_dispatch(
             ),
         ));
     }
+    let secrets_key_file =
+        (!raw.secrets_key_file.is_empty()).then(|| std::path::PathBuf::from(&raw.secrets_key_file));
+    if let Some(path) = &secrets_key_file {
+        crate::credentials::Credentials::from_key_file(path)
+            .map_err(|e| err("dispatch.secrets_key_file", e.to_string()))?;
+    }
     Ok(DispatchConfig {
         enabled: raw.enabled,
         max_in_flight: raw.max_in_flight,
@@ -138,5 +148,6 @@ pub(super) fn check_dispatch(
         breaker_failures: raw.breaker_failures,
         breaker_cooldown: raw.breaker_cooldown,
         log_retention: raw.log_retention,
+        secrets_key_file,
     })
 }

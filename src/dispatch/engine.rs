@@ -16,6 +16,7 @@ use super::outcome::Outcome;
 use super::store::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
 use super::{rate_limit, Adapter, Payload, Queued};
 use crate::config::{Backpressure, DispatchConfig, PriorityName};
+use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
 use crate::lsn::Lsn;
@@ -131,6 +132,7 @@ pub struct Dispatcher {
     context: ContextStore,
     store: DeliveryStore,
     client: reqwest::Client,
+    credentials: Arc<Credentials>,
     integrations: HashMap<Arc<str>, Integ>,
     /// Round-robin start for fairness between integrations.
     order: Vec<Arc<str>>,
@@ -189,7 +191,11 @@ fn next(id: EventId) -> EventId {
 impl Dispatcher {
     /// Builds the dispatcher and the receiver of its pause signal (true while backpressure with
     /// the `pause` policy asks capture to stop reading).
-    pub fn new(cfg: DispatchConfig, queue: Queue) -> Result<(Dispatcher, watch::Receiver<bool>), QueueError> {
+    pub fn new(
+        cfg: DispatchConfig,
+        queue: Queue,
+        credentials: Arc<Credentials>,
+    ) -> Result<(Dispatcher, watch::Receiver<bool>), QueueError> {
         let context = queue.context()?;
         let store = queue.deliveries()?;
         let client = reqwest::Client::builder()
@@ -208,6 +214,7 @@ impl Dispatcher {
                 context,
                 store,
                 client,
+                credentials,
                 integrations: HashMap::new(),
                 order: Vec::new(),
                 read_pos: None,
@@ -452,7 +459,7 @@ impl Dispatcher {
                 ..Default::default()
             },
         };
-        configure(&mut integ, row.as_ref(), &self.cfg);
+        configure(&mut integ, row.as_ref(), &self.cfg, &self.credentials);
         if let Some(d) = self.store.disabled(&id)? {
             if d.config_fingerprint == integ.fingerprint {
                 integ.disabled = Some(d.reason);
@@ -651,7 +658,7 @@ impl Dispatcher {
             if fp == integ.fingerprint {
                 continue;
             }
-            configure(integ, row, &self.cfg);
+            configure(integ, row, &self.cfg, &self.credentials);
             if integ.disabled.take().is_some() {
                 tracing::info!(integration = %integ.id, "integration re-enabled: its configuration changed");
                 self.store.set_disabled(&integ.id, None)?;
@@ -785,13 +792,13 @@ impl Dispatcher {
 }
 
 /// (Re)builds an integration's adapter and limits from its row.
-fn configure(integ: &mut Integ, row: Option<&Integration>, cfg: &DispatchConfig) {
+fn configure(integ: &mut Integ, row: Option<&Integration>, cfg: &DispatchConfig, credentials: &Credentials) {
     integ.fingerprint = row.map_or(0, fingerprint);
     integ.breaker = Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown);
     match row {
         Some(r) => {
             integ.kind = r.integration_type.clone();
-            integ.adapter = Adapter::build(r).map(Arc::new).map_err(|e| {
+            integ.adapter = Adapter::build(r, credentials).map(Arc::new).map_err(|e| {
                 tracing::error!(integration = %integ.id, "{e}; its deliveries wait until the configuration is fixed");
                 e.to_string()
             });

@@ -25,10 +25,16 @@
 //!   drained (`alert`), and with `pause` the replication stream is not read meanwhile.
 
 pub mod api;
+pub mod crm;
 mod engine;
+pub mod google;
+pub mod honeybook;
+pub mod lightblue;
 pub mod limits;
 pub mod outcome;
 pub mod store;
+pub mod stripe;
+pub mod tave;
 pub mod webhook;
 
 use std::time::Duration;
@@ -36,6 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::PriorityName;
+use crate::credentials::{CredentialError, Credentials};
 use crate::events::context::Integration;
 use crate::queue::record::{ChangeRecord, EventId};
 pub use engine::{Command, DispatchStatus, Dispatcher, IntegrationStatus};
@@ -130,18 +137,47 @@ impl AdapterError {
     }
 }
 
+impl From<CredentialError> for AdapterError {
+    fn from(e: CredentialError) -> AdapterError {
+        match e {
+            CredentialError::Missing { key, hint } => AdapterError {
+                key,
+                why: format!("is missing: {hint}"),
+            },
+            CredentialError::Invalid { key, why } => AdapterError { key, why },
+        }
+    }
+}
+
 /// The integration types that have an adapter.
 pub const INTEGRATION_TYPES: &[&str] = &["webhook"];
 
 /// One integration's adapter, built from its row.
 pub enum Adapter {
     Webhook(webhook::Webhook),
+    Tave(tave::Tave),
+    Google(google::Google),
+    Stripe(stripe::Stripe),
+    HoneyBook(honeybook::HoneyBook),
+    LightBlue(lightblue::LightBlue),
 }
 
 impl Adapter {
-    pub fn build(i: &Integration) -> Result<Adapter, AdapterError> {
+    pub fn build(i: &Integration, credentials: &Credentials) -> Result<Adapter, AdapterError> {
+        let c = &i.config;
         match i.integration_type.as_str() {
-            "webhook" => Ok(Adapter::Webhook(webhook::Webhook::from_config(&i.config)?)),
+            "webhook" => Ok(Adapter::Webhook(webhook::Webhook::from_config(c, credentials)?)),
+            "tave" => Ok(Adapter::Tave(tave::Tave::from_config(c, credentials)?)),
+            "google_calendar" => Ok(Adapter::Google(google::Google::from_config(c, credentials)?)),
+            "stripe" => Ok(Adapter::Stripe(stripe::Stripe::from_config(c, credentials)?)),
+            "honeybook" => Ok(Adapter::HoneyBook(honeybook::HoneyBook::from_config(
+                c,
+                credentials,
+            )?)),
+            "lightblue" => Ok(Adapter::LightBlue(lightblue::LightBlue::from_config(
+                c,
+                credentials,
+            )?)),
             other => Err(AdapterError::config(
                 "integration_type",
                 &format!(
@@ -154,14 +190,24 @@ impl Adapter {
 
     pub async fn deliver(&self, client: &reqwest::Client, payload: &Payload, timeout: Duration) -> Outcome {
         match self {
-            Adapter::Webhook(w) => w.deliver(client, payload, timeout).await,
+            Adapter::Webhook(a) => a.deliver(client, payload, timeout).await,
+            Adapter::Tave(a) => a.deliver(client, payload, timeout).await,
+            Adapter::Google(a) => a.deliver(client, payload, timeout).await,
+            Adapter::Stripe(a) => a.deliver(client, payload, timeout).await,
+            Adapter::HoneyBook(a) => a.deliver(client, payload, timeout).await,
+            Adapter::LightBlue(a) => a.deliver(client, payload, timeout).await,
         }
     }
 
     /// The endpoint, for status and logs (no query, no credentials).
     pub fn endpoint(&self) -> String {
         match self {
-            Adapter::Webhook(w) => w.endpoint(),
+            Adapter::Webhook(a) => a.endpoint(),
+            Adapter::Tave(a) => a.endpoint(),
+            Adapter::Google(a) => a.endpoint(),
+            Adapter::Stripe(a) => a.endpoint(),
+            Adapter::HoneyBook(a) => a.endpoint(),
+            Adapter::LightBlue(a) => a.endpoint(),
         }
     }
 }
@@ -263,9 +309,12 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        let e = Adapter::build(&integration("fax", serde_json::json!({}), true))
-            .err()
-            .unwrap();
+        let e = Adapter::build(
+            &integration("fax", serde_json::json!({}), true),
+            &Credentials::default(),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("\"fax\" has no adapter"), "{e}");
     }
 }

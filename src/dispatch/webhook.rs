@@ -15,6 +15,7 @@ use ring::hmac;
 
 use super::outcome::{classify_http, classify_transport, redact_url, Outcome};
 use super::{AdapterError, Payload};
+use crate::credentials::Credentials;
 
 pub struct Webhook {
     url: reqwest::Url,
@@ -23,7 +24,10 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn from_config(config: &serde_json::Value) -> Result<Webhook, AdapterError> {
+    pub fn from_config(
+        config: &serde_json::Value,
+        credentials: &Credentials,
+    ) -> Result<Webhook, AdapterError> {
         let url = config.get("url").and_then(|u| u.as_str()).ok_or_else(|| {
             AdapterError::config("url", "is missing: set config.url to the receiver's https URL")
         })?;
@@ -39,24 +43,26 @@ impl Webhook {
                 ),
             ));
         }
-        let mut secrets: Vec<&str> = Vec::new();
-        if let Some(s) = config.get("secret").and_then(|s| s.as_str()) {
-            secrets.push(s);
-        }
+        let mut secrets = Vec::new();
+        secrets.extend(credentials.get(config, "secret")?);
         if let Some(list) = config.get("secrets").and_then(|s| s.as_array()) {
-            secrets.extend(list.iter().filter_map(|s| s.as_str()));
+            for (i, item) in list.iter().enumerate() {
+                let slot = serde_json::json!({ format!("secrets[{i}]"): item });
+                secrets.extend(credentials.get(&slot, &format!("secrets[{i}]"))?);
+            }
         }
         if secrets.is_empty() {
             return Err(AdapterError::config(
                 "secret",
-                "is missing: set config.secret to a whsec_… signing secret (24 to 64 random bytes, base64)",
+                "is missing: set config.secret to a whsec_… signing secret (24 to 64 random bytes, base64), or a reference to one",
             ));
         }
         let keys = secrets
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                signing_key(s).map_err(|why| AdapterError::config(&format!("secret #{}", i + 1), why))
+                signing_key(s.expose())
+                    .map_err(|why| AdapterError::config(&format!("secret #{}", i + 1), why))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let timeout = config
@@ -128,7 +134,7 @@ mod tests {
     use super::*;
 
     fn webhook(config: serde_json::Value) -> Result<Webhook, AdapterError> {
-        Webhook::from_config(&config)
+        Webhook::from_config(&config, &Credentials::default())
     }
 
     #[test]

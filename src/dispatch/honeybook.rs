@@ -1,0 +1,31 @@
+//! The honeybook adapter (being built).
+
+use std::time::Duration;
+
+use super::outcome::Outcome;
+use super::{AdapterError, Payload};
+use crate::credentials::Credentials;
+
+pub struct HoneyBook {}
+
+impl HoneyBook {
+    pub fn from_config(
+        _config: &serde_json::Value,
+        _credentials: &Credentials,
+    ) -> Result<HoneyBook, AdapterError> {
+        Err(AdapterError::config("integration_type", "has no adapter yet"))
+    }
+
+    pub async fn deliver(
+        &self,
+        _client: &reqwest::Client,
+        _payload: &Payload,
+        _timeout: Duration,
+    ) -> Outcome {
+        unreachable!("never built")
+    }
+
+    pub fn endpoint(&self) -> String {
+        String::new()
+    }
+}
