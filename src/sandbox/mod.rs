@@ -132,6 +132,7 @@ struct Bucket {
 pub struct Sandbox {
     pub accounts: Accounts,
     faults: Mutex<HashMap<Api, (Faults, Option<Bucket>)>>,
+    exchanges: Mutex<std::collections::VecDeque<Exchange>>,
     pub tave: Mutex<tave::State>,
     pub google: Mutex<google::State>,
     pub stripe: Mutex<stripe::State>,
@@ -149,6 +150,7 @@ impl Sandbox {
         Arc::new(Sandbox {
             accounts,
             faults: Mutex::new(HashMap::new()),
+            exchanges: Mutex::default(),
             tave: Mutex::default(),
             google: Mutex::default(),
             stripe: Mutex::default(),
@@ -223,15 +225,69 @@ impl Sandbox {
     }
 }
 
+/// One request a sandbox answered, kept for contract tests (in memory only: it holds credentials).
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    pub api: Api,
+    pub method: String,
+    /// The path below the API's prefix, e.g. `/api/v2/job` for `/tave/api/v2/job`.
+    pub path: String,
+    pub query: Option<String>,
+    pub request_headers: axum::http::HeaderMap,
+    pub request_body: bytes::Bytes,
+    pub status: u16,
+    pub response_headers: axum::http::HeaderMap,
+    pub response_body: bytes::Bytes,
+    /// True when the answer was an injected fault, not the API's own.
+    pub injected: bool,
+}
+
+/// How many exchanges the sandbox keeps (the oldest are dropped).
+const EXCHANGES_KEPT: usize = 20_000;
+const BODY_LIMIT: usize = 16 << 20;
+
 async fn inject(State((sandbox, api)): State<(Arc<Sandbox>, Api)>, request: Request, next: Next) -> Response {
     let (latency, fault) = sandbox.decide(api);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    match fault {
+    let (parts, body) = request.into_parts();
+    let request_body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    };
+    let mut exchange = Exchange {
+        api,
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        request_headers: parts.headers.clone(),
+        request_body: request_body.clone(),
+        status: 0,
+        response_headers: Default::default(),
+        response_body: Default::default(),
+        injected: fault.is_some(),
+    };
+    let response = match fault {
         Some((status, retry_after)) => api.fault(status, retry_after),
-        None => next.run(request).await,
+        None => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(request_body)))
+                .await
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let response_body = axum::body::to_bytes(body, BODY_LIMIT).await.unwrap_or_default();
+    exchange.status = parts.status.as_u16();
+    exchange.response_headers = parts.headers.clone();
+    exchange.response_body = response_body.clone();
+    {
+        let mut log = lock(&sandbox.exchanges);
+        if log.len() == EXCHANGES_KEPT {
+            log.pop_front();
+        }
+        log.push_back(exchange);
     }
+    Response::from_parts(parts, axum::body::Body::from(response_body))
 }
 
 async fn set_faults(State(sandbox): State<Arc<Sandbox>>, Json(faults): Json<Faults>) -> Response {
@@ -297,6 +353,15 @@ impl Running {
 
     pub fn clear_faults(&self) {
         lock(&self.sandbox.faults).clear();
+    }
+
+    /// The exchanges of one API so far, oldest first.
+    pub fn exchanges(&self, api: Api) -> Vec<Exchange> {
+        lock(&self.sandbox.exchanges)
+            .iter()
+            .filter(|e| e.api == api)
+            .cloned()
+            .collect()
     }
 }
 

@@ -2,6 +2,7 @@
 //! helpers that wait on a condition with a deadline instead of sleeping.
 #![allow(dead_code)] // shared by test modules; not every module uses every helper
 
+pub mod crm;
 pub mod daemon;
 pub mod receiver;
 

@@ -1,0 +1,1 @@
+//! Contract tests of the google adapter against its sandbox (being built).

@@ -1,0 +1,1 @@
+//! Contract tests of the lightblue adapter against its sandbox (being built).

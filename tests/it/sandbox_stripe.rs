@@ -1,0 +1,1 @@
+//! Contract tests of the stripe adapter against its sandbox (being built).

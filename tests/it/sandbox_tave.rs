@@ -1,0 +1,1 @@
+//! Contract tests of the tave adapter against its sandbox (being built).

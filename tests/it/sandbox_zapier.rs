@@ -1,0 +1,1 @@
+//! Contract tests of the zapier adapter against its sandbox (being built).

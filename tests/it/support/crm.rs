@@ -1,0 +1,97 @@
+//! Field-sync events for adapter contract tests, built the way capture builds them (the value
+//! checked and normalised by `fieldsync::fields`), without a database.
+
+use fieldsync::dispatch::Payload;
+use fieldsync::fields::{check, Context, FieldType, Rules};
+use fieldsync::lsn::Lsn;
+use fieldsync::queue::record::EventId;
+use serde_json::{json, Value};
+
+/// A wedding's context as events carry it.
+pub fn wedding(id: &str) -> Value {
+    json!({
+        "id": id,
+        "organization_id": "0b5c3a52-8f0e-4c1e-9a57-6c1f4f4b8f01",
+        "organization_name": "Petals & Vows",
+        "couple_names": "Amara & Tom",
+        "wedding_date": "2027-06-19",
+        "timezone": "Europe/London",
+        "venue": {"name": "Kew Gardens", "formatted_address": "Richmond, London TW9 3AE, UK"},
+        "guest_total": 137
+    })
+}
+
+/// Makes events with increasing ids, as one transaction after another.
+#[derive(Default)]
+pub struct Events {
+    lsn: u64,
+}
+
+impl Events {
+    /// An event of `kind` (`field.created`, `field.updated`, `field.deleted`) for one field of the
+    /// wedding. `value` is what the app wrote (ignored for a delete).
+    pub fn payload(
+        &mut self,
+        kind: &str,
+        field_type: &str,
+        field_id: &str,
+        value: Value,
+        wedding: &Value,
+    ) -> Payload {
+        self.lsn += 0x100;
+        let id = EventId {
+            commit_lsn: Lsn(0x1600000 + self.lsn),
+            index: 0,
+        };
+        let checked = check(
+            &FieldType::parse(field_type),
+            &value,
+            &Context::default(),
+            &Rules::today_utc(),
+        );
+        let deleted = kind == "field.deleted";
+        let envelope = json!({
+            "type": kind,
+            "timestamp": "2027-01-05T10:00:00.123456Z",
+            "data": {
+                "event_id": id,
+                "organization_id": wedding["organization_id"],
+                "wedding_id": wedding["id"],
+                "field_id": field_id,
+                "field_type": field_type,
+                "old_value": null,
+                "new_value": if deleted { Value::Null } else { value },
+                "normalized": if deleted { Value::Null } else { checked.normalized.unwrap_or(Value::Null) },
+                "valid": deleted || checked.valid,
+                "errors": if deleted { json!([]) } else { serde_json::to_value(&checked.errors).unwrap() },
+                "warnings": [],
+                "user_id": null,
+                "updated_at": null,
+                "committed_at": "2027-01-05T10:00:00.123456Z",
+                "commit_lsn": Lsn(0x1600000 + self.lsn).to_string(),
+                "priority": "critical",
+                "snapshot": false,
+                "wedding": wedding,
+            }
+        });
+        Payload {
+            id,
+            body: serde_json::to_vec(&envelope).unwrap().into(),
+        }
+    }
+}
+
+#[test]
+fn events_read_back_as_changes() {
+    let w = wedding("7d3c3a52-8f0e-4c1e-9a57-6c1f4f4b8f02");
+    let p = Events::default().payload(
+        "field.updated",
+        "guest_count_matrix",
+        "f1",
+        json!({"adults": 2, "children": 1, "infants": 0}),
+        &w,
+    );
+    let c = fieldsync::dispatch::crm::Change::read(&p).unwrap();
+    assert_eq!(c.int("total"), Some(3));
+    assert_eq!(c.wedding.timezone.as_deref(), Some("Europe/London"));
+}
