@@ -195,7 +195,7 @@ impl OpenApi {
     fn validate(&self, schema: &Value, v: &Value, at: &str, dir: Dir, out: &mut Vec<String>) {
         let s = self.resolve(schema);
         if v.is_null() {
-            if s["nullable"] != true && !s.get("type").is_none_or(|t| t == "null") {
+            if s["nullable"] != true && s.get("type").is_some_and(|t| t != "null") {
                 out.push(format!("{at}: null where the spec does not allow it"));
             }
             return;
