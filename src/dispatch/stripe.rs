@@ -279,7 +279,16 @@ fn form(params: &[(String, String)]) -> String {
 
 /// The metadata parameters of a change: set on create/update, unset (empty value) on delete.
 fn metadata(change: &Change) -> Result<Vec<(String, String)>, Outcome> {
+    // the wedding context travels with every change; the change's own field wins below
     let mut out = vec![(WEDDING_KEY.to_owned(), change.wedding.id.clone())];
+    for (key, value) in [
+        ("wedding_date", &change.wedding.wedding_date),
+        ("wedding_timezone", &change.wedding.timezone),
+    ] {
+        if let Some(v) = value {
+            out.push((key.to_owned(), v.clone()));
+        }
+    }
     let v = change.value.as_ref();
     let text = |key: &str| v.and_then(|v| v.get(key)).map(value_text).unwrap_or_default();
     match change.field_type.as_str() {
@@ -293,10 +302,13 @@ fn metadata(change: &Change) -> Result<Vec<(String, String)>, Outcome> {
                 out.push((key.to_owned(), text(from)));
             }
         }
-        "wedding_date" => out.push((
-            "wedding_date".to_owned(),
-            change.date().unwrap_or_default().to_owned(),
-        )),
+        "wedding_date" => {
+            out.retain(|(k, _)| k != "wedding_date");
+            out.push((
+                "wedding_date".to_owned(),
+                change.date().unwrap_or_default().to_owned(),
+            ));
+        }
         "venue_selector" => {
             out.push(("venue_name".to_owned(), text("name")));
             out.push(("venue_address".to_owned(), text("formatted_address")));

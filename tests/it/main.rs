@@ -4,6 +4,7 @@
 mod capture;
 mod cli;
 mod crash;
+mod crm;
 mod demo;
 mod devdb;
 mod dispatch;
