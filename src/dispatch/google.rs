@@ -260,7 +260,7 @@ fn token_answer(answer: &Answer) -> Result<(Secret<String>, Duration), Outcome> 
             status,
             error: "Google refused the OAuth client (invalid_client): fix config.client_id and config.client_secret".to_owned(),
         },
-        (429, _) => crm::rate_limited("the Google token endpoint", answer, None),
+        (403 | 429, _) => crm::rate_limited("the Google token endpoint", answer, None),
         (500..=599, _) => crm::server_error("the Google token endpoint", answer),
         (400..=499, code) => Outcome::Disable {
             status,
