@@ -67,6 +67,14 @@ struct Token {
 }
 
 pub struct Google {
+    /// Boxed: the adapter enum stays small.
+    s: Box<Settings>,
+    token: Mutex<Option<Token>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// The checked config.
+struct Settings {
     client_id: String,
     client_secret: Secret<String>,
     refresh_token: Secret<String>,
@@ -74,8 +82,6 @@ pub struct Google {
     base: Url,
     token_url: Url,
     timeout: Option<Duration>,
-    token: Mutex<Option<Token>>,
-    refreshing: tokio::sync::Mutex<()>,
 }
 
 fn config_url(config: &serde_json::Value, key: &str, default: &str) -> Result<Url, AdapterError> {
@@ -84,9 +90,8 @@ fn config_url(config: &serde_json::Value, key: &str, default: &str) -> Result<Ur
         Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(AdapterError::config(key, "must be a string URL")),
     };
-    let url = Url::parse(text.trim_end_matches('/')).map_err(|e| {
-        AdapterError::config(key, &format!("is not a URL ({e}): use the default {default}"))
-    })?;
+    let url = Url::parse(text.trim_end_matches('/'))
+        .map_err(|e| AdapterError::config(key, &format!("is not a URL ({e}): use the default {default}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(AdapterError::config(
             key,
@@ -101,21 +106,20 @@ impl Google {
         config: &serde_json::Value,
         credentials: &Credentials,
     ) -> Result<Google, AdapterError> {
-        let client_id = match config.get("client_id") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
-            Some(_) => {
-                return Err(AdapterError::config(
-                    "client_id",
-                    "must be the OAuth client id string (…apps.googleusercontent.com)",
-                ))
-            }
-            None => {
-                return Err(AdapterError::config(
+        let client_id =
+            match config.get("client_id") {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+                Some(_) => {
+                    return Err(AdapterError::config(
+                        "client_id",
+                        "must be the OAuth client id string (…apps.googleusercontent.com)",
+                    ))
+                }
+                None => return Err(AdapterError::config(
                     "client_id",
                     "is missing: set config.client_id to the OAuth client id from the Google Cloud console",
-                ))
-            }
-        };
+                )),
+            };
         let client_secret = credentials.require(
             config,
             "client_secret",
@@ -141,20 +145,22 @@ impl Google {
             .and_then(Value::as_u64)
             .map(Duration::from_millis);
         Ok(Google {
-            client_id,
-            client_secret,
-            refresh_token,
-            calendar_id,
-            base: config_url(config, "base_url", DEFAULT_BASE)?,
-            token_url: config_url(config, "token_url", DEFAULT_TOKEN_URL)?,
-            timeout,
+            s: Box::new(Settings {
+                client_id,
+                client_secret,
+                refresh_token,
+                calendar_id,
+                base: config_url(config, "base_url", DEFAULT_BASE)?,
+                token_url: config_url(config, "token_url", DEFAULT_TOKEN_URL)?,
+                timeout,
+            }),
             token: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
     pub fn endpoint(&self) -> String {
-        redact_url(self.base.as_str())
+        redact_url(self.s.base.as_str())
     }
 
     pub async fn deliver(
@@ -170,7 +176,7 @@ impl Google {
         let call = Call {
             g: self,
             client,
-            timeout: self.timeout.unwrap_or(default_timeout),
+            timeout: self.s.timeout.unwrap_or(default_timeout),
         };
         let done = match change.field_type.as_str() {
             "timeline_builder" => call.timeline(&change).await,
@@ -203,7 +209,11 @@ impl Google {
         }
     }
 
-    async fn access_token(&self, client: &reqwest::Client, timeout: Duration) -> Result<Secret<String>, Outcome> {
+    async fn access_token(
+        &self,
+        client: &reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Secret<String>, Outcome> {
         if let Some(t) = self.cached_token() {
             return Ok(t);
         }
@@ -213,11 +223,11 @@ impl Google {
         }
         let form = [
             ("grant_type", "refresh_token"),
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.expose().as_str()),
-            ("refresh_token", self.refresh_token.expose().as_str()),
+            ("client_id", self.s.client_id.as_str()),
+            ("client_secret", self.s.client_secret.expose().as_str()),
+            ("refresh_token", self.s.refresh_token.expose().as_str()),
         ];
-        let answer = crm::exchange(client.post(self.token_url.clone()).form(&form), timeout).await?;
+        let answer = crm::exchange(client.post(self.s.token_url.clone()).form(&form), timeout).await?;
         let fresh = token_answer(&answer)?;
         tracing::debug!(expires_in = fresh.1.as_secs(), "google access token refreshed");
         *lock(&self.token) = Some(Token {
@@ -378,11 +388,11 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn events_url(&self, event: Option<&str>) -> Url {
-        let mut url = self.g.base.clone();
+        let mut url = self.g.s.base.clone();
         {
             let mut path = url.path_segments_mut().expect("checked: a base URL");
             path.pop_if_empty()
-                .extend(["calendars", self.g.calendar_id.as_str(), "events"]);
+                .extend(["calendars", self.g.s.calendar_id.as_str(), "events"]);
             if let Some(id) = event {
                 path.push(id);
             }
@@ -424,7 +434,7 @@ impl Call<'_> {
     }
 
     fn fail(&self, answer: &Answer, what: &str) -> Outcome {
-        classify(answer, &self.g.calendar_id, what)
+        classify(answer, &self.g.s.calendar_id, what)
     }
 
     /// Every event of the wedding, cancelled ones included.
@@ -736,7 +746,12 @@ fn move_to(event: &mut Value, date: NaiveDate) -> bool {
         event[which]["dateTime"]
             .as_str()
             .and_then(|s| NaiveDateTime::parse_from_str(s.get(..19)?, "%Y-%m-%dT%H:%M:%S").ok())
-            .map(|t| (t, event[which]["dateTime"].as_str().unwrap_or_default()[19..].to_owned()))
+            .map(|t| {
+                (
+                    t,
+                    event[which]["dateTime"].as_str().unwrap_or_default()[19..].to_owned(),
+                )
+            })
     };
     let (Some((start, start_rest)), Some((end, end_rest))) = (read("start"), read("end")) else {
         return false;
@@ -755,7 +770,14 @@ fn writable(event: &Value) -> Value {
     let mut e = event.clone();
     if let Some(m) = e.as_object_mut() {
         for k in [
-            "kind", "etag", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID",
+            "kind",
+            "etag",
+            "htmlLink",
+            "created",
+            "updated",
+            "creator",
+            "organizer",
+            "iCalUID",
             "sequence",
         ] {
             m.remove(k);
@@ -814,16 +836,32 @@ mod tests {
 
     #[test]
     fn google_rate_limits_back_off_and_quota_waits_long() {
-        for (status, reason) in [(403, "rateLimitExceeded"), (403, "userRateLimitExceeded"), (429, "rateLimitExceeded")] {
-            match classify(&google_error(status, reason, "Rate Limit Exceeded"), "primary", "x") {
-                Outcome::Retry { after, endpoint_fault, .. } => {
+        for (status, reason) in [
+            (403, "rateLimitExceeded"),
+            (403, "userRateLimitExceeded"),
+            (429, "rateLimitExceeded"),
+        ] {
+            match classify(
+                &google_error(status, reason, "Rate Limit Exceeded"),
+                "primary",
+                "x",
+            ) {
+                Outcome::Retry {
+                    after,
+                    endpoint_fault,
+                    ..
+                } => {
                     assert_eq!(after, None, "exponential backoff, no fixed wait");
                     assert!(!endpoint_fault);
                 }
                 other => panic!("{other:?}"),
             }
         }
-        match classify(&google_error(403, "quotaExceeded", "Calendar usage limits exceeded."), "primary", "x") {
+        match classify(
+            &google_error(403, "quotaExceeded", "Calendar usage limits exceeded."),
+            "primary",
+            "x",
+        ) {
             Outcome::Retry { after, .. } => assert_eq!(after, Some(QUOTA_WAIT)),
             other => panic!("{other:?}"),
         }
@@ -831,23 +869,37 @@ mod tests {
 
     #[test]
     fn google_bad_requests_and_unknown_calendars_are_rejected_with_the_reason() {
-        match classify(&google_error(400, "timeRangeEmpty", "The specified time range is empty."), "primary", "event insert") {
+        match classify(
+            &google_error(400, "timeRangeEmpty", "The specified time range is empty."),
+            "primary",
+            "event insert",
+        ) {
             Outcome::Reject { error, .. } => assert!(error.contains("timeRangeEmpty"), "{error}"),
             other => panic!("{other:?}"),
         }
-        match classify(&google_error(404, "notFound", "Not Found"), "team@example.com", "event list") {
+        match classify(
+            &google_error(404, "notFound", "Not Found"),
+            "team@example.com",
+            "event list",
+        ) {
             Outcome::Reject { error, .. } => assert!(error.contains("config.calendar_id"), "{error}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             classify(&answer(503, json!({})), "primary", "x"),
-            Outcome::Retry { endpoint_fault: true, .. }
+            Outcome::Retry {
+                endpoint_fault: true,
+                ..
+            }
         ));
     }
 
     #[test]
     fn google_token_errors_disable_with_the_fix() {
-        let grant = answer(400, json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}));
+        let grant = answer(
+            400,
+            json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
+        );
         match token_answer(&grant) {
             Err(Outcome::Disable { error, .. }) => assert!(error.contains("re-authorisation"), "{error}"),
             other => panic!("{:?}", other.map(|_| ())),
@@ -862,15 +914,21 @@ mod tests {
     #[test]
     fn google_config_errors_name_the_key_never_the_secret() {
         let creds = Credentials::default();
-        let e = Google::from_config(&json!({"client_secret": "s3cr3t-value", "refresh_token": "r3fr3sh"}), &creds)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = Google::from_config(
+            &json!({"client_secret": "s3cr3t-value", "refresh_token": "r3fr3sh"}),
+            &creds,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("client_id"), "{e}");
-        let e = Google::from_config(&json!({"client_id": "c", "client_secret": "s3cr3t-value"}), &creds)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = Google::from_config(
+            &json!({"client_id": "c", "client_secret": "s3cr3t-value"}),
+            &creds,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("refresh_token") && !e.contains("s3cr3t"), "{e}");
         let e = Google::from_config(
             &json!({"client_id": "c", "client_secret": "s3cr3t-value", "refresh_token": "r", "base_url": "ftp://x"}),
@@ -880,8 +938,12 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("base_url") && !e.contains("s3cr3t"), "{e}");
-        let ok = Google::from_config(&json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"}), &creds).unwrap();
-        assert_eq!(ok.calendar_id, "primary");
+        let ok = Google::from_config(
+            &json!({"client_id": "c", "client_secret": "s", "refresh_token": "r"}),
+            &creds,
+        )
+        .unwrap();
+        assert_eq!(ok.s.calendar_id, "primary");
         assert_eq!(ok.endpoint(), DEFAULT_BASE);
     }
 

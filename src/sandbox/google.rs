@@ -22,6 +22,9 @@
 //! Invariant: events are never removed from a calendar, only cancelled; `changed` is the sandbox's
 //! write counter at an event's last write, which the sync tokens compare against.
 
+// Error answers are whole responses, built at most once per request: boxing them buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,16 +93,10 @@ impl State {
 pub fn routes() -> Router<Arc<Sandbox>> {
     Router::new()
         .route("/oauth2/token", post(token))
-        .route(
-            "/calendar/v3/calendars/:calendar/events",
-            get(list).post(insert),
-        )
+        .route("/calendar/v3/calendars/:calendar/events", get(list).post(insert))
         .route(
             "/calendar/v3/calendars/:calendar/events/:event",
-            get(get_event)
-                .put(update)
-                .patch(patch)
-                .delete(delete_event),
+            get(get_event).put(update).patch(patch).delete(delete_event),
         )
 }
 
@@ -353,9 +350,7 @@ enum When {
 fn read_time(event: &Value, which: &str) -> Result<When, Response> {
     let invalid = || bad_request("invalid", &format!("Invalid {which} time."));
     let t = match event.get(which) {
-        None | Some(Value::Null) => {
-            return Err(bad_request("required", &format!("Missing {which} time.")))
-        }
+        None | Some(Value::Null) => return Err(bad_request("required", &format!("Missing {which} time."))),
         Some(t) if t.is_object() => t,
         Some(_) => return Err(invalid()),
     };
@@ -383,8 +378,7 @@ fn read_time(event: &Value, which: &str) -> Result<When, Response> {
             if let Ok(at) = DateTime::parse_from_rfc3339(dt) {
                 return Ok(When::Instant(at));
             }
-            let local = NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S%.f")
-                .map_err(|_| invalid())?;
+            let local = NaiveDateTime::parse_from_str(dt, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| invalid())?;
             if tz.is_none() {
                 return Err(bad_request(
                     "required",
@@ -426,9 +420,7 @@ fn validate(event: &Value) -> Result<(), Response> {
         let ok = ext.as_object().is_some_and(|o| {
             o.iter().all(|(k, v)| {
                 matches!(k.as_str(), "private" | "shared")
-                    && (v.is_null()
-                        || v.as_object()
-                            .is_some_and(|m| m.values().all(|x| x.is_string())))
+                    && (v.is_null() || v.as_object().is_some_and(|m| m.values().all(|x| x.is_string())))
             })
         });
         if !ok {
@@ -440,14 +432,22 @@ fn validate(event: &Value) -> Result<(), Response> {
 
 /// Fields the server owns: whatever a client sends for them is ignored.
 const READ_ONLY: &[&str] = &[
-    "kind", "etag", "id", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID",
+    "kind",
+    "etag",
+    "id",
+    "htmlLink",
+    "created",
+    "updated",
+    "creator",
+    "organizer",
+    "iCalUID",
     "sequence",
 ];
 
 fn html_link(calendar: &str, id: &str) -> String {
     use base64::Engine;
-    let eid = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{id} {}", calendar_email(calendar)));
+    let eid =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{id} {}", calendar_email(calendar)));
     format!("https://www.google.com/calendar/event?eid={eid}")
 }
 
@@ -547,9 +547,7 @@ fn store(
     fields.insert("organizer".into(), json!({"email": email, "self": true}));
     fields.insert("iCalUID".into(), json!(format!("{id}@google.com")));
     fields.insert("sequence".into(), json!(sequence));
-    fields
-        .entry("eventType")
-        .or_insert_with(|| json!("default"));
+    fields.entry("eventType").or_insert_with(|| json!("default"));
     fields
         .entry("reminders")
         .or_insert_with(|| json!({"useDefault": true}));
@@ -748,7 +746,10 @@ async fn list(
             match param(&q, k) {
                 None | Some("false") => Ok(false),
                 Some("true") => Ok(true),
-                Some(_) => Err(bad_request("invalidBoolean", &format!("Invalid boolean value for {k}."))),
+                Some(_) => Err(bad_request(
+                    "invalidBoolean",
+                    &format!("Invalid boolean value for {k}."),
+                )),
             }
         };
         let show_deleted = bool_param("showDeleted")?;
@@ -818,7 +819,13 @@ async fn list(
             .events
             .iter()
             .filter(|e| match since {
-                Some(w) => cal.changed.get(e["id"].as_str().unwrap_or_default()).copied().unwrap_or(0) > w,
+                Some(w) => {
+                    cal.changed
+                        .get(e["id"].as_str().unwrap_or_default())
+                        .copied()
+                        .unwrap_or(0)
+                        > w
+                }
                 None => show_deleted || e["status"] != "cancelled",
             })
             .filter(|e| {

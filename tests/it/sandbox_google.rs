@@ -39,7 +39,8 @@ fn adapter(running: &Running) -> Google {
 }
 
 async fn deliver(g: &Google, p: &Payload) -> Outcome {
-    g.deliver(&reqwest::Client::new(), p, Duration::from_secs(10)).await
+    g.deliver(&reqwest::Client::new(), p, Duration::from_secs(10))
+        .await
 }
 
 /// Every event of the primary calendar, cancelled ones included.
@@ -89,7 +90,10 @@ fn conforms(running: &Running) {
     let violations: Vec<String> = exchanges.iter().flat_map(|e| checker.check(e)).collect();
     assert!(violations.is_empty(), "{violations:#?}");
     // the checker does read these exchanges: an unknown property in a body is flagged
-    if let Some(e) = exchanges.iter().find(|e| e.method == "POST" && e.path.ends_with("/events")) {
+    if let Some(e) = exchanges
+        .iter()
+        .find(|e| e.method == "POST" && e.path.ends_with("/events"))
+    {
         let mut bad = e.clone();
         let mut body: Value = serde_json::from_slice(&bad.request_body).unwrap();
         body["colour"] = json!("red");
@@ -218,7 +222,15 @@ async fn replayed_deliveries_create_no_duplicate_events_and_revive_deleted_ones(
     // a replay after someone deleted an event in the calendar revives it
     let token = token(&running).await;
     let id = event_id(W, "timeline", "ceremony");
-    let (status, _) = call(&running, &token, "DELETE", &format!("/primary/events/{id}"), None, &[]).await;
+    let (status, _) = call(
+        &running,
+        &token,
+        "DELETE",
+        &format!("/primary/events/{id}"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
     assert_eq!(events(&running).len(), 3);
@@ -276,7 +288,11 @@ async fn a_stale_etag_is_refetched_and_the_update_reapplied() {
         latency_ms: 300,
         ..Faults::default()
     });
-    let changed = timeline(&[("14:00", 45, "Ceremony"), ("21:00", 30, "First dance"), ("23:30", 60, "Last dance")]);
+    let changed = timeline(&[
+        ("14:00", 45, "Ceremony"),
+        ("21:00", 30, "First dance"),
+        ("23:30", 60, "Last dance"),
+    ]);
     let updated = ev.payload("field.updated", "timeline_builder", "f-tl", changed, &w);
     let delivery = {
         let g = g.clone();
@@ -290,7 +306,14 @@ async fn a_stale_etag_is_refetched_and_the_update_reapplied() {
     {
         let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
         let id = event_id(W, "timeline", "ceremony");
-        let e = state.calendars.get_mut("primary").unwrap().events.iter_mut().find(|e| e["id"] == id).unwrap();
+        let e = state
+            .calendars
+            .get_mut("primary")
+            .unwrap()
+            .events
+            .iter_mut()
+            .find(|e| e["id"] == id)
+            .unwrap();
         e["summary"] = json!("edited by hand");
         e["etag"] = json!("\"1\"");
     }
@@ -340,7 +363,10 @@ async fn rate_limits_are_retried_with_backoff_then_delivered() {
         other => panic!("{other:?}"),
     }
     assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
-    assert_eq!(item(&running, "ceremony").unwrap()["location"], "Syon Park, Brentford TW8 8JF, UK");
+    assert_eq!(
+        item(&running, "ceremony").unwrap()["location"],
+        "Syon Park, Brentford TW8 8JF, UK"
+    );
     conforms(&running);
 }
 
@@ -383,7 +409,10 @@ async fn expired_tokens_are_refreshed_once_and_revoked_refresh_tokens_disable() 
     match deliver(&g, &p).await {
         Outcome::Disable { status, error } => {
             assert_eq!(status, 400);
-            assert!(error.contains("re-authorisation") && error.contains("refresh_token"), "{error}");
+            assert!(
+                error.contains("re-authorisation") && error.contains("refresh_token"),
+                "{error}"
+            );
             let a = Accounts::default();
             for secret in [&a.google_client_secret, &a.google_refresh_token] {
                 assert!(!error.contains(secret.as_str()), "{error}");
@@ -404,7 +433,10 @@ async fn a_wrong_client_secret_disables_and_an_unknown_calendar_is_rejected() {
     let g = Google::from_config(&bad, &Default::default()).unwrap();
     match deliver(&g, &p).await {
         Outcome::Disable { status: 401, error } => {
-            assert!(error.contains("client_secret") && !error.contains("not-the-secret"), "{error}")
+            assert!(
+                error.contains("client_secret") && !error.contains("not-the-secret"),
+                "{error}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -418,7 +450,10 @@ async fn a_wrong_client_secret_disables_and_an_unknown_calendar_is_rejected() {
         ..Faults::default()
     });
     match deliver(&g, &p).await {
-        Outcome::Reject { status: Some(404), error } => assert!(error.contains("config.calendar_id"), "{error}"),
+        Outcome::Reject {
+            status: Some(404),
+            error,
+        } => assert!(error.contains("config.calendar_id"), "{error}"),
         other => panic!("{other:?}"),
     }
 }
@@ -430,19 +465,43 @@ async fn bad_requests_are_answered_like_google_and_rejected_by_the_adapter() {
     let start = json!({"dateTime": "2027-06-19T13:00:00", "timeZone": "Europe/London"});
     let end = json!({"dateTime": "2027-06-19T12:00:00", "timeZone": "Europe/London"});
 
-    let (status, body) = call(&running, &token, "POST", "/primary/events", Some(json!({"id": "Not-Base32", "start": start, "end": start})), &[]).await;
+    let (status, body) = call(
+        &running,
+        &token,
+        "POST",
+        "/primary/events",
+        Some(json!({"id": "Not-Base32", "start": start, "end": start})),
+        &[],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
         json!({"error": {"errors": [{"domain": "global", "reason": "invalid", "message": "Invalid resource id value."}], "code": 400, "message": "Invalid resource id value."}})
     );
-    let (status, body) = call(&running, &token, "POST", "/primary/events", Some(json!({"start": start, "end": end})), &[]).await;
+    let (status, body) = call(
+        &running,
+        &token,
+        "POST",
+        "/primary/events",
+        Some(json!({"start": start, "end": end})),
+        &[],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
         json!({"error": {"errors": [{"domain": "calendar", "reason": "timeRangeEmpty", "message": "The specified time range is empty."}], "code": 400, "message": "The specified time range is empty."}})
     );
-    let (status, body) = call(&running, &token, "POST", "/primary/events", Some(json!({"start": start})), &[]).await;
+    let (status, body) = call(
+        &running,
+        &token,
+        "POST",
+        "/primary/events",
+        Some(json!({"start": start})),
+        &[],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["errors"][0]["reason"], "required");
 
@@ -452,7 +511,10 @@ async fn bad_requests_are_answered_like_google_and_rejected_by_the_adapter() {
     w["timezone"] = json!("Mars/Olympus");
     let p = Events::default().payload("field.created", "timeline_builder", "f-tl", day(), &w);
     match deliver(&g, &p).await {
-        Outcome::Reject { status: Some(400), error } => {
+        Outcome::Reject {
+            status: Some(400),
+            error,
+        } => {
             assert!(error.contains("invalid"), "{error}");
             assert!(!error.contains("Amara"), "{error}");
         }
@@ -490,7 +552,10 @@ async fn token_call(running: &Running, form: &[(&str, &str)]) -> (u16, Value) {
         .await
         .unwrap();
     let status = r.status().as_u16();
-    (status, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 /// One calendar request below `/calendars`; the answer's status and JSON body (null if none).
@@ -514,7 +579,10 @@ async fn call(
     }
     let answer = r.send().await.unwrap();
     let status = answer.status().as_u16();
-    (status, serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
 }
 
 fn timed(id: &str, hour: u32) -> Value {
@@ -533,26 +601,63 @@ fn timed(id: &str, hour: u32) -> Value {
 async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
     let running = sandbox().await;
     let t = token(&running).await;
-    let (s, made) = call(&running, &t, "POST", "/primary/events", Some(timed("evt00001", 10)), &[]).await;
+    let (s, made) = call(
+        &running,
+        &t,
+        "POST",
+        "/primary/events",
+        Some(timed("evt00001", 10)),
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(made["kind"], "calendar#event");
     assert_eq!(made["iCalUID"], "evt00001@google.com");
     assert!(made["etag"].as_str().unwrap().starts_with('"'));
-    let (s, dup) = call(&running, &t, "POST", "/primary/events", Some(timed("evt00001", 10)), &[]).await;
+    let (s, dup) = call(
+        &running,
+        &t,
+        "POST",
+        "/primary/events",
+        Some(timed("evt00001", 10)),
+        &[],
+    )
+    .await;
     assert_eq!(s, 409);
     assert_eq!(
         dup,
         json!({"error": {"errors": [{"domain": "global", "reason": "duplicate", "message": "The requested identifier already exists."}], "code": 409, "message": "The requested identifier already exists."}})
     );
-    assert_eq!(call(&running, &t, "DELETE", "/primary/events/evt00001", None, &[]).await.0, 204);
+    assert_eq!(
+        call(&running, &t, "DELETE", "/primary/events/evt00001", None, &[])
+            .await
+            .0,
+        204
+    );
     let (s, again) = call(&running, &t, "DELETE", "/primary/events/evt00001", None, &[]).await;
     assert_eq!(s, 410);
     assert_eq!(again["error"]["errors"][0]["reason"], "deleted");
     let (s, got) = call(&running, &t, "GET", "/primary/events/evt00001", None, &[]).await;
     assert_eq!((s, got["status"].clone()), (200, json!("cancelled")));
-    assert_eq!(call(&running, &t, "POST", "/primary/events", Some(timed("evt00001", 10)), &[]).await.0, 409, "a cancelled id stays taken");
+    assert_eq!(
+        call(
+            &running,
+            &t,
+            "POST",
+            "/primary/events",
+            Some(timed("evt00001", 10)),
+            &[]
+        )
+        .await
+        .0,
+        409,
+        "a cancelled id stays taken"
+    );
     let (s, missing) = call(&running, &t, "GET", "/primary/events/nosuchevent", None, &[]).await;
-    assert_eq!((s, missing["error"]["errors"][0]["reason"].clone()), (404, json!("notFound")));
+    assert_eq!(
+        (s, missing["error"]["errors"][0]["reason"].clone()),
+        (404, json!("notFound"))
+    );
     let (_, listed) = call(&running, &t, "GET", "/primary/events", None, &[]).await;
     assert_eq!(listed["kind"], "calendar#events");
     assert_eq!(listed["items"], json!([]));
@@ -565,29 +670,84 @@ async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
 async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
     let running = sandbox().await;
     let t = token(&running).await;
-    let (_, made) = call(&running, &t, "POST", "/primary/events", Some(timed("evt00002", 10)), &[]).await;
+    let (_, made) = call(
+        &running,
+        &t,
+        "POST",
+        "/primary/events",
+        Some(timed("evt00002", 10)),
+        &[],
+    )
+    .await;
     let etag = made["etag"].as_str().unwrap().to_owned();
 
     let patch = json!({"attendees": [{"email": "c@example.com"}], "extendedProperties": {"private": {"drop": null, "new": "3"}}});
-    let (s, patched) = call(&running, &t, "PATCH", "/primary/events/evt00002", Some(patch.clone()), &[("if-match", &etag)]).await;
+    let (s, patched) = call(
+        &running,
+        &t,
+        "PATCH",
+        "/primary/events/evt00002",
+        Some(patch.clone()),
+        &[("if-match", &etag)],
+    )
+    .await;
     assert_eq!(s, 200);
-    assert_eq!(patched["attendees"], json!([{"email": "c@example.com"}]), "arrays are replaced");
-    assert_eq!(patched["extendedProperties"]["private"], json!({"keep": "1", "new": "3"}), "null deletes a key");
+    assert_eq!(
+        patched["attendees"],
+        json!([{"email": "c@example.com"}]),
+        "arrays are replaced"
+    );
+    assert_eq!(
+        patched["extendedProperties"]["private"],
+        json!({"keep": "1", "new": "3"}),
+        "null deletes a key"
+    );
     assert_eq!(patched["description"], "d", "fields not sent are kept");
     assert_ne!(patched["etag"], made["etag"], "every write changes the etag");
 
-    let (s, stale) = call(&running, &t, "PATCH", "/primary/events/evt00002", Some(patch), &[("if-match", &etag)]).await;
+    let (s, stale) = call(
+        &running,
+        &t,
+        "PATCH",
+        "/primary/events/evt00002",
+        Some(patch),
+        &[("if-match", &etag)],
+    )
+    .await;
     assert_eq!(s, 412);
     assert_eq!(
         stale,
         json!({"error": {"errors": [{"domain": "global", "reason": "conditionNotMet", "message": "Precondition Failed", "locationType": "header", "location": "If-Match"}], "code": 412, "message": "Precondition Failed"}})
     );
-    assert_eq!(call(&running, &t, "DELETE", "/primary/events/evt00002", None, &[("if-match", &etag)]).await.0, 412);
+    assert_eq!(
+        call(
+            &running,
+            &t,
+            "DELETE",
+            "/primary/events/evt00002",
+            None,
+            &[("if-match", &etag)]
+        )
+        .await
+        .0,
+        412
+    );
 
     let replace = json!({"summary": "only", "start": {"date": "2027-06-19"}, "end": {"date": "2027-06-20"}});
-    let (s, put) = call(&running, &t, "PUT", "/primary/events/evt00002", Some(replace), &[("if-match", patched["etag"].as_str().unwrap())]).await;
+    let (s, put) = call(
+        &running,
+        &t,
+        "PUT",
+        "/primary/events/evt00002",
+        Some(replace),
+        &[("if-match", patched["etag"].as_str().unwrap())],
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(put.get("description").is_none() && put.get("extendedProperties").is_none(), "PUT replaces: {put}");
+    assert!(
+        put.get("description").is_none() && put.get("extendedProperties").is_none(),
+        "PUT replaces: {put}"
+    );
     assert_eq!(put["created"], made["created"]);
     assert_eq!(put["sequence"], 1, "moving the event bumps its sequence");
     conforms(&running);
@@ -598,21 +758,53 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
     let running = sandbox().await;
     let t = token(&running).await;
     for (i, id) in ["evt00003", "evt00004", "evt00005"].iter().enumerate() {
-        call(&running, &t, "POST", "/primary/events", Some(timed(id, 10 + i as u32)), &[]).await;
+        call(
+            &running,
+            &t,
+            "POST",
+            "/primary/events",
+            Some(timed(id, 10 + i as u32)),
+            &[],
+        )
+        .await;
     }
     let (_, page1) = call(&running, &t, "GET", "/primary/events?maxResults=2", None, &[]).await;
     assert_eq!(page1["items"].as_array().unwrap().len(), 2);
     assert!(page1.get("nextSyncToken").is_none());
     let next = page1["nextPageToken"].as_str().unwrap();
-    let (_, page2) = call(&running, &t, "GET", &format!("/primary/events?maxResults=2&pageToken={next}"), None, &[]).await;
+    let (_, page2) = call(
+        &running,
+        &t,
+        "GET",
+        &format!("/primary/events?maxResults=2&pageToken={next}"),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
     assert!(page2.get("nextPageToken").is_none());
     let sync = page2["nextSyncToken"].as_str().unwrap().to_owned();
     let q = |s: &str| s.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F");
 
-    call(&running, &t, "PATCH", "/primary/events/evt00003", Some(json!({"summary": "changed"})), &[]).await;
+    call(
+        &running,
+        &t,
+        "PATCH",
+        "/primary/events/evt00003",
+        Some(json!({"summary": "changed"})),
+        &[],
+    )
+    .await;
     call(&running, &t, "DELETE", "/primary/events/evt00004", None, &[]).await;
-    let (s, changes) = call(&running, &t, "GET", &format!("/primary/events?syncToken={}", q(&sync)), None, &[]).await;
+    let (s, changes) = call(
+        &running,
+        &t,
+        "GET",
+        &format!("/primary/events?syncToken={}", q(&sync)),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(s, 200);
     let got: Vec<(Value, Value)> = changes["items"]
         .as_array()
@@ -620,11 +812,25 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
         .iter()
         .map(|e| (e["id"].clone(), e["status"].clone()))
         .collect();
-    assert_eq!(got, [(json!("evt00003"), json!("confirmed")), (json!("evt00004"), json!("cancelled"))]);
+    assert_eq!(
+        got,
+        [
+            (json!("evt00003"), json!("confirmed")),
+            (json!("evt00004"), json!("cancelled"))
+        ]
+    );
     assert!(changes["nextSyncToken"].is_string());
 
     fieldsync::sandbox::lock(&running.sandbox.google).invalidate_sync_tokens();
-    let (s, gone) = call(&running, &t, "GET", &format!("/primary/events?syncToken={}", q(&sync)), None, &[]).await;
+    let (s, gone) = call(
+        &running,
+        &t,
+        "GET",
+        &format!("/primary/events?syncToken={}", q(&sync)),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(s, 410);
     assert_eq!(gone["error"]["errors"][0]["reason"], "fullSyncRequired");
     conforms(&running);
@@ -634,29 +840,75 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
 async fn sandbox_token_endpoint_and_bearer_auth_fail_like_google() {
     let running = sandbox().await;
     let a = Accounts::default();
-    let (s, body) = token_call(&running, &[("grant_type", "refresh_token"), ("client_id", &a.google_client_id), ("client_secret", "wrong"), ("refresh_token", &a.google_refresh_token)]).await;
+    let (s, body) = token_call(
+        &running,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &a.google_client_id),
+            ("client_secret", "wrong"),
+            ("refresh_token", &a.google_refresh_token),
+        ],
+    )
+    .await;
     assert_eq!((s, body["error"].clone()), (401, json!("invalid_client")));
-    let (s, body) = token_call(&running, &[("grant_type", "refresh_token"), ("client_id", &a.google_client_id), ("client_secret", &a.google_client_secret), ("refresh_token", "wrong")]).await;
+    let (s, body) = token_call(
+        &running,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &a.google_client_id),
+            ("client_secret", &a.google_client_secret),
+            ("refresh_token", "wrong"),
+        ],
+    )
+    .await;
     assert_eq!(s, 400);
-    assert_eq!(body, json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."}));
-    let (s, body) = token_call(&running, &[("grant_type", "password"), ("client_id", &a.google_client_id), ("client_secret", &a.google_client_secret)]).await;
+    assert_eq!(
+        body,
+        json!({"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+    );
+    let (s, body) = token_call(
+        &running,
+        &[
+            ("grant_type", "password"),
+            ("client_id", &a.google_client_id),
+            ("client_secret", &a.google_client_secret),
+        ],
+    )
+    .await;
     assert_eq!((s, body["error"].clone()), (400, json!("unsupported_grant_type")));
 
     let answer = reqwest::Client::new()
-        .get(format!("{}/google/calendar/v3/calendars/primary/events", running.url()))
+        .get(format!(
+            "{}/google/calendar/v3/calendars/primary/events",
+            running.url()
+        ))
         .bearer_auth("ya29.not-issued")
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 401);
-    assert!(answer.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert!(answer.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
     let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
     assert_eq!(
         body,
         json!({"error": {"errors": [{"domain": "global", "reason": "authError", "message": "Invalid Credentials", "locationType": "header", "location": "Authorization"}], "code": 401, "message": "Invalid Credentials"}})
     );
     let t = token(&running).await;
-    assert_eq!(call(&running, &t, "GET", "/primary/events", None, &[]).await.0, 200);
-    running.set_faults(Faults { api: Some(Api::Google), expire_tokens: true, ..Faults::default() });
-    assert_eq!(call(&running, &t, "GET", "/primary/events", None, &[]).await.0, 401, "expired tokens stop working");
+    assert_eq!(
+        call(&running, &t, "GET", "/primary/events", None, &[]).await.0,
+        200
+    );
+    running.set_faults(Faults {
+        api: Some(Api::Google),
+        expire_tokens: true,
+        ..Faults::default()
+    });
+    assert_eq!(
+        call(&running, &t, "GET", "/primary/events", None, &[]).await.0,
+        401,
+        "expired tokens stop working"
+    );
 }
