@@ -10,14 +10,18 @@
 //! tombstones (GET returns them, lists show them with `showDeleted=true` or a `syncToken`);
 //! `privateExtendedProperty` constraints (AND-ed, as the discovery document says); paging with
 //! `nextPageToken`, and `nextSyncToken` on the last page only; 410 `fullSyncRequired` for a sync
-//! token the sandbox no longer knows ([`State::invalidate_sync_tokens`]).
+//! token the sandbox no longer knows ([`State::invalidate_sync_tokens`]); push channels
+//! (`events/watch`, `channels/stop`) that POST `sync` first, then `exists` after every change of
+//! their calendar, with the `X-Goog-*` headers.
 //!
 //! Assumptions (not documented by Google, chosen here): any calendarId names a calendar, created
 //! on first use, `primary` included, each one separate; error messages for a bad id, a missing or
 //! malformed time, and a bad time zone (`invalid`/`required` reasons) follow what the live API has
 //! been seen to answer; time zones are checked by shape (Area/Location, `UTC`, `Etc/…`), not
 //! against the tz database; end before start is checked when both times can be compared (offsets,
-//! or local times in the same zone); `sequence` grows when start, end or status change.
+//! or local times in the same zone); `sequence` grows when start, end or status change; push
+//! channels accept http addresses (Google requires https) and a new channel lives 7 days unless
+//! it asks for less; failed notifications are not retried.
 //!
 //! Invariant: events are never removed from a calendar, only cancelled; `changed` is the sandbox's
 //! write counter at an event's last write, which the sync tokens compare against.
@@ -62,6 +66,25 @@ pub struct State {
     sync_epoch: u64,
     #[serde(skip)]
     last_etag: u64,
+    /// Push channels opened with `events/watch` and not stopped.
+    pub channels: Vec<Channel>,
+}
+
+/// A push channel (`events/watch`): bodiless POSTs to `address` on every change of its calendar.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Channel {
+    pub id: String,
+    pub resource_id: String,
+    pub calendar: String,
+    pub address: String,
+    /// The client's own secret, echoed in `X-Goog-Channel-Token`.
+    #[serde(skip)]
+    token: Option<String>,
+    /// Milliseconds since the epoch.
+    pub expiration: i64,
+    /// The last `X-Goog-Message-Number` sent.
+    pub messages: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -94,6 +117,8 @@ pub fn routes() -> Router<Arc<Sandbox>> {
     Router::new()
         .route("/oauth2/token", post(token))
         .route("/calendar/v3/calendars/:calendar/events", get(list).post(insert))
+        .route("/calendar/v3/calendars/:calendar/events/watch", post(watch))
+        .route("/calendar/v3/channels/stop", post(stop))
         .route(
             "/calendar/v3/calendars/:calendar/events/:event",
             get(get_event).put(update).patch(patch).delete(delete_event),
@@ -552,6 +577,7 @@ fn store(
         .entry("reminders")
         .or_insert_with(|| json!({"useDefault": true}));
     let event = Value::Object(fields);
+    notify(state, calendar, "exists");
     let cal = state.calendar(calendar);
     cal.changed.insert(id.to_owned(), writes);
     match cal.events.iter_mut().find(|e| e["id"] == id) {
@@ -728,6 +754,134 @@ async fn delete_event(
         store(&mut state, &calendar, &id, fields, Some(&existing));
         Ok(StatusCode::NO_CONTENT.into_response())
     })())
+}
+
+/// A new channel's lifetime when the request sets none [G: the reference names no default here].
+const CHANNEL_DAYS: i64 = 7;
+
+async fn watch(
+    AxState(sandbox): AxState<Arc<Sandbox>>,
+    Path(calendar): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    finish((|| {
+        authorize(&sandbox, &headers)?;
+        let body = parse_body(&body)?;
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+        let id = text("id")
+            .filter(|i| !i.is_empty() && i.len() <= 64)
+            .ok_or_else(|| bad_request("required", "Channel id must be set, at most 64 characters."))?;
+        if !matches!(text("type").as_deref(), Some("web_hook" | "webhook")) {
+            return Err(bad_request("invalid", "Invalid channel type: use web_hook."));
+        }
+        let address = text("address")
+            .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+            .ok_or_else(|| bad_request("required", "Channel address must be an https URL."))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let expiration = match body.get("expiration") {
+            Some(Value::String(t)) => t.parse::<i64>().ok(),
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        }
+        .filter(|e| *e > now)
+        .unwrap_or(now + CHANNEL_DAYS * 86_400_000);
+        let mut state = lock(&sandbox.google);
+        if state.channels.iter().any(|c| c.id == id) {
+            return Err(bad_request("duplicate", &format!("Channel id {id} not unique")));
+        }
+        let resource_id = format!("r{:024x}", rand::random::<u128>() >> 32);
+        state.channels.push(Channel {
+            id: id.clone(),
+            resource_id: resource_id.clone(),
+            calendar: calendar.clone(),
+            address,
+            token: text("token"),
+            expiration,
+            messages: 0,
+        });
+        send_notification(&mut state, &id, "sync");
+        let mut answer = json!({
+            "kind": "api#channel",
+            "id": id,
+            "resourceId": resource_id,
+            "resourceUri": resource_uri(&calendar),
+            "expiration": expiration.to_string(),
+        });
+        if let Some(t) = text("token") {
+            answer["token"] = json!(t);
+        }
+        Ok(Json(answer).into_response())
+    })())
+}
+
+async fn stop(AxState(sandbox): AxState<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+    finish((|| {
+        authorize(&sandbox, &headers)?;
+        let body = parse_body(&body)?;
+        let (id, resource) = (body["id"].as_str(), body["resourceId"].as_str());
+        let mut state = lock(&sandbox.google);
+        let before = state.channels.len();
+        state
+            .channels
+            .retain(|c| !(Some(c.id.as_str()) == id && Some(c.resource_id.as_str()) == resource));
+        if state.channels.len() == before {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "global",
+                "notFound",
+                &format!("Channel '{}' not found", id.unwrap_or_default()),
+                None,
+            ));
+        }
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })())
+}
+
+fn resource_uri(calendar: &str) -> String {
+    format!("https://www.googleapis.com/calendar/v3/calendars/{calendar}/events?alt=json")
+}
+
+/// Notifies every live channel of `calendar` (called with the state locked, after a write).
+fn notify(state: &mut State, calendar: &str, what: &str) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let ids: Vec<String> = state
+        .channels
+        .iter()
+        .filter(|c| c.calendar == calendar && c.expiration > now)
+        .map(|c| c.id.clone())
+        .collect();
+    for id in ids {
+        send_notification(state, &id, what);
+    }
+}
+
+/// One bodiless POST with the `X-Goog-*` headers, sent in the background; the receiver's answer
+/// is not used (Google's retries of failed notifications are not reproduced).
+fn send_notification(state: &mut State, channel: &str, what: &str) {
+    let Some(c) = state.channels.iter_mut().find(|c| c.id == channel) else {
+        return;
+    };
+    c.messages += 1;
+    let expiration = chrono::DateTime::from_timestamp_millis(c.expiration)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let mut request = reqwest::Client::new()
+        .post(&c.address)
+        .header("X-Goog-Channel-ID", &c.id)
+        .header("X-Goog-Channel-Expiration", expiration)
+        .header("X-Goog-Resource-ID", &c.resource_id)
+        .header("X-Goog-Resource-URI", resource_uri(&c.calendar))
+        .header("X-Goog-Resource-State", what)
+        .header("X-Goog-Message-Number", c.messages.to_string())
+        .header("content-length", "0");
+    if let Some(t) = &c.token {
+        request = request.header("X-Goog-Channel-Token", t);
+    }
+    tokio::spawn(async move {
+        let _ = request.timeout(Duration::from_secs(10)).send().await;
+    });
 }
 
 const MAX_PAGE: usize = 2500;

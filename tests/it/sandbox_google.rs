@@ -226,7 +226,7 @@ async fn replayed_deliveries_create_no_duplicate_events_and_revive_deleted_ones(
         &running,
         &token,
         "DELETE",
-        &format!("/primary/events/{id}"),
+        &format!("/calendars/primary/events/{id}"),
         None,
         &[],
     )
@@ -246,7 +246,15 @@ async fn an_event_the_list_does_not_show_is_found_by_its_id_after_409_duplicate(
     let token = token(&running).await;
     let id = event_id(W, "timeline", "ceremony");
     let made = json!({"id": id, "summary": "hand-made", "start": {"dateTime": "2027-06-19T09:00:00Z"}, "end": {"dateTime": "2027-06-19T10:00:00Z"}});
-    let (status, _) = call(&running, &token, "POST", "/primary/events", Some(made), &[]).await;
+    let (status, _) = call(
+        &running,
+        &token,
+        "POST",
+        "/calendars/primary/events",
+        Some(made),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
 
     let p = Events::default().payload("field.created", "timeline_builder", "f-tl", day(), &wedding(W));
@@ -469,7 +477,7 @@ async fn bad_requests_are_answered_like_google_and_rejected_by_the_adapter() {
         &running,
         &token,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(json!({"id": "Not-Base32", "start": start, "end": start})),
         &[],
     )
@@ -483,7 +491,7 @@ async fn bad_requests_are_answered_like_google_and_rejected_by_the_adapter() {
         &running,
         &token,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(json!({"start": start, "end": end})),
         &[],
     )
@@ -497,7 +505,7 @@ async fn bad_requests_are_answered_like_google_and_rejected_by_the_adapter() {
         &running,
         &token,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(json!({"start": start})),
         &[],
     )
@@ -558,7 +566,7 @@ async fn token_call(running: &Running, form: &[(&str, &str)]) -> (u16, Value) {
     )
 }
 
-/// One calendar request below `/calendars`; the answer's status and JSON body (null if none).
+/// One request below `/calendar/v3`; the answer's status and JSON body (null if none).
 async fn call(
     running: &Running,
     token: &str,
@@ -567,7 +575,7 @@ async fn call(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    let url = format!("{}/google/calendar/v3/calendars{path}", running.url());
+    let url = format!("{}/google/calendar/v3{path}", running.url());
     let mut r = reqwest::Client::new()
         .request(method.parse().unwrap(), url)
         .bearer_auth(token);
@@ -605,7 +613,7 @@ async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
         &running,
         &t,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(timed("evt00001", 10)),
         &[],
     )
@@ -618,7 +626,7 @@ async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
         &running,
         &t,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(timed("evt00001", 10)),
         &[],
     )
@@ -629,22 +637,45 @@ async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
         json!({"error": {"errors": [{"domain": "global", "reason": "duplicate", "message": "The requested identifier already exists."}], "code": 409, "message": "The requested identifier already exists."}})
     );
     assert_eq!(
-        call(&running, &t, "DELETE", "/primary/events/evt00001", None, &[])
-            .await
-            .0,
+        call(
+            &running,
+            &t,
+            "DELETE",
+            "/calendars/primary/events/evt00001",
+            None,
+            &[]
+        )
+        .await
+        .0,
         204
     );
-    let (s, again) = call(&running, &t, "DELETE", "/primary/events/evt00001", None, &[]).await;
+    let (s, again) = call(
+        &running,
+        &t,
+        "DELETE",
+        "/calendars/primary/events/evt00001",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(s, 410);
     assert_eq!(again["error"]["errors"][0]["reason"], "deleted");
-    let (s, got) = call(&running, &t, "GET", "/primary/events/evt00001", None, &[]).await;
+    let (s, got) = call(
+        &running,
+        &t,
+        "GET",
+        "/calendars/primary/events/evt00001",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!((s, got["status"].clone()), (200, json!("cancelled")));
     assert_eq!(
         call(
             &running,
             &t,
             "POST",
-            "/primary/events",
+            "/calendars/primary/events",
             Some(timed("evt00001", 10)),
             &[]
         )
@@ -653,15 +684,31 @@ async fn sandbox_deletes_leave_tombstones_and_answer_410_the_second_time() {
         409,
         "a cancelled id stays taken"
     );
-    let (s, missing) = call(&running, &t, "GET", "/primary/events/nosuchevent", None, &[]).await;
+    let (s, missing) = call(
+        &running,
+        &t,
+        "GET",
+        "/calendars/primary/events/nosuchevent",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(
         (s, missing["error"]["errors"][0]["reason"].clone()),
         (404, json!("notFound"))
     );
-    let (_, listed) = call(&running, &t, "GET", "/primary/events", None, &[]).await;
+    let (_, listed) = call(&running, &t, "GET", "/calendars/primary/events", None, &[]).await;
     assert_eq!(listed["kind"], "calendar#events");
     assert_eq!(listed["items"], json!([]));
-    let (_, listed) = call(&running, &t, "GET", "/primary/events?showDeleted=true", None, &[]).await;
+    let (_, listed) = call(
+        &running,
+        &t,
+        "GET",
+        "/calendars/primary/events?showDeleted=true",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(listed["items"][0]["status"], "cancelled");
     conforms(&running);
 }
@@ -674,7 +721,7 @@ async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
         &running,
         &t,
         "POST",
-        "/primary/events",
+        "/calendars/primary/events",
         Some(timed("evt00002", 10)),
         &[],
     )
@@ -686,7 +733,7 @@ async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
         &running,
         &t,
         "PATCH",
-        "/primary/events/evt00002",
+        "/calendars/primary/events/evt00002",
         Some(patch.clone()),
         &[("if-match", &etag)],
     )
@@ -709,7 +756,7 @@ async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
         &running,
         &t,
         "PATCH",
-        "/primary/events/evt00002",
+        "/calendars/primary/events/evt00002",
         Some(patch),
         &[("if-match", &etag)],
     )
@@ -724,7 +771,7 @@ async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
             &running,
             &t,
             "DELETE",
-            "/primary/events/evt00002",
+            "/calendars/primary/events/evt00002",
             None,
             &[("if-match", &etag)]
         )
@@ -738,7 +785,7 @@ async fn sandbox_patch_merges_put_replaces_and_if_match_guards_both() {
         &running,
         &t,
         "PUT",
-        "/primary/events/evt00002",
+        "/calendars/primary/events/evt00002",
         Some(replace),
         &[("if-match", patched["etag"].as_str().unwrap())],
     )
@@ -762,13 +809,21 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
             &running,
             &t,
             "POST",
-            "/primary/events",
+            "/calendars/primary/events",
             Some(timed(id, 10 + i as u32)),
             &[],
         )
         .await;
     }
-    let (_, page1) = call(&running, &t, "GET", "/primary/events?maxResults=2", None, &[]).await;
+    let (_, page1) = call(
+        &running,
+        &t,
+        "GET",
+        "/calendars/primary/events?maxResults=2",
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(page1["items"].as_array().unwrap().len(), 2);
     assert!(page1.get("nextSyncToken").is_none());
     let next = page1["nextPageToken"].as_str().unwrap();
@@ -776,7 +831,7 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
         &running,
         &t,
         "GET",
-        &format!("/primary/events?maxResults=2&pageToken={next}"),
+        &format!("/calendars/primary/events?maxResults=2&pageToken={next}"),
         None,
         &[],
     )
@@ -790,17 +845,25 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
         &running,
         &t,
         "PATCH",
-        "/primary/events/evt00003",
+        "/calendars/primary/events/evt00003",
         Some(json!({"summary": "changed"})),
         &[],
     )
     .await;
-    call(&running, &t, "DELETE", "/primary/events/evt00004", None, &[]).await;
+    call(
+        &running,
+        &t,
+        "DELETE",
+        "/calendars/primary/events/evt00004",
+        None,
+        &[],
+    )
+    .await;
     let (s, changes) = call(
         &running,
         &t,
         "GET",
-        &format!("/primary/events?syncToken={}", q(&sync)),
+        &format!("/calendars/primary/events?syncToken={}", q(&sync)),
         None,
         &[],
     )
@@ -826,7 +889,7 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
         &running,
         &t,
         "GET",
-        &format!("/primary/events?syncToken={}", q(&sync)),
+        &format!("/calendars/primary/events?syncToken={}", q(&sync)),
         None,
         &[],
     )
@@ -898,7 +961,9 @@ async fn sandbox_token_endpoint_and_bearer_auth_fail_like_google() {
     );
     let t = token(&running).await;
     assert_eq!(
-        call(&running, &t, "GET", "/primary/events", None, &[]).await.0,
+        call(&running, &t, "GET", "/calendars/primary/events", None, &[])
+            .await
+            .0,
         200
     );
     running.set_faults(Faults {
@@ -907,8 +972,122 @@ async fn sandbox_token_endpoint_and_bearer_auth_fail_like_google() {
         ..Faults::default()
     });
     assert_eq!(
-        call(&running, &t, "GET", "/primary/events", None, &[]).await.0,
+        call(&running, &t, "GET", "/calendars/primary/events", None, &[])
+            .await
+            .0,
         401,
         "expired tokens stop working"
     );
+}
+
+/// A receiver of push notifications: the `X-Goog-*` headers of every POST, in arrival order.
+async fn notification_sink() -> (String, Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<axum::http::HeaderMap>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap| async move {
+                seen.lock().unwrap().push(headers);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+fn states(seen: &std::sync::Mutex<Vec<axum::http::HeaderMap>>, channel: &str) -> Vec<(String, String)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h["x-goog-channel-id"] == channel)
+        .map(|h| {
+            let v = |k: &str| h[k].to_str().unwrap().to_owned();
+            (v("x-goog-resource-state"), v("x-goog-message-number"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sandbox_push_channels_send_sync_then_exists_until_stopped() {
+    let running = sandbox().await;
+    let t = token(&running).await;
+    let (address, seen) = notification_sink().await;
+    let mut resources = Vec::new();
+    for id in ["channel-a", "channel-b"] {
+        let watch = json!({"id": id, "type": "web_hook", "address": address, "token": "our-own-secret"});
+        let (s, channel) = call(
+            &running,
+            &t,
+            "POST",
+            "/calendars/primary/events/watch",
+            Some(watch),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{channel}");
+        assert_eq!(channel["kind"], "api#channel");
+        assert!(channel["expiration"].is_string(), "int64 as a string: {channel}");
+        resources.push(channel["resourceId"].as_str().unwrap().to_owned());
+    }
+    let wait = |channel: &'static str, n: usize| {
+        let seen = seen.clone();
+        crate::support::wait_for_async(Duration::from_secs(10), "notifications", move || {
+            let got = states(&seen, channel).len();
+            async move { got >= n }
+        })
+    };
+    wait("channel-a", 1).await;
+    call(
+        &running,
+        &t,
+        "POST",
+        "/calendars/primary/events",
+        Some(timed("evt00006", 10)),
+        &[],
+    )
+    .await;
+    wait("channel-a", 2).await;
+    assert_eq!(
+        states(&seen, "channel-a"),
+        [
+            ("sync".to_owned(), "1".to_owned()),
+            ("exists".to_owned(), "2".to_owned())
+        ]
+    );
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(first["x-goog-channel-token"], "our-own-secret");
+    assert!(first.contains_key("x-goog-resource-id") && first.contains_key("x-goog-channel-expiration"));
+
+    // when channel a stops, only b hears of the next change
+    let stop = json!({"id": "channel-a", "resourceId": resources[0]});
+    assert_eq!(
+        call(&running, &t, "POST", "/channels/stop", Some(stop.clone()), &[])
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&running, &t, "POST", "/channels/stop", Some(stop), &[])
+            .await
+            .0,
+        404
+    );
+    call(
+        &running,
+        &t,
+        "DELETE",
+        "/calendars/primary/events/evt00006",
+        None,
+        &[],
+    )
+    .await;
+    wait("channel-b", 3).await;
+    assert_eq!(states(&seen, "channel-a").len(), 2);
+    conforms(&running);
 }
