@@ -340,6 +340,34 @@ async fn a_stale_etag_is_refetched_and_the_update_reapplied() {
     conforms(&running);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_for_many_weddings_share_one_token_refresh() {
+    let running = sandbox().await;
+    let g = Arc::new(adapter(&running));
+    let mut ev = Events::default();
+    let weddings: Vec<String> = (0..6)
+        .map(|i| format!("7d3c3a52-8f0e-4c1e-9a57-6c1f4f4b8f1{i}"))
+        .collect();
+    let deliveries: Vec<_> = weddings
+        .iter()
+        .map(|id| {
+            let p = ev.payload("field.created", "timeline_builder", "f-tl", day(), &wedding(id));
+            let g = g.clone();
+            tokio::spawn(async move { deliver(&g, &p).await })
+        })
+        .collect();
+    for d in deliveries {
+        assert_eq!(d.await.unwrap(), Outcome::Delivered { status: 200 });
+    }
+    assert_eq!(
+        running.state()["google"]["tokens_issued"],
+        1,
+        "one refresh for all"
+    );
+    assert_eq!(live(&running).len(), 3 * weddings.len());
+    conforms(&running);
+}
+
 #[tokio::test]
 async fn rate_limits_are_retried_with_backoff_then_delivered() {
     let running = sandbox().await;
