@@ -585,22 +585,27 @@ impl Call<'_> {
 
     async fn timeline(&self, change: &Change) -> Result<(), Outcome> {
         let w = &change.wedding;
+        // what cannot be placed is rejected before any request
+        let items = match change.value.as_ref() {
+            Some(value) => {
+                let date = crm::wedding_date(w).ok_or_else(|| {
+                    crm::reject("the wedding has no date, so its timeline cannot be placed in the calendar: set the date in the app, then requeue this delivery (fieldsync deliveries requeue)".to_owned())
+                })?;
+                Some((crm::timeline_items(value, date), time_zone(change)?))
+            }
+            None => None,
+        };
         let existing = self.wedding_events(&w.id).await?;
         let ours = |e: &&Value| {
             e["extendedProperties"]["private"]["fieldsync_kind"] == KIND_TIMELINE
                 && e["status"] != "cancelled"
         };
-        let Some(value) = change.value.as_ref() else {
+        let Some((items, zone)) = items else {
             for e in existing.iter().filter(ours) {
                 self.remove(e).await?;
             }
             return Ok(());
         };
-        let date = crm::wedding_date(w).ok_or_else(|| {
-            crm::reject("the wedding has no date, so its timeline cannot be placed in the calendar; it is sent again when the wedding_date field is set".to_owned())
-        })?;
-        let zone = time_zone(change)?;
-        let items = crm::timeline_items(value, date);
         let location = w.venue.as_ref().and_then(crm::venue_line);
         let mut keep = HashSet::new();
         for item in &items {
@@ -731,7 +736,7 @@ fn couple(change: &Change) -> &str {
 
 fn time_zone(change: &Change) -> Result<String, Outcome> {
     change.wedding.timezone.clone().ok_or_else(|| {
-        crm::reject("the wedding has no time zone (nor its organisation): set one in the app so its timeline lands at the right local times".to_owned())
+        crm::reject("the wedding has no time zone (nor its organisation): set one in the app so its timeline lands at the right local times, then requeue this delivery".to_owned())
     })
 }
 

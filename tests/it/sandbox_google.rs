@@ -1119,3 +1119,32 @@ async fn sandbox_push_channels_send_sync_then_exists_until_stopped() {
     assert_eq!(states(&seen, "channel-a").len(), 2);
     conforms(&running);
 }
+
+#[tokio::test]
+async fn events_the_calendar_cannot_place_are_rejected_without_a_write() {
+    let running = sandbox().await;
+    let g = adapter(&running);
+    let mut ev = Events::default();
+    let mut undated = wedding(W);
+    undated["wedding_date"] = Value::Null;
+    let p = ev.payload("field.created", "timeline_builder", "f-tl", day(), &undated);
+    match deliver(&g, &p).await {
+        Outcome::Reject { status: None, error } => assert!(error.contains("no date"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    let p = ev.payload(
+        "field.created",
+        "text",
+        "f-colour",
+        json!("Blue and gold"),
+        &wedding(W),
+    );
+    match deliver(&g, &p).await {
+        Outcome::Reject { error, .. } => assert!(error.contains("config.field_types"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        running.exchanges(Api::Google).is_empty(),
+        "rejected before any request"
+    );
+}
