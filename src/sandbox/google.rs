@@ -21,7 +21,9 @@
 //! against the tz database; end before start is checked when both times can be compared (offsets,
 //! or local times in the same zone); `sequence` grows when start, end or status change; push
 //! channels accept http addresses (Google requires https) and a new channel lives 7 days unless
-//! it asks for less; failed notifications are not retried.
+//! it asks for less; failed notifications are not retried; list parameters other than
+//! `privateExtendedProperty`, `showDeleted`, `maxResults`, `pageToken` and `syncToken` (e.g.
+//! `timeMin`, `q`, `orderBy`) are accepted and ignored; a calendar's `timeZone` is `UTC`.
 //!
 //! Invariant: events are never removed from a calendar, only cancelled; `changed` is the sandbox's
 //! write counter at an event's last write, which the sync tokens compare against.
@@ -440,6 +442,11 @@ fn validate(event: &Value) -> Result<(), Response> {
             "The specified time range is empty.",
             None,
         ));
+    }
+    if let Some(status) = event.get("status") {
+        if !matches!(status.as_str(), Some("confirmed" | "tentative" | "cancelled")) {
+            return Err(bad_request("invalid", "Invalid value for: status"));
+        }
     }
     if let Some(ext) = event.get("extendedProperties").filter(|v| !v.is_null()) {
         let ok = ext.as_object().is_some_and(|o| {
