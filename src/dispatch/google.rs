@@ -643,20 +643,23 @@ impl Call<'_> {
     async fn wedding_date(&self, change: &Change) -> Result<(), Outcome> {
         let w = &change.wedding;
         let id = event_id(&w.id, KIND_DATE, KIND_DATE);
+        let date = match change.value {
+            None => None,
+            Some(_) => Some(
+                change
+                    .date()
+                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                    .ok_or_else(|| crm::reject("the wedding_date value has no ISO date".to_owned()))?,
+            ),
+        };
         let existing = self.wedding_events(&w.id).await?;
         let known = existing.iter().find(|e| e["id"] == id);
-        let Some(value) = change.value.as_ref() else {
+        let Some(date) = date else {
             if let Some(e) = known {
                 self.remove(e).await?;
             }
             return Ok(());
         };
-        let date = value
-            .get("date")
-            .or(Some(value))
-            .and_then(Value::as_str)
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            .ok_or_else(|| crm::reject("the wedding_date value has no ISO date".to_owned()))?;
         let next = date.succ_opt().unwrap_or(date);
         let mut desired = json!({
             "id": id,
