@@ -369,7 +369,7 @@ async fn concurrent_deliveries_for_many_weddings_share_one_token_refresh() {
 }
 
 #[tokio::test]
-async fn rate_limits_are_retried_with_backoff_then_delivered() {
+async fn rate_limits_and_backend_errors_are_retried_then_delivered() {
     let running = sandbox().await;
     let g = adapter(&running);
     let w = wedding(W);
@@ -398,6 +398,23 @@ async fn rate_limits_are_retried_with_backoff_then_delivered() {
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
+
+    // a backend error is retried and counts against the endpoint
+    running.set_faults(Faults {
+        api: Some(Api::Google),
+        fail_next: 1,
+        status: Some(500),
+        ..Faults::default()
+    });
+    assert!(matches!(
+        deliver(&g, &p).await,
+        Outcome::Retry {
+            status: Some(500),
+            endpoint_fault: true,
+            ..
+        }
+    ));
     assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
     assert_eq!(
         item(&running, "ceremony").unwrap()["location"],
