@@ -7,7 +7,12 @@ use super::{AdapterError, Payload};
 use crate::credentials::Credentials;
 
 /// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &["guest_count_matrix", "wedding_date", "venue_selector", "dietary_matrix"];
+pub const FIELD_TYPES: &[&str] = &[
+    "guest_count_matrix",
+    "wedding_date",
+    "venue_selector",
+    "dietary_matrix",
+];
 
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`.
 pub const DEFAULT_RATE: (f64, u32) = (2.0, 4);

@@ -399,7 +399,7 @@ pub fn ulid() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_millis() as u128;
+        .as_millis();
     let value = (millis << 80) | (rand::random::<u128>() & ((1u128 << 80) - 1));
     (0..26)
         .rev()

@@ -5,6 +5,7 @@
 pub mod crm;
 pub mod daemon;
 pub mod receiver;
+pub mod spec;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

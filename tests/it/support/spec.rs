@@ -1,0 +1,509 @@
+//! Contract checks against the vendors' own machine-readable specs in `../shared/api-specs/`,
+//! read at test time (never copied into the project). A checker takes one sandbox exchange and
+//! lists where the request or the answer departs from the spec: an undeclared path, method or
+//! query parameter, a body that does not match its schema, a read-only property sent.
+//!
+//! Schemas are checked for what matters to a client: types, required and unknown properties,
+//! enums, lengths, numeric bounds, date formats; `nullable`, `$ref`, `allOf`, `oneOf`/`anyOf`.
+
+use std::path::PathBuf;
+
+use fieldsync::sandbox::Exchange;
+use serde_json::Value;
+
+fn load(file: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/api-specs")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the vendor spec {} is needed by the contract tests and cannot be read ({e}); \
+             it lives beside the project in ../shared/api-specs/",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("vendor spec is JSON")
+}
+
+fn body_json(bytes: &[u8]) -> Option<Result<Value, String>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(serde_json::from_slice(bytes).map_err(|e| format!("body is not JSON ({e})")))
+}
+
+fn query_names(e: &Exchange) -> Vec<String> {
+    e.query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('=').next().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Which template of `templates` matches `path` best (most literal segments).
+fn match_template<'a>(templates: impl Iterator<Item = &'a str>, path: &str) -> Option<&'a str> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    templates
+        .filter_map(|t| {
+            let tparts: Vec<&str> = t.trim_matches('/').split('/').collect();
+            if tparts.len() != parts.len() {
+                return None;
+            }
+            let mut literal = 0;
+            for (tp, p) in tparts.iter().zip(&parts) {
+                if tp.starts_with('{') {
+                    continue;
+                }
+                if tp != p {
+                    return None;
+                }
+                literal += 1;
+            }
+            Some((literal, t))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, t)| t)
+}
+
+fn date_like(s: &str, with_time: bool) -> bool {
+    let b = s.as_bytes();
+    let date = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !with_time {
+        return date && b.len() == 10;
+    }
+    date && b.len() >= 19 && b[10] == b'T' && b[13] == b':' && b[16] == b':'
+}
+
+/// Direction of a body: requests must not carry read-only properties.
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Request,
+    Response,
+}
+
+// ---- OpenAPI 3.0 (VSCO Workspace) ------------------------------------------------------------
+
+pub struct OpenApi {
+    doc: Value,
+    /// The base path of the API below the sandbox prefix (`/api/v2`).
+    base: &'static str,
+}
+
+/// The VSCO Workspace (Tave) API v2 spec.
+pub fn vsco() -> OpenApi {
+    OpenApi {
+        doc: load("vsco-workspace-v2.openapi.json"),
+        base: "/api/v2",
+    }
+}
+
+impl OpenApi {
+    fn resolve<'a>(&'a self, mut v: &'a Value) -> &'a Value {
+        while let Some(r) = v.get("$ref").and_then(Value::as_str) {
+            let mut at = &self.doc;
+            for part in r.trim_start_matches("#/").split('/') {
+                at = &at[part];
+            }
+            v = at;
+        }
+        v
+    }
+
+    /// Violations of one exchange; exchanges outside the spec's paths (the New Lead API) and
+    /// injected faults have none.
+    pub fn check(&self, e: &Exchange) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(path) = e.path.strip_prefix(self.base) else {
+            return out;
+        };
+        if e.injected {
+            return out;
+        }
+        let paths = self.doc["paths"].as_object().expect("paths");
+        let Some(template) = match_template(paths.keys().map(String::as_str), path) else {
+            out.push(format!("{} {path}: no such path in the spec", e.method));
+            return out;
+        };
+        let here = format!("{} {template}", e.method);
+        let Some(op) = paths[template].get(e.method.to_lowercase()) else {
+            out.push(format!("{here}: method not in the spec"));
+            return out;
+        };
+        let params: Vec<&Value> = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(paths[template]["parameters"].as_array().into_iter().flatten())
+            .map(|p| self.resolve(p))
+            .collect();
+        for name in query_names(e) {
+            if !params
+                .iter()
+                .any(|p| p["in"] == "query" && p["name"] == name.as_str())
+            {
+                out.push(format!("{here}: query parameter {name:?} is not declared"));
+            }
+        }
+        if let Some(body) = body_json(&e.request_body) {
+            match (body, op.get("requestBody")) {
+                (Err(why), _) => out.push(format!("{here} request: {why}")),
+                (Ok(_), None) => out.push(format!("{here}: sends a body the spec does not take")),
+                (Ok(v), Some(rb)) => {
+                    let schema = &self.resolve(rb)["content"]["application/json"]["schema"];
+                    self.validate(schema, &v, "request", Dir::Request, &mut out);
+                }
+            }
+        }
+        let status = e.status.to_string();
+        match op["responses"]
+            .get(&status)
+            .or_else(|| op["responses"].get("default"))
+        {
+            None if (200..300).contains(&e.status) => {
+                out.push(format!("{here}: status {status} is not declared"))
+            }
+            None => {}
+            Some(r) => {
+                let schema = &self.resolve(r)["content"]["application/json"]["schema"];
+                match body_json(&e.response_body) {
+                    Some(Ok(v)) if !schema.is_null() => {
+                        self.validate(schema, &v, &format!("response {status}"), Dir::Response, &mut out)
+                    }
+                    Some(Err(why)) => out.push(format!("{here} response {status}: {why}")),
+                    None if !schema.is_null() => out.push(format!("{here} response {status}: empty body")),
+                    _ => {}
+                }
+            }
+        }
+        out.iter_mut().for_each(|v| {
+            if !v.starts_with(&here) {
+                *v = format!("{here} {v}");
+            }
+        });
+        out
+    }
+
+    fn validate(&self, schema: &Value, v: &Value, at: &str, dir: Dir, out: &mut Vec<String>) {
+        let s = self.resolve(schema);
+        if v.is_null() {
+            if s["nullable"] != true && s.get("type").is_some_and(|t| t != "null") {
+                out.push(format!("{at}: null where the spec does not allow it"));
+            }
+            return;
+        }
+        if let Some(all) = s["allOf"].as_array() {
+            for sub in all {
+                self.validate(sub, v, at, dir, out);
+            }
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(any) = s[key].as_array() {
+                let chosen = s["discriminator"]["propertyName"]
+                    .as_str()
+                    .and_then(|p| v.get(p)?.as_str())
+                    .and_then(|tag| {
+                        let mapped = s["discriminator"]["mapping"][tag].as_str();
+                        any.iter().find(|o| {
+                            let r = o["$ref"].as_str().unwrap_or("");
+                            mapped == Some(r) || r.to_lowercase().ends_with(&format!("/{tag}"))
+                        })
+                    });
+                let fits = |o: &Value| {
+                    let mut errs = Vec::new();
+                    self.validate(o, v, at, dir, &mut errs);
+                    errs
+                };
+                match chosen {
+                    Some(o) => out.extend(fits(o)),
+                    None => {
+                        let tries: Vec<Vec<String>> = any.iter().map(fits).collect();
+                        if !tries.iter().any(Vec::is_empty) {
+                            out.push(format!("{at}: matches none of {key}: {:?}", tries.first()));
+                        }
+                    }
+                }
+            }
+        }
+        let ty = s["type"].as_str();
+        let ok = match (ty, v) {
+            (None, _) => true,
+            (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+            (Some("string"), Value::String(_)) | (Some("boolean"), Value::Bool(_)) => true,
+            (Some("integer"), Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Some("number"), Value::Number(_)) => true,
+            _ => false,
+        };
+        if !ok {
+            out.push(format!("{at}: expected {}, got {v}", ty.unwrap_or("?")));
+            return;
+        }
+        if let Some(e) = s["enum"].as_array() {
+            if !e.contains(v) {
+                out.push(format!("{at}: {v} is not one of {e:?}"));
+            }
+        }
+        match v {
+            Value::String(text) => {
+                let n = text.chars().count() as u64;
+                if s["maxLength"].as_u64().is_some_and(|m| n > m)
+                    || s["minLength"].as_u64().is_some_and(|m| n < m)
+                {
+                    out.push(format!("{at}: length {n} outside the spec's bounds"));
+                }
+                match s["format"].as_str() {
+                    Some("date") if !date_like(text, false) => {
+                        out.push(format!("{at}: {text:?} is not a date"))
+                    }
+                    Some("date-time") if !date_like(text, true) => {
+                        out.push(format!("{at}: {text:?} is not a date-time"))
+                    }
+                    _ => {}
+                }
+            }
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(0.0);
+                if s["minimum"].as_f64().is_some_and(|m| x < m)
+                    || s["maximum"].as_f64().is_some_and(|m| x > m)
+                {
+                    out.push(format!("{at}: {x} outside the spec's bounds"));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.validate(&s["items"], item, &format!("{at}[{i}]"), dir, out);
+                }
+            }
+            Value::Object(map) => {
+                let props = s["properties"].as_object();
+                if dir == Dir::Response {
+                    for r in s["required"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
+                        if !map.contains_key(r) {
+                            out.push(format!("{at}: required property {r:?} is missing"));
+                        }
+                    }
+                } else {
+                    for r in s["required"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
+                        let read_only = props
+                            .and_then(|p| p.get(r))
+                            .is_some_and(|p| self.resolve(p)["readOnly"] == true);
+                        if !map.contains_key(r) && !read_only {
+                            out.push(format!("{at}: required property {r:?} is missing"));
+                        }
+                    }
+                }
+                for (k, item) in map {
+                    let here = format!("{at}.{k}");
+                    match props.and_then(|p| p.get(k)) {
+                        Some(p) => {
+                            if dir == Dir::Request && self.resolve(p)["readOnly"] == true {
+                                out.push(format!("{here}: read-only property sent"));
+                            }
+                            self.validate(p, item, &here, dir, out);
+                        }
+                        None => match &s["additionalProperties"] {
+                            Value::Bool(false) => out.push(format!("{here}: property not in the spec")),
+                            extra @ Value::Object(_) => self.validate(extra, item, &here, dir, out),
+                            _ => {}
+                        },
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---- Google discovery document (Calendar v3) -------------------------------------------------
+
+pub struct Discovery {
+    doc: Value,
+}
+
+/// The Google Calendar API v3 discovery document.
+pub fn google() -> Discovery {
+    Discovery {
+        doc: load("google-calendar-v3.discovery.json"),
+    }
+}
+
+impl Discovery {
+    /// Violations of one exchange with the calendar API (the token endpoint is not in the
+    /// discovery document and has none). Error answers are not described by the document.
+    pub fn check(&self, e: &Exchange) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(path) = e.path.strip_prefix("/calendar/v3/") else {
+            return out;
+        };
+        if e.injected {
+            return out;
+        }
+        let methods: Vec<&Value> = self.doc["resources"]
+            .as_object()
+            .expect("resources")
+            .values()
+            .flat_map(|r| r["methods"].as_object().into_iter().flat_map(|m| m.values()))
+            .filter(|m| m["httpMethod"] == e.method.as_str())
+            .collect();
+        let Some(template) = match_template(methods.iter().filter_map(|m| m["path"].as_str()), path) else {
+            out.push(format!(
+                "{} {path}: no such method in the discovery document",
+                e.method
+            ));
+            return out;
+        };
+        let m = methods.iter().find(|m| m["path"] == template).expect("matched");
+        let here = m["id"].as_str().unwrap_or(template).to_owned();
+        for name in query_names(e) {
+            if m["parameters"][&name]["location"] != "query" && self.doc["parameters"].get(&name).is_none() {
+                out.push(format!("{here}: query parameter {name:?} is not declared"));
+            }
+        }
+        if let Some(body) = body_json(&e.request_body) {
+            match (body, m["request"]["$ref"].as_str()) {
+                (Err(why), _) => out.push(format!("{here} request: {why}")),
+                (Ok(_), None) => out.push(format!("{here}: sends a body the method does not take")),
+                (Ok(v), Some(r)) => self.validate(
+                    &serde_json::json!({"$ref": r}),
+                    &v,
+                    &format!("{here} request"),
+                    &mut out,
+                ),
+            }
+        }
+        if (200..300).contains(&e.status) {
+            match (body_json(&e.response_body), m["response"]["$ref"].as_str()) {
+                (Some(Err(why)), _) => out.push(format!("{here} response: {why}")),
+                (Some(Ok(v)), Some(r)) => self.validate(
+                    &serde_json::json!({"$ref": r}),
+                    &v,
+                    &format!("{here} response"),
+                    &mut out,
+                ),
+                (None, Some(_)) => out.push(format!("{here} response {}: empty body", e.status)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn validate(&self, schema: &Value, v: &Value, at: &str, out: &mut Vec<String>) {
+        let s = match schema["$ref"].as_str() {
+            Some(r) => &self.doc["schemas"][r],
+            None => schema,
+        };
+        if v.is_null() {
+            return; // PATCH uses null to delete; the document has no nullability
+        }
+        let ty = s["type"].as_str();
+        let int64 = s["format"] == "int64" || s["format"] == "uint64";
+        let ok = match (ty, v) {
+            (None | Some("any"), _) => true,
+            (Some("object"), Value::Object(_)) | (Some("array"), Value::Array(_)) => true,
+            (Some("boolean"), Value::Bool(_)) => true,
+            (Some("string"), Value::String(_)) => true,
+            (Some("string"), Value::Number(_)) => false,
+            (Some("integer"), Value::Number(n)) => !int64 && (n.is_i64() || n.is_u64()),
+            (Some("integer"), Value::String(t)) => int64 && t.parse::<i64>().is_ok(),
+            (Some("number"), Value::Number(_)) => true,
+            _ => false,
+        };
+        if !ok {
+            out.push(format!(
+                "{at}: expected {}{}, got {v}",
+                ty.unwrap_or("?"),
+                if int64 { " (int64 as string)" } else { "" }
+            ));
+            return;
+        }
+        if let (Some(e), Value::String(text)) = (s["enum"].as_array(), v) {
+            if !e.iter().any(|x| x == text) {
+                out.push(format!("{at}: {text:?} is not one of {e:?}"));
+            }
+        }
+        match v {
+            Value::String(text) => match s["format"].as_str() {
+                Some("date") if !date_like(text, false) => out.push(format!("{at}: {text:?} is not a date")),
+                Some("date-time") if !date_like(text, true) => {
+                    out.push(format!("{at}: {text:?} is not a date-time"))
+                }
+                _ => {}
+            },
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.validate(&s["items"], item, &format!("{at}[{i}]"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let here = format!("{at}.{k}");
+                    match s["properties"].get(k) {
+                        Some(p) => self.validate(p, item, &here, out),
+                        None if s["additionalProperties"].is_object() => {
+                            self.validate(&s["additionalProperties"], item, &here, out)
+                        }
+                        None => out.push(format!(
+                            "{here}: property not in the document (the API answers 400 for unknown names)"
+                        )),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn the_checkers_catch_what_they_claim_to() {
+    let spec = vsco();
+    let mut out = Vec::new();
+    let job = serde_json::json!({"eventDate": "19/06/2027", "guestCount": "many", "customFields": [{"value": "1"}], "id": "01h35ccwymj5ctckp8px1azhg6", "surprise": 1});
+    spec.validate(
+        &serde_json::json!({"$ref": "#/components/schemas/Job"}),
+        &job,
+        "job",
+        Dir::Request,
+        &mut out,
+    );
+    let text = out.join("\n");
+    for want in ["eventDate", "guestCount", "fieldId", "read-only property sent"] {
+        assert!(text.contains(want), "{want} not flagged in:\n{text}");
+    }
+    let good = serde_json::json!({"eventDate": "2027-06-19", "guestCount": 137, "customFields": [{"fieldId": "01h35ccwymj5ctckp8px1azhg6", "value": "120"}]});
+    let mut out = Vec::new();
+    spec.validate(
+        &serde_json::json!({"$ref": "#/components/schemas/Job"}),
+        &good,
+        "job",
+        Dir::Request,
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+
+    let g = google();
+    let mut out = Vec::new();
+    let event = serde_json::json!({"id": "abc", "start": {"dateTime": "2027-06-19T13:00:00", "timeZone": "Europe/London"}, "end": {"date": "19 June"}, "sequence": "1", "colour": "red"});
+    g.validate(&serde_json::json!({"$ref": "Event"}), &event, "event", &mut out);
+    let text = out.join("\n");
+    for want in ["end.date", "sequence", "colour"] {
+        assert!(text.contains(want), "{want} not flagged in:\n{text}");
+    }
+}
