@@ -51,6 +51,9 @@ pub struct State {
     pub events: Vec<Value>,
     pub custom_fields: Vec<Value>,
     pub leads: Vec<Value>,
+    /// The last write timestamp given out: each write gets a later one.
+    #[serde(skip)]
+    last_stamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn routes() -> Router<Arc<Sandbox>> {
@@ -241,16 +244,15 @@ fn form_pairs(text: &str) -> Vec<(String, String)> {
     url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
-/// A write timestamp: UTC with milliseconds, strictly after `previous` so `modified` always moves.
-fn stamp(previous: Option<&str>) -> String {
+/// A write timestamp: UTC with milliseconds, strictly after every earlier one, so `modified`
+/// always moves and `sortBy=modified desc` has no ties.
+fn stamp(st: &mut State) -> String {
     let now = chrono::Utc::now();
-    let prev = previous
-        .and_then(|p| chrono::DateTime::parse_from_rfc3339(p).ok())
-        .map(|p| p.with_timezone(&chrono::Utc));
-    let at = match prev {
-        Some(p) if p >= now => p + chrono::Duration::milliseconds(1),
+    let at = match st.last_stamp {
+        Some(last) if last >= now => last + chrono::Duration::milliseconds(1),
         _ => now,
     };
+    st.last_stamp = Some(at);
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -901,7 +903,7 @@ fn defaults(kind: Kind) -> Obj {
 /// Stores a new entity built from checked properties.
 fn insert(st: &mut State, base: &str, kind: Kind, props: Obj) -> Value {
     let id = ulid();
-    let now = stamp(None);
+    let now = stamp(st);
     let mut o = defaults(kind);
     o.extend(props);
     o.insert("id".into(), json!(id));
@@ -993,9 +995,8 @@ fn update(st: &mut State, kind: Kind, index: usize, body: Obj) -> Response {
     let Value::Object(mut o) = existing else {
         unreachable!("entities are objects")
     };
-    let previous = o.get("modified").and_then(Value::as_str).map(str::to_owned);
     o.extend(props);
-    o.insert("modified".into(), json!(stamp(previous.as_deref())));
+    o.insert("modified".into(), json!(stamp(st)));
     derive(st, kind, &mut o);
     let v = Value::Object(o);
     kind.list_mut(st)[index] = v.clone();
@@ -1186,12 +1187,14 @@ async fn create_lead(
         .filter(|(k, _)| k != "SecretKey")
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    lock(&sandbox.tave).leads.push(json!({
+    let mut st = lock(&sandbox.tave);
+    let received = stamp(&mut st);
+    st.leads.push(json!({
         "id": ulid(),
         "studioId": studio,
         "fields": kept,
         "emailNotification": notify,
-        "received": stamp(None),
+        "received": received,
     }));
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "OK").into_response()
 }
