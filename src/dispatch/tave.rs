@@ -76,19 +76,59 @@ const DEFAULT_BASE: &str = "https://workspace.vsco.co/api/v2";
 const DEFAULT_EXTERNAL_URL: &str = "https://fieldsync.invalid/weddings/{wedding_id}";
 /// Read-only properties of a Job (the spec's `readOnly`), left out of every `PUT`.
 const JOB_READ_ONLY: &[&str] = &[
-    "links", "id", "created", "modified", "title", "accountBalance", "creditBalance", "totalCost",
-    "totalProfit", "totalRevenue", "jobTypeName", "leadSourceName", "leadStatusName",
-    "closedReasonName", "workflowName", "sample", "staleDate", "primarySessionId",
-    "nextInteractionDate", "nextInteractionItem", "previousInteractionDate",
-    "previousInteractionItem", "lastClientActivity", "leadStatusChangedAt", "customNumber",
-    "events", "contacts",
+    "links",
+    "id",
+    "created",
+    "modified",
+    "title",
+    "accountBalance",
+    "creditBalance",
+    "totalCost",
+    "totalProfit",
+    "totalRevenue",
+    "jobTypeName",
+    "leadSourceName",
+    "leadStatusName",
+    "closedReasonName",
+    "workflowName",
+    "sample",
+    "staleDate",
+    "primarySessionId",
+    "nextInteractionDate",
+    "nextInteractionItem",
+    "previousInteractionDate",
+    "previousInteractionItem",
+    "lastClientActivity",
+    "leadStatusChangedAt",
+    "customNumber",
+    "events",
+    "contacts",
 ];
-const EVENT_READ_ONLY: &[&str] = &["links", "id", "created", "modified", "hidden", "startUtc", "endUtc", "readOnly"];
+const EVENT_READ_ONLY: &[&str] = &[
+    "links", "id", "created", "modified", "hidden", "startUtc", "endUtc", "readOnly",
+];
 const CONTACT_READ_ONLY: &[&str] = &[
-    "links", "id", "created", "modified", "hidden", "accountBalance", "creditBalance", "totalCost",
-    "totalRevenue", "anonymized", "customNumber", "notes",
+    "links",
+    "id",
+    "created",
+    "modified",
+    "hidden",
+    "accountBalance",
+    "creditBalance",
+    "totalCost",
+    "totalRevenue",
+    "anonymized",
+    "customNumber",
+    "notes",
 ];
-const NAME_KEYS: &[&str] = &["adults", "children", "infants", "dietary_notes", "dietary_prefix", "budget_prefix"];
+const NAME_KEYS: &[&str] = &[
+    "adults",
+    "children",
+    "infants",
+    "dietary_notes",
+    "dietary_prefix",
+    "budget_prefix",
+];
 
 /// Custom field names (config `custom_fields` overrides the defaults).
 #[derive(Clone, Debug)]
@@ -129,11 +169,11 @@ pub struct Tave {
     base: String,
     api_key: Secret<String>,
     external_url: String,
-    names: Names,
+    names: Box<Names>,
     job_type_id: Option<String>,
     event_type_id: Option<String>,
     timeout: Option<Duration>,
-    cache: Mutex<Cache>,
+    cache: Box<Mutex<Cache>>,
     /// Serialises the find-or-create of studio-wide custom fields across weddings.
     creating_fields: tokio::sync::Mutex<()>,
 }
@@ -170,7 +210,10 @@ impl Tave {
                 Some(_) => Err(AdapterError::config(key, "must be a string")),
             }
         };
-        let base = text("base_url")?.unwrap_or(DEFAULT_BASE).trim_end_matches('/').to_owned();
+        let base = text("base_url")?
+            .unwrap_or(DEFAULT_BASE)
+            .trim_end_matches('/')
+            .to_owned();
         match reqwest::Url::parse(&base) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => {
@@ -193,7 +236,9 @@ impl Tave {
             None | Some(Value::Null) => {}
             Some(Value::Object(o)) => {
                 for (k, v) in o {
-                    let name = v.as_str().filter(|s| !s.trim().is_empty() && s.chars().count() <= 255);
+                    let name = v
+                        .as_str()
+                        .filter(|s| !s.trim().is_empty() && s.chars().count() <= 255);
                     let Some(name) = name else {
                         return Err(AdapterError::config(
                             &format!("custom_fields.{k}"),
@@ -238,11 +283,14 @@ impl Tave {
             base,
             api_key,
             external_url,
-            names,
+            names: Box::new(names),
             job_type_id: id("job_type_id")?,
             event_type_id: id("event_type_id")?,
-            timeout: config.get("timeout_ms").and_then(Value::as_u64).map(Duration::from_millis),
-            cache: Mutex::default(),
+            timeout: config
+                .get("timeout_ms")
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis),
+            cache: Box::default(),
             creating_fields: tokio::sync::Mutex::new(()),
         })
     }
@@ -291,7 +339,12 @@ impl Tave {
 /// A hex digest prefix, for external mapping ids that would pass 64 characters.
 fn short_hash(text: &str, chars: usize) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()[..chars].to_owned()
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..chars]
+        .to_owned()
 }
 
 /// The job's external mapping id: the wedding id (hashed past 64 characters).
@@ -333,7 +386,10 @@ pub fn event_mapping_id(wedding_id: &str, key: &str) -> String {
 
 /// Minor units to whole units of the currency (MoneyAmount's unit is an assumption, see above).
 pub fn whole_units(minor: i64, currency: Option<&str>) -> i64 {
-    const ZERO: &[&str] = &["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"];
+    const ZERO: &[&str] = &[
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV",
+        "XAF", "XOF", "XPF",
+    ];
     const THREE: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
     let code = currency.unwrap_or("GBP").to_ascii_uppercase();
     let scale: i64 = if ZERO.contains(&code.as_str()) {
@@ -352,7 +408,9 @@ pub fn whole_units(minor: i64, currency: Option<&str>) -> i64 {
 }
 
 fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -385,7 +443,14 @@ struct Call<'a> {
 impl Call<'_> {
     /// One request; 2xx gives the JSON body (`Null` for 204), 404 gives `Fail::NotFound`, every
     /// other answer its outcome. `what` names the operation in messages (no ids, no values).
-    async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, what: &str) -> Result<Value, Fail> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, Fail> {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.tave.base))
@@ -456,7 +521,13 @@ impl Call<'_> {
                 }
                 let body = Value::Object(without(&job, JOB_READ_ONLY));
                 match self
-                    .send(Method::PUT, &format!("/job/{job_id}"), &[], Some(&body), "PUT /job/{id}")
+                    .send(
+                        Method::PUT,
+                        &format!("/job/{job_id}"),
+                        &[],
+                        Some(&body),
+                        "PUT /job/{id}",
+                    )
                     .await
                 {
                     Err(Fail::NotFound) => {
@@ -506,7 +577,11 @@ impl Call<'_> {
     async fn create_job(&self, change: &Change) -> Result<Value, Fail> {
         let w = &change.wedding;
         let url = self.tave.external(&w.id);
-        let name = w.couple_names.as_deref().map(|n| truncate(n.trim(), 255)).filter(|n| !n.is_empty());
+        let name = w
+            .couple_names
+            .as_deref()
+            .map(|n| truncate(n.trim(), 255))
+            .filter(|n| !n.is_empty());
         let mut body = json!({
             "name": name.unwrap_or_else(|| "Wedding".to_owned()),
             "eventDate": crm::wedding_date(w).map(|d| d.to_string()),
@@ -529,7 +604,13 @@ impl Call<'_> {
             }]);
         }
         let made = self
-            .send(Method::POST, "/job/-/worksheet", &[], Some(&body), "POST /job/-/worksheet")
+            .send(
+                Method::POST,
+                "/job/-/worksheet",
+                &[],
+                Some(&body),
+                "POST /job/-/worksheet",
+            )
             .await;
         let mut job = match made {
             Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /job/-/worksheet"))),
@@ -553,13 +634,22 @@ impl Call<'_> {
         let v = change.value.as_ref().filter(|v| !v.is_null());
         match change.field_type.as_str() {
             "wedding_date" => {
-                let date = v.and_then(|v| v["date"].as_str().or(v.as_str())).map(str::to_owned);
+                let date = v
+                    .and_then(|v| v["date"].as_str().or(v.as_str()))
+                    .map(str::to_owned);
                 job["eventDate"] = json!(date);
             }
             "guest_count_matrix" => {
                 job["guestCount"] = json!(v.and_then(|v| v["total"].as_i64()));
-                for (key, name) in [("adults", &names.adults), ("children", &names.children), ("infants", &names.infants)] {
-                    values.insert(name.clone(), v.and_then(|v| v[key].as_i64()).map(|n| n.to_string()));
+                for (key, name) in [
+                    ("adults", &names.adults),
+                    ("children", &names.children),
+                    ("infants", &names.infants),
+                ] {
+                    values.insert(
+                        name.clone(),
+                        v.and_then(|v| v[key].as_i64()).map(|n| n.to_string()),
+                    );
                 }
             }
             "dietary_matrix" => {
@@ -572,7 +662,10 @@ impl Call<'_> {
                 }
                 if let Some(counts) = v.and_then(|v| v["counts"].as_object()) {
                     for (k, n) in counts {
-                        values.insert(truncate(&format!("{prefix}{k}"), 255), n.as_i64().map(|n| n.to_string()));
+                        values.insert(
+                            truncate(&format!("{prefix}{k}"), 255),
+                            n.as_i64().map(|n| n.to_string()),
+                        );
                     }
                 }
                 values.insert(
@@ -584,7 +677,8 @@ impl Call<'_> {
                 let key = (change.wedding.id.clone(), change.field_id.clone());
                 let category = match v.and_then(|v| v["category"].as_str()) {
                     Some(c) => Some(c.to_owned()),
-                    None => old_category(payload).or_else(|| self.tave.cache().budget_categories.get(&key).cloned()),
+                    None => old_category(payload)
+                        .or_else(|| self.tave.cache().budget_categories.get(&key).cloned()),
                 };
                 let Some(category) = category else {
                     return Err(Fail::Outcome(crm::reject(
@@ -688,7 +782,11 @@ impl Call<'_> {
             return Ok(());
         }
         let fields = self
-            .list_all("/custom-field", &[("canApplyTo", "job".to_owned())], "GET /custom-field")
+            .list_all(
+                "/custom-field",
+                &[("canApplyTo", "job".to_owned())],
+                "GET /custom-field",
+            )
             .await?;
         let mut cache = self.tave.cache();
         cache.field_ids.clear();
@@ -699,7 +797,10 @@ impl Call<'_> {
         for f in fields {
             if let (Some(id), Some(name)) = (f["id"].as_str(), f["name"].as_str()) {
                 cache.field_names.insert(id.to_owned(), name.to_owned());
-                cache.field_ids.entry(name.to_owned()).or_insert_with(|| id.to_owned());
+                cache
+                    .field_ids
+                    .entry(name.to_owned())
+                    .or_insert_with(|| id.to_owned());
             }
         }
         Ok(())
@@ -720,7 +821,13 @@ impl Call<'_> {
         }
         let body = json!({"name": name, "kind": kind, "canApplyTo": "Job", "clientAccess": "None"});
         let made = self
-            .send(Method::POST, "/custom-field", &[], Some(&body), "POST /custom-field")
+            .send(
+                Method::POST,
+                "/custom-field",
+                &[],
+                Some(&body),
+                "POST /custom-field",
+            )
             .await;
         let made = match made {
             Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /custom-field"))),
@@ -737,7 +844,10 @@ impl Call<'_> {
 
     /// A location contact for a normalised venue (`None` without a name).
     fn venue_contact(&self, venue: &Value, wedding_id: &str) -> Option<Value> {
-        let name = venue["name"].as_str().map(|n| truncate(n.trim(), 255)).filter(|n| !n.is_empty())?;
+        let name = venue["name"]
+            .as_str()
+            .map(|n| truncate(n.trim(), 255))
+            .filter(|n| !n.is_empty())?;
         let mut c = json!({
             "kind": "location",
             "name": name,
@@ -745,7 +855,11 @@ impl Call<'_> {
             "url": venue["website"].as_str().filter(|u| reqwest::Url::parse(u).is_ok()),
             "externalMappings": [{"id": venue_mapping_id(wedding_id), "url": self.tave.external(wedding_id)}],
         });
-        if let Some(e164) = venue["phone"].as_str().or(venue["phone_number"].as_str()).and_then(e164) {
+        if let Some(e164) = venue["phone"]
+            .as_str()
+            .or(venue["phone_number"].as_str())
+            .and_then(e164)
+        {
             c["phone"] = json!({"e164": e164});
         }
         Some(c)
@@ -764,25 +878,38 @@ impl Call<'_> {
             )
             .await?;
         let link = links.into_iter().next();
-        let contact_id = link.as_ref().and_then(|l| l["contactId"].as_str()).map(str::to_owned);
-        let desired = change.value.as_ref().filter(|v| !v.is_null()).and_then(|v| self.venue_contact(v, wedding));
+        let contact_id = link
+            .as_ref()
+            .and_then(|l| l["contactId"].as_str())
+            .map(str::to_owned);
+        let desired = change
+            .value
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .and_then(|v| self.venue_contact(v, wedding));
         let Some(desired) = desired else {
             // cleared: the contact first, then its link (either may be gone already)
             if let Some(cid) = &contact_id {
-                self.delete(&format!("/address-book/{cid}"), "DELETE /address-book/{id}").await?;
+                self.delete(&format!("/address-book/{cid}"), "DELETE /address-book/{id}")
+                    .await?;
             }
             if let Some(lid) = link.as_ref().and_then(|l| l["id"].as_str()) {
-                self.delete(&format!("/job-contact/{lid}"), "DELETE /job-contact/{id}").await?;
+                self.delete(&format!("/job-contact/{lid}"), "DELETE /job-contact/{id}")
+                    .await?;
             }
             return Ok(());
         };
         if let Some(cid) = &contact_id {
-            match self.get(&format!("/address-book/{cid}"), &[], "GET /address-book/{id}").await {
+            match self
+                .get(&format!("/address-book/{cid}"), &[], "GET /address-book/{id}")
+                .await
+            {
                 Ok(current) => return self.update_contact(&current, &desired).await,
                 Err(Fail::NotFound) => {
                     // a link to a contact deleted by hand: drop it and link a new one
                     if let Some(lid) = link.as_ref().and_then(|l| l["id"].as_str()) {
-                        self.delete(&format!("/job-contact/{lid}"), "DELETE /job-contact/{id}").await?;
+                        self.delete(&format!("/job-contact/{lid}"), "DELETE /job-contact/{id}")
+                            .await?;
                     }
                 }
                 Err(e) => return Err(e),
@@ -794,7 +921,13 @@ impl Call<'_> {
                 orphan
             }
             None => match self
-                .send(Method::POST, "/address-book", &[], Some(&desired), "POST /address-book")
+                .send(
+                    Method::POST,
+                    "/address-book",
+                    &[],
+                    Some(&desired),
+                    "POST /address-book",
+                )
                 .await
             {
                 Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /address-book"))),
@@ -811,7 +944,13 @@ impl Call<'_> {
             "externalMappings": [{"id": key, "url": self.tave.external(wedding)}],
         });
         match self
-            .send(Method::POST, "/job-contact", &[], Some(&body), "POST /job-contact")
+            .send(
+                Method::POST,
+                "/job-contact",
+                &[],
+                Some(&body),
+                "POST /job-contact",
+            )
             .await
         {
             Err(Fail::NotFound) => Err(Fail::Outcome(shape_error("POST /job-contact"))),
@@ -875,14 +1014,31 @@ impl Call<'_> {
             return Ok(());
         }
         if let Some(Value::Object(a)) = merged.get_mut("address") {
-            for k in ["links", "id", "created", "modified", "hidden", "name", "latitude", "longitude", "googlePlaceId", "timezone"] {
+            for k in [
+                "links",
+                "id",
+                "created",
+                "modified",
+                "hidden",
+                "name",
+                "latitude",
+                "longitude",
+                "googlePlaceId",
+                "timezone",
+            ] {
                 a.remove(k);
             }
         }
         let id = current["id"].as_str().unwrap_or_default();
-        self.send(Method::PUT, &format!("/address-book/{id}"), &[], Some(&Value::Object(merged)), "PUT /address-book/{id}")
-            .await
-            .map(|_| ())
+        self.send(
+            Method::PUT,
+            &format!("/address-book/{id}"),
+            &[],
+            Some(&Value::Object(merged)),
+            "PUT /address-book/{id}",
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete(&self, path: &str, what: &str) -> Result<(), Fail> {
@@ -912,7 +1068,9 @@ impl Call<'_> {
             .await?;
         let mut ours: HashMap<String, Vec<Value>> = HashMap::new();
         for e in existing {
-            let id = mapping_ids(&e).find(|id| id.starts_with(&prefix)).map(str::to_owned);
+            let id = mapping_ids(&e)
+                .find(|id| id.starts_with(&prefix))
+                .map(str::to_owned);
             if let Some(id) = id {
                 ours.entry(id).or_default().push(e);
             }
@@ -954,13 +1112,22 @@ impl Call<'_> {
                     }
                     if changed {
                         let id = current["id"].as_str().unwrap_or_default();
-                        self.send(Method::PUT, &format!("/event/{id}"), &[], Some(&Value::Object(merged)), "PUT /event/{id}")
-                            .await?;
+                        self.send(
+                            Method::PUT,
+                            &format!("/event/{id}"),
+                            &[],
+                            Some(&Value::Object(merged)),
+                            "PUT /event/{id}",
+                        )
+                        .await?;
                     }
                 }
                 None => {
                     fields["externalMappings"] = json!([{"id": mapping, "url": url}]);
-                    match self.send(Method::POST, "/event", &[], Some(&fields), "POST /event").await {
+                    match self
+                        .send(Method::POST, "/event", &[], Some(&fields), "POST /event")
+                        .await
+                    {
                         Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /event"))),
                         other => other?,
                     };
@@ -983,14 +1150,21 @@ fn old_category(payload: &Payload) -> Option<String> {
         Value::String(s) => serde_json::from_str::<Value>(s).ok()?,
         other => other.clone(),
     };
-    old["category"].as_str().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty())
+    old["category"]
+        .as_str()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
 }
 
 /// An E.164 number from a written phone number, when it is one.
 fn e164(text: &str) -> Option<String> {
-    let digits: String = text.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.')).collect();
+    let digits: String = text
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+        .collect();
     let rest = digits.strip_prefix('+')?;
-    let ok = (2..=15).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_digit()) && !rest.starts_with('0');
+    let ok =
+        (2..=15).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_digit()) && !rest.starts_with('0');
     ok.then_some(digits)
 }
 
@@ -1006,7 +1180,10 @@ fn shape_error(what: &str) -> Outcome {
 fn not_documented(answer: &Answer, what: &str) -> Fail {
     Fail::Outcome(Outcome::Retry {
         status: Some(answer.status.as_u16()),
-        error: format!("{API} answered {what} {} with a body that is not the documented JSON object", answer.status),
+        error: format!(
+            "{API} answered {what} {} with a body that is not the documented JSON object",
+            answer.status
+        ),
         after: None,
         endpoint_fault: true,
     })
@@ -1068,11 +1245,26 @@ mod tests {
     fn tave_config_errors_name_the_key_and_never_the_secret() {
         let cases = [
             (json!({}), "api_key"),
-            (json!({"api_key": "k-secret-1", "base_url": "ftp://x"}), "base_url"),
-            (json!({"api_key": "k-secret-1", "external_url": "x"}), "external_url"),
-            (json!({"api_key": "k-secret-1", "custom_fields": {"adultz": "A"}}), "custom_fields.adultz"),
-            (json!({"api_key": "k-secret-1", "custom_fields": {"adults": ""}}), "custom_fields.adults"),
-            (json!({"api_key": "k-secret-1", "job_type_id": "NOT-A-ULID"}), "job_type_id"),
+            (
+                json!({"api_key": "k-secret-1", "base_url": "ftp://x"}),
+                "base_url",
+            ),
+            (
+                json!({"api_key": "k-secret-1", "external_url": "x"}),
+                "external_url",
+            ),
+            (
+                json!({"api_key": "k-secret-1", "custom_fields": {"adultz": "A"}}),
+                "custom_fields.adultz",
+            ),
+            (
+                json!({"api_key": "k-secret-1", "custom_fields": {"adults": ""}}),
+                "custom_fields.adults",
+            ),
+            (
+                json!({"api_key": "k-secret-1", "job_type_id": "NOT-A-ULID"}),
+                "job_type_id",
+            ),
         ];
         for (config, key) in cases {
             let e = tave(config.clone()).err().expect("rejected").to_string();
@@ -1125,7 +1317,10 @@ mod tests {
             ),
         };
         match classify(&answer, "PUT /job/{id}") {
-            Outcome::Reject { status: Some(400), error } => {
+            Outcome::Reject {
+                status: Some(400),
+                error,
+            } => {
                 assert!(error.contains("name: must be at most 255 characters"), "{error}")
             }
             other => panic!("{other:?}"),

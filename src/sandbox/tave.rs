@@ -72,8 +72,10 @@ pub fn fault(status: StatusCode, retry_after: u64) -> Response {
             "Too Many Requests",
             "Exceeded request quota, see Retry-After header",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.to_string().parse().expect("digits"));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            retry_after.to_string().parse().expect("digits"),
+        );
         return r;
     }
     let title = status.canonical_reason().unwrap_or("Error");
@@ -86,7 +88,12 @@ type Detail = BTreeMap<String, String>;
 
 fn error(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
     let body = json!({"type": kind, "title": title, "detail": detail, "status": status.as_u16()});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn invalid(detail: Detail) -> Response {
@@ -110,11 +117,21 @@ fn invalid_one(field: &str, message: &str) -> Response {
 
 fn not_found(what: &str) -> Response {
     // [U] the spec declares no 404; the Error shape is our choice.
-    error(StatusCode::NOT_FOUND, "unknown", "Not Found", &format!("{what} not found"))
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown",
+        "Not Found",
+        &format!("{what} not found"),
+    )
 }
 
 fn ok(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// The resources the sandbox serves.
@@ -192,7 +209,17 @@ impl Kind {
     /// Properties sortable with `sortBy` (the spec's lists, the ones we store).
     fn sortable(self) -> &'static [&'static str] {
         match self {
-            Kind::Job => &["id", "modified", "created", "name", "eventDate", "guestCount", "bookingDate", "closed", "stage"],
+            Kind::Job => &[
+                "id",
+                "modified",
+                "created",
+                "name",
+                "eventDate",
+                "guestCount",
+                "bookingDate",
+                "closed",
+                "stage",
+            ],
             Kind::Contact => &["id", "modified", "created", "name", "kind"],
             Kind::JobContact => &["id", "modified", "created"],
             Kind::Event | Kind::CustomField => &["id", "modified", "created", "name"],
@@ -203,14 +230,36 @@ impl Kind {
     fn read_only(self) -> &'static [&'static str] {
         match self {
             Kind::Job => &[
-                "title", "accountBalance", "creditBalance", "totalCost", "totalProfit", "totalRevenue",
-                "jobTypeName", "leadSourceName", "leadStatusName", "closedReasonName", "workflowName",
-                "sample", "staleDate", "primarySessionId", "nextInteractionDate", "nextInteractionItem",
-                "previousInteractionDate", "previousInteractionItem", "lastClientActivity",
-                "leadStatusChangedAt", "customNumber",
+                "title",
+                "accountBalance",
+                "creditBalance",
+                "totalCost",
+                "totalProfit",
+                "totalRevenue",
+                "jobTypeName",
+                "leadSourceName",
+                "leadStatusName",
+                "closedReasonName",
+                "workflowName",
+                "sample",
+                "staleDate",
+                "primarySessionId",
+                "nextInteractionDate",
+                "nextInteractionItem",
+                "previousInteractionDate",
+                "previousInteractionItem",
+                "lastClientActivity",
+                "leadStatusChangedAt",
+                "customNumber",
             ],
             Kind::Contact => &[
-                "accountBalance", "creditBalance", "totalCost", "totalRevenue", "anonymized", "customNumber", "notes",
+                "accountBalance",
+                "creditBalance",
+                "totalCost",
+                "totalRevenue",
+                "anonymized",
+                "customNumber",
+                "notes",
             ],
             Kind::JobContact => &["roleKinds"],
             Kind::Event => &["startUtc", "endUtc", "readOnly"],
@@ -241,7 +290,9 @@ fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
 fn form_pairs(text: &str) -> Vec<(String, String)> {
     let mut url = reqwest::Url::parse("http://sandbox.invalid/").expect("static url");
     url.set_query(Some(text));
-    url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// A write timestamp: UTC with milliseconds, strictly after every earlier one, so `modified`
@@ -284,7 +335,7 @@ async fn api(
     match (method.clone(), segments.as_slice()) {
         (Method::POST, ["job", "-", "worksheet"]) => match parse_body(&body) {
             Ok(b) => create_worksheet(st, &base, b),
-            Err(r) => r,
+            Err(r) => *r,
         },
         (Method::GET, ["job", id, "worksheet"]) => match find(st, Kind::Job, id) {
             Some(_) => ok(StatusCode::OK, &worksheet(st, id)),
@@ -296,9 +347,14 @@ async fn api(
                 Method::GET => list(st, kind, &query_pairs(&uri)),
                 Method::POST => match parse_body(&body) {
                     Ok(b) => create(st, &base, kind, b),
-                    Err(r) => r,
+                    Err(r) => *r,
                 },
-                _ => error(StatusCode::METHOD_NOT_ALLOWED, "unknown", "Method Not Allowed", "use GET or POST"),
+                _ => error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "unknown",
+                    "Method Not Allowed",
+                    "use GET or POST",
+                ),
             }
         }
         (m, [segment, id]) if Kind::parse(segment).is_some() => {
@@ -310,7 +366,7 @@ async fn api(
                 Method::GET => ok(StatusCode::OK, &kind.list(st)[index]),
                 Method::PUT => match parse_body(&body) {
                     Ok(b) => update(st, kind, index, b),
-                    Err(r) => r,
+                    Err(r) => *r,
                 },
                 Method::DELETE => {
                     delete(st, kind, id);
@@ -328,11 +384,11 @@ async fn api(
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Obj, Response> {
+fn parse_body(body: &Bytes) -> Result<Obj, Box<Response>> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(invalid_one("body", "must be a JSON object")),
-        Err(_) => Err(invalid_one("body", "is not valid JSON")),
+        Ok(_) => Err(Box::new(invalid_one("body", "must be a JSON object"))),
+        Err(_) => Err(Box::new(invalid_one("body", "is not valid JSON"))),
     }
 }
 
@@ -382,7 +438,10 @@ fn list(st: &State, kind: Kind, query: &[(String, String)]) -> Response {
     if !kind.sortable().contains(&sort_key) {
         detail.insert(
             "sortBy".into(),
-            format!("must be one of {} with an optional asc or desc", kind.sortable().join(", ")),
+            format!(
+                "must be one of {} with an optional asc or desc",
+                kind.sortable().join(", ")
+            ),
         );
     }
     if kind == Kind::CustomField {
@@ -422,9 +481,7 @@ fn list(st: &State, kind: Kind, query: &[(String, String)]) -> Response {
             });
             let open = include_closed || kind != Kind::Job || v["closed"] != true;
             let email = get("email").map_or(true, |want| {
-                v["email"]
-                    .as_str()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(want))
+                v["email"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(want))
             });
             let applies = get("canApplyTo").map_or(true, |want| {
                 v["canApplyTo"]
@@ -434,7 +491,13 @@ fn list(st: &State, kind: Kind, query: &[(String, String)]) -> Response {
             let of_kind = kind != Kind::CustomField
                 || kinds.is_empty()
                 || kinds.contains(&v["kind"].as_str().unwrap_or_default().to_ascii_lowercase());
-            mapped && open && email && applies && of_kind && eq("jobId", "jobId") && eq("contactId", "contactId")
+            mapped
+                && open
+                && email
+                && applies
+                && of_kind
+                && eq("jobId", "jobId")
+                && eq("contactId", "contactId")
         })
         .collect();
     items.sort_by(|a, b| {
@@ -483,12 +546,27 @@ fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
 }
 
 const CUSTOM_FIELD_KINDS: [&str; 9] = [
-    "TextField", "TextBox", "DropDown", "Number", "Decimal", "Money", "Date", "Time", "Checkbox",
+    "TextField",
+    "TextBox",
+    "DropDown",
+    "Number",
+    "Decimal",
+    "Money",
+    "Date",
+    "Time",
+    "Checkbox",
 ];
 
 /// Checks `body` as a `kind` written over `existing` (a PUT) or new (a POST) and returns the
 /// properties to store. Errors go to `detail` under `prefix` + property name.
-fn check(st: &State, kind: Kind, body: &Obj, existing: Option<&Value>, prefix: &str, detail: &mut Detail) -> Obj {
+fn check(
+    st: &State,
+    kind: Kind,
+    body: &Obj,
+    existing: Option<&Value>,
+    prefix: &str,
+    detail: &mut Detail,
+) -> Obj {
     let mut out = Obj::new();
     let err = |detail: &mut Detail, field: &str, message: &str| {
         detail.insert(format!("{prefix}{field}"), message.to_owned());
@@ -505,9 +583,16 @@ fn check(st: &State, kind: Kind, body: &Obj, existing: Option<&Value>, prefix: &
                 None
             }
             (Kind::Job, "name") => string(value, 255, true),
-            (Kind::Job, "eventDate" | "bookingDate" | "closedDate" | "completedDate" | "fulfillmentDate" | "inquiryDate" | "leadDecisionExpectedByDate") => {
-                date(value)
-            }
+            (
+                Kind::Job,
+                "eventDate"
+                | "bookingDate"
+                | "closedDate"
+                | "completedDate"
+                | "fulfillmentDate"
+                | "inquiryDate"
+                | "leadDecisionExpectedByDate",
+            ) => date(value),
             (Kind::Job, "guestCount") => integer(value, 0, 99_999_999_999),
             (Kind::Job, "leadMaxBudget") => integer(value, -99_999_999_999, 99_999_999_999),
             (Kind::Job, "leadRating") => integer(value, 1, 5),
@@ -545,7 +630,8 @@ fn check(st: &State, kind: Kind, body: &Obj, existing: Option<&Value>, prefix: &
             }
         }
     }
-    let present = |k: &str| body.get(k).is_some_and(|v| !v.is_null()) || existing.is_some_and(|e| !e[k].is_null());
+    let present =
+        |k: &str| body.get(k).is_some_and(|v| !v.is_null()) || existing.is_some_and(|e| !e[k].is_null());
     match kind {
         Kind::Contact => {
             let kind_now = body
@@ -570,7 +656,9 @@ fn check(st: &State, kind: Kind, body: &Obj, existing: Option<&Value>, prefix: &
                 }
             }
             let job = body.get("jobId").or_else(|| existing.map(|e| &e["jobId"]));
-            let contact = body.get("contactId").or_else(|| existing.map(|e| &e["contactId"]));
+            let contact = body
+                .get("contactId")
+                .or_else(|| existing.map(|e| &e["contactId"]));
             let duplicate = st.job_contacts.iter().any(|l| {
                 Some(&l["jobId"]) == job
                     && Some(&l["contactId"]) == contact
@@ -586,7 +674,11 @@ fn check(st: &State, kind: Kind, body: &Obj, existing: Option<&Value>, prefix: &
             }
         }
         Kind::Event => {
-            let get = |k: &str| body.get(k).or_else(|| existing.map(|e| &e[k])).and_then(Value::as_str);
+            let get = |k: &str| {
+                body.get(k)
+                    .or_else(|| existing.map(|e| &e[k]))
+                    .and_then(Value::as_str)
+            };
             if let (Some(s), Some(e)) = (get("startDate"), get("endDate")) {
                 let start = (s, get("startTime").unwrap_or("00:00:00"));
                 let end = (e, get("endTime").unwrap_or("23:59:59"));
@@ -635,11 +727,7 @@ fn one_of(v: &Value, allowed: &[&str], nullable: bool) -> Option<String> {
 fn date(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
-        Value::String(s)
-            if s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() =>
-        {
-            None
-        }
+        Value::String(s) if s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() => None,
         _ => Some("must be a date (YYYY-MM-DD)".to_owned()),
     }
 }
@@ -768,8 +856,22 @@ fn custom_field_values(st: &State, v: &Value, applies: &str, prefix: &str, detai
 }
 
 const EVENT_PROPERTIES: [&str; 17] = [
-    "allDay", "channel", "confirmed", "descriptionHtml", "endDate", "endTime", "galleryId", "jobId",
-    "location", "name", "phoneNumber", "startDate", "startTime", "timezoneName", "timezoneId", "typeId",
+    "allDay",
+    "channel",
+    "confirmed",
+    "descriptionHtml",
+    "endDate",
+    "endTime",
+    "galleryId",
+    "jobId",
+    "location",
+    "name",
+    "phoneNumber",
+    "startDate",
+    "startTime",
+    "timezoneName",
+    "timezoneId",
+    "typeId",
     "virtualUrl",
 ];
 
@@ -795,13 +897,11 @@ fn event_property(st: &State, key: &str, v: &Value) -> Option<String> {
         },
         "location" => match v {
             Value::Null => None,
-            Value::Object(o) => o
-                .iter()
-                .find_map(|(k, v)| match k.as_str() {
-                    "id" => ulid_ref(v),
-                    "address" => address(v),
-                    _ => Some(format!("{k} is not a property of the location")),
-                }),
+            Value::Object(o) => o.iter().find_map(|(k, v)| match k.as_str() {
+                "id" => ulid_ref(v),
+                "address" => address(v),
+                _ => Some(format!("{k} is not a property of the location")),
+            }),
             _ => Some("must be an object".to_owned()),
         },
         "phoneNumber" => phone(v),
@@ -842,7 +942,9 @@ fn phone(v: &Value) -> Option<String> {
                 if s.starts_with('+')
                     && s.len() <= 24
                     && s[1..].split('x').next().is_some_and(|d| {
-                        (2..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()) && !d.starts_with('0')
+                        (2..=15).contains(&d.len())
+                            && d.chars().all(|c| c.is_ascii_digit())
+                            && !d.starts_with('0')
                     }) =>
             {
                 None
@@ -892,7 +994,9 @@ fn defaults(kind: Kind) -> Obj {
             "allDay": false, "channel": "InPerson", "confirmed": false, "externalMappings": [],
             "startDate": null, "startTime": null, "endDate": null, "endTime": null, "jobId": null,
         }),
-        Kind::CustomField => json!({"canApplyTo": "Job", "kind": "TextField", "clientAccess": "None", "choices": null}),
+        Kind::CustomField => {
+            json!({"canApplyTo": "Job", "kind": "TextField", "clientAccess": "None", "choices": null})
+        }
     };
     match v {
         Value::Object(o) => o,
@@ -940,13 +1044,25 @@ fn derive(st: &State, kind: Kind, o: &mut Obj) {
                 .map(|c| c["kind"].clone())
                 .unwrap_or(Value::Null);
             let client = o.get("client") == Some(&Value::Bool(true));
-            let roles = if client { json!(["client"]) } else if kind == "location" { json!([]) } else { json!(["subject"]) };
+            let roles = if client {
+                json!(["client"])
+            } else if kind == "location" {
+                json!([])
+            } else {
+                json!(["subject"])
+            };
             o.insert("roleKinds".into(), roles);
         }
         Kind::Event => {
-            for (date, time, utc) in [("startDate", "startTime", "startUtc"), ("endDate", "endTime", "endUtc")] {
+            for (date, time, utc) in [
+                ("startDate", "startTime", "startUtc"),
+                ("endDate", "endTime", "endUtc"),
+            ] {
                 // The studio's zone is UTC in the sandbox; zone conversion is not emulated.
-                let at = match (o.get(date).and_then(Value::as_str), o.get(time).and_then(Value::as_str)) {
+                let at = match (
+                    o.get(date).and_then(Value::as_str),
+                    o.get(time).and_then(Value::as_str),
+                ) {
                     (Some(d), Some(t)) => json!(format!("{d}T{}Z", normal_time(t))),
                     _ => Value::Null,
                 };
@@ -1054,7 +1170,14 @@ fn create_worksheet(st: &mut State, base: &str, mut body: Obj) -> Response {
     for (i, e) in events.iter().enumerate() {
         let mut e = e.clone();
         e.remove("jobId"); // the new job's
-        checked_events.push(check(st, Kind::Event, &e, None, &format!("events[{i}]."), &mut detail));
+        checked_events.push(check(
+            st,
+            Kind::Event,
+            &e,
+            None,
+            &format!("events[{i}]."),
+            &mut detail,
+        ));
     }
     let mut checked_contacts = Vec::new();
     for (i, c) in contacts.iter().enumerate() {
@@ -1063,7 +1186,14 @@ fn create_worksheet(st: &mut State, base: &str, mut body: Obj) -> Response {
             detail.insert(format!("{prefix}contact"), "is required".to_owned());
             continue;
         };
-        let contact = check(st, Kind::Contact, contact, None, &format!("{prefix}contact."), &mut detail);
+        let contact = check(
+            st,
+            Kind::Contact,
+            contact,
+            None,
+            &format!("{prefix}contact."),
+            &mut detail,
+        );
         let mut link = Obj::new();
         for (k, v) in c {
             let problem = match k.as_str() {
@@ -1107,7 +1237,12 @@ fn create_worksheet(st: &mut State, base: &str, mut body: Obj) -> Response {
 /// A job with its events and contacts (JobWorksheet).
 fn worksheet(st: &State, job_id: &str) -> Value {
     let mut job = find(st, Kind::Job, job_id).cloned().unwrap_or_default();
-    let events: Vec<Value> = st.events.iter().filter(|e| e["jobId"] == job_id).cloned().collect();
+    let events: Vec<Value> = st
+        .events
+        .iter()
+        .filter(|e| e["jobId"] == job_id)
+        .cloned()
+        .collect();
     let contacts: Vec<Value> = st
         .job_contacts
         .iter()
@@ -1119,7 +1254,17 @@ fn worksheet(st: &State, job_id: &str) -> Value {
                 .cloned()
                 .unwrap_or(Value::Null);
             let mut w = Obj::new();
-            for k in ["links", "id", "created", "modified", "hidden", "externalMappings", "client", "jobRoles", "roleKinds"] {
+            for k in [
+                "links",
+                "id",
+                "created",
+                "modified",
+                "hidden",
+                "externalMappings",
+                "client",
+                "jobRoles",
+                "roleKinds",
+            ] {
                 w.insert(k.into(), l[k].clone());
             }
             w.insert("contact".into(), contact);
@@ -1149,7 +1294,12 @@ const LEAD_FIELDS: [(&str, &str, bool, &str); 11] = [
 ];
 
 fn lead_error(status: StatusCode, why: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain")], format!("Error: {why}")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("Error: {why}"),
+    )
+        .into_response()
 }
 
 async fn create_lead(
@@ -1175,7 +1325,10 @@ async fn create_lead(
     }
     for required in ["FirstName", "JobType"] {
         if get(required).is_none() {
-            return lead_error(StatusCode::BAD_REQUEST, &format!("The {required} field is required"));
+            return lead_error(
+                StatusCode::BAD_REQUEST,
+                &format!("The {required} field is required"),
+            );
         }
     }
     let notify = !headers
@@ -1203,7 +1356,10 @@ async fn lead_fields(Shared(sandbox): Shared<Arc<Sandbox>>, uri: Uri) -> Respons
     let q = query_pairs(&uri);
     let get = |k: &str| q.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
     if get("list-fields") != Some("true") {
-        return lead_error(StatusCode::BAD_REQUEST, "post a lead to /webservice/create-lead/{StudioID}");
+        return lead_error(
+            StatusCode::BAD_REQUEST,
+            "post a lead to /webservice/create-lead/{StudioID}",
+        );
     }
     if get("StudioID") != Some(sandbox.accounts.tave_studio_id.as_str()) {
         return lead_error(StatusCode::NOT_FOUND, "unknown studio");
@@ -1217,10 +1373,15 @@ async fn lead_fields(Shared(sandbox): Shared<Arc<Sandbox>>, uri: Uri) -> Respons
             json!({"name": name, "label": label, "required": required, "desc": "", "type": kind})
         })
         .collect();
-    for f in lock(&sandbox.tave).custom_fields.iter().filter(|f| f["canApplyTo"] == "Job") {
-        let token = f["token"].as_str().map(str::to_owned).unwrap_or_else(|| {
-            f["name"].as_str().unwrap_or_default().replace(' ', "")
-        });
+    for f in lock(&sandbox.tave)
+        .custom_fields
+        .iter()
+        .filter(|f| f["canApplyTo"] == "Job")
+    {
+        let token = f["token"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| f["name"].as_str().unwrap_or_default().replace(' ', ""));
         let kind = match f["kind"].as_str() {
             Some("Number" | "Decimal" | "Money") => "Numeric",
             Some("Date") => "Date",

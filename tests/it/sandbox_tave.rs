@@ -102,7 +102,6 @@ async fn call(running: &Running, method: &str, path: &str, body: Option<Value>) 
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-
 /// Scenarios that call the sandbox directly and send invalid requests on purpose: only the
 /// sandbox's answers are held to the spec.
 const PROBES: &[&str] = &[
@@ -180,21 +179,31 @@ fn guests(adults: u32, children: u32, infants: u32) -> Value {
 }
 
 async fn first_event_creates_the_job_with_its_fields(running: &Running) {
-    let tave = adapter(&running, KEY);
+    let tave = adapter(running, KEY);
     let w = wedding(WEDDING);
     let mut events = Events::default();
-    delivered(&tave, &events.payload("field.created", "guest_count_matrix", "f-guests", guests(120, 14, 3), &w)).await;
+    delivered(
+        &tave,
+        &events.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(120, 14, 3),
+            &w,
+        ),
+    )
+    .await;
 
-    let job = only_job(&running);
+    let job = only_job(running);
     assert_eq!(job["name"], "Amara & Tom");
     assert_eq!(job["eventDate"], "2027-06-19");
     assert_eq!(job["guestCount"], 137);
     assert_eq!(job["externalMappings"][0]["id"], WEDDING);
-    assert_eq!(custom(&running, &job, "Guests: adults").as_deref(), Some("120"));
-    assert_eq!(custom(&running, &job, "Guests: children").as_deref(), Some("14"));
-    assert_eq!(custom(&running, &job, "Guests: infants").as_deref(), Some("3"));
+    assert_eq!(custom(running, &job, "Guests: adults").as_deref(), Some("120"));
+    assert_eq!(custom(running, &job, "Guests: children").as_deref(), Some("14"));
+    assert_eq!(custom(running, &job, "Guests: infants").as_deref(), Some("3"));
     // the wedding's venue came with the worksheet, linked to the job
-    let state = tave_state(&running);
+    let state = tave_state(running);
     assert_eq!(state["contacts"][0]["kind"], "location");
     assert_eq!(state["contacts"][0]["name"], "Kew Gardens");
     assert_eq!(state["job_contacts"][0]["jobId"], job["id"]);
@@ -202,29 +211,63 @@ async fn first_event_creates_the_job_with_its_fields(running: &Running) {
 }
 
 async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Running) {
-    let tave = adapter(&running, KEY);
+    let tave = adapter(running, KEY);
     let w = wedding(WEDDING);
     let mut ev = Events::default();
-    delivered(&tave, &ev.payload("field.created", "guest_count_matrix", "f-guests", guests(120, 14, 3), &w)).await;
-    let job_id = only_job(&running)["id"].clone();
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(120, 14, 3),
+            &w,
+        ),
+    )
+    .await;
+    let job_id = only_job(running)["id"].clone();
 
     // guest count
-    delivered(&tave, &ev.payload("field.updated", "guest_count_matrix", "f-guests", guests(100, 10, 0), &w)).await;
-    let job = only_job(&running);
-    assert_eq!((job["id"].clone(), job["guestCount"].clone()), (job_id.clone(), json!(110)));
-    assert_eq!(custom(&running, &job, "Guests: infants").as_deref(), Some("0"));
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.updated",
+            "guest_count_matrix",
+            "f-guests",
+            guests(100, 10, 0),
+            &w,
+        ),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(
+        (job["id"].clone(), job["guestCount"].clone()),
+        (job_id.clone(), json!(110))
+    );
+    assert_eq!(custom(running, &job, "Guests: infants").as_deref(), Some("0"));
 
     // date
-    delivered(&tave, &ev.payload("field.updated", "wedding_date", "f-date", json!("2027-07-03"), &w)).await;
-    assert_eq!(only_job(&running)["eventDate"], "2027-07-03");
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "wedding_date", "f-date", json!("2027-07-03"), &w),
+    )
+    .await;
+    assert_eq!(only_job(running)["eventDate"], "2027-07-03");
 
     // venue: updated in place
-    let contact_id = tave_state(&running)["contacts"][0]["id"].clone();
+    let contact_id = tave_state(running)["contacts"][0]["id"].clone();
     let venue = json!({"name": "Syon Park", "formatted_address": "London Road, Brentford TW8 8JF, UK",
         "phone_number": "+44 20 8560 0882", "website": "https://www.syonpark.co.uk", "types": ["park"]});
-    delivered(&tave, &ev.payload("field.updated", "venue_selector", "f-venue", venue, &w)).await;
-    let state = tave_state(&running);
-    assert_eq!((count(&running, "contacts"), count(&running, "job_contacts")), (1, 1));
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "venue_selector", "f-venue", venue, &w),
+    )
+    .await;
+    let state = tave_state(running);
+    assert_eq!(
+        (count(running, "contacts"), count(running, "job_contacts")),
+        (1, 1)
+    );
     assert_eq!(state["contacts"][0]["id"], contact_id);
     assert_eq!(state["contacts"][0]["name"], "Syon Park");
     assert_eq!(
@@ -238,88 +281,198 @@ async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Ru
         {"time": "13:00", "duration": 45, "title": "Ceremony", "category": "ceremony"},
         {"time": "23:30", "duration": 60, "title": "Last dance", "category": "reception"}
     ]});
-    delivered(&tave, &ev.payload("field.created", "timeline_builder", "f-tl", timeline, &w)).await;
-    let added = events_by_name(&running);
+    delivered(
+        &tave,
+        &ev.payload("field.created", "timeline_builder", "f-tl", timeline, &w),
+    )
+    .await;
+    let added = events_by_name(running);
     assert_eq!(added.len(), 2);
-    assert_eq!((added[0].0.as_str(), added[0].1.as_str()), ("Ceremony", "13:00:00"));
-    let events = tave_state(&running)["events"].clone();
-    let last = events.as_array().unwrap().iter().find(|e| e["name"] == "Last dance").unwrap().clone();
+    assert_eq!(
+        (added[0].0.as_str(), added[0].1.as_str()),
+        ("Ceremony", "13:00:00")
+    );
+    let events = tave_state(running)["events"].clone();
+    let last = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "Last dance")
+        .unwrap()
+        .clone();
     assert_eq!(last["timezoneName"], "Europe/London");
     assert_eq!(last["jobId"], job_id);
-    assert_eq!((last["startDate"].as_str(), last["endDate"].as_str()), (Some("2027-06-19"), Some("2027-06-20")));
-    assert_eq!(last["externalMappings"][0]["id"], format!("{WEDDING}:tl:last-dance"));
+    assert_eq!(
+        (last["startDate"].as_str(), last["endDate"].as_str()),
+        (Some("2027-06-19"), Some("2027-06-20"))
+    );
+    assert_eq!(
+        last["externalMappings"][0]["id"],
+        format!("{WEDDING}:tl:last-dance")
+    );
     let moved = json!({"events": [
         {"time": "14:00", "duration": 45, "title": "Ceremony", "category": "ceremony"},
         {"time": "23:30", "duration": 60, "title": "Last dance", "category": "reception"}
     ]});
-    delivered(&tave, &ev.payload("field.updated", "timeline_builder", "f-tl", moved, &w)).await;
-    let after_move = events_by_name(&running);
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "timeline_builder", "f-tl", moved, &w),
+    )
+    .await;
+    let after_move = events_by_name(running);
     assert_eq!(after_move[0].1, "14:00:00");
     assert_eq!(after_move[0].2, added[0].2, "a moved item keeps its event");
     let fewer = json!({"events": [{"time": "14:00", "duration": 45, "title": "Ceremony"}]});
-    delivered(&tave, &ev.payload("field.updated", "timeline_builder", "f-tl", fewer, &w)).await;
-    assert_eq!(events_by_name(&running).len(), 1);
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "timeline_builder", "f-tl", fewer, &w),
+    )
+    .await;
+    assert_eq!(events_by_name(running).len(), 1);
 
     // budget: one field per category, leadMaxBudget the sum in whole units
     let photo = json!({"category": "Photography", "budgeted_amount": 250000, "actual_amount": 275000, "currency": "GBP"});
     let flowers = json!({"category": "Flowers", "budgeted_amount": 120050, "currency": "GBP"});
-    delivered(&tave, &ev.payload("field.created", "budget_category", "f-b1", photo, &w)).await;
-    delivered(&tave, &ev.payload("field.created", "budget_category", "f-b2", flowers, &w)).await;
-    let job = only_job(&running);
-    assert_eq!(custom(&running, &job, "Budget: Photography").as_deref(), Some("2500"));
-    assert_eq!(custom(&running, &job, "Budget: Flowers").as_deref(), Some("1201"));
+    delivered(
+        &tave,
+        &ev.payload("field.created", "budget_category", "f-b1", photo, &w),
+    )
+    .await;
+    delivered(
+        &tave,
+        &ev.payload("field.created", "budget_category", "f-b2", flowers, &w),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(
+        custom(running, &job, "Budget: Photography").as_deref(),
+        Some("2500")
+    );
+    assert_eq!(custom(running, &job, "Budget: Flowers").as_deref(), Some("1201"));
     assert_eq!(job["leadMaxBudget"], 3701);
-    delivered(&tave, &ev.payload("field.deleted", "budget_category", "f-b2", Value::Null, &w)).await;
-    let job = only_job(&running);
-    assert_eq!(custom(&running, &job, "Budget: Flowers"), None);
+    delivered(
+        &tave,
+        &ev.payload("field.deleted", "budget_category", "f-b2", Value::Null, &w),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(custom(running, &job, "Budget: Flowers"), None);
     assert_eq!(job["leadMaxBudget"], 2500);
 
     // dietary: counts and notes; a requirement no longer listed is cleared
     let diet = json!({"vegetarian": 12, "vegan": 4, "notes": "one coeliac guest"});
-    delivered(&tave, &ev.payload("field.created", "dietary_matrix", "f-diet", diet, &w)).await;
-    let job = only_job(&running);
-    assert_eq!(custom(&running, &job, "Dietary: vegetarian").as_deref(), Some("12"));
-    assert_eq!(custom(&running, &job, "Dietary notes").as_deref(), Some("one coeliac guest"));
-    delivered(&tave, &ev.payload("field.updated", "dietary_matrix", "f-diet", json!({"vegetarian": 10}), &w)).await;
-    let job = only_job(&running);
-    assert_eq!(custom(&running, &job, "Dietary: vegetarian").as_deref(), Some("10"));
-    assert_eq!(custom(&running, &job, "Dietary: vegan"), None);
-    assert_eq!(custom(&running, &job, "Dietary notes"), None);
+    delivered(
+        &tave,
+        &ev.payload("field.created", "dietary_matrix", "f-diet", diet, &w),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(
+        custom(running, &job, "Dietary: vegetarian").as_deref(),
+        Some("12")
+    );
+    assert_eq!(
+        custom(running, &job, "Dietary notes").as_deref(),
+        Some("one coeliac guest")
+    );
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.updated",
+            "dietary_matrix",
+            "f-diet",
+            json!({"vegetarian": 10}),
+            &w,
+        ),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(
+        custom(running, &job, "Dietary: vegetarian").as_deref(),
+        Some("10")
+    );
+    assert_eq!(custom(running, &job, "Dietary: vegan"), None);
+    assert_eq!(custom(running, &job, "Dietary notes"), None);
 
     // deletes clear what the field set
-    delivered(&tave, &ev.payload("field.deleted", "guest_count_matrix", "f-guests", Value::Null, &w)).await;
-    delivered(&tave, &ev.payload("field.deleted", "timeline_builder", "f-tl", Value::Null, &w)).await;
-    delivered(&tave, &ev.payload("field.deleted", "venue_selector", "f-venue", Value::Null, &w)).await;
-    let job = only_job(&running);
+    delivered(
+        &tave,
+        &ev.payload("field.deleted", "guest_count_matrix", "f-guests", Value::Null, &w),
+    )
+    .await;
+    delivered(
+        &tave,
+        &ev.payload("field.deleted", "timeline_builder", "f-tl", Value::Null, &w),
+    )
+    .await;
+    delivered(
+        &tave,
+        &ev.payload("field.deleted", "venue_selector", "f-venue", Value::Null, &w),
+    )
+    .await;
+    let job = only_job(running);
     assert_eq!(job["guestCount"], Value::Null);
-    assert_eq!(custom(&running, &job, "Guests: adults"), None);
-    assert_eq!(count(&running, "events"), 0);
-    assert_eq!((count(&running, "contacts"), count(&running, "job_contacts")), (0, 0));
+    assert_eq!(custom(running, &job, "Guests: adults"), None);
+    assert_eq!(count(running, "events"), 0);
+    assert_eq!(
+        (count(running, "contacts"), count(running, "job_contacts")),
+        (0, 0)
+    );
 }
 
 async fn replayed_delivery_creates_nothing_twice(running: &Running) {
     let w = wedding(WEDDING);
     let mut ev = Events::default();
     let payloads = [
-        ev.payload("field.created", "guest_count_matrix", "f-guests", guests(120, 14, 3), &w),
-        ev.payload("field.created", "venue_selector", "f-venue", json!({"name": "Kew Gardens", "formatted_address": "Richmond, London TW9 3AE, UK"}), &w),
-        ev.payload("field.created", "timeline_builder", "f-tl", json!({"events": [{"time": "13:00", "title": "Ceremony"}, {"time": "15:00", "title": "Photos"}]}), &w),
-        ev.payload("field.created", "budget_category", "f-b1", json!({"category": "Photography", "budgeted_amount": 250000}), &w),
-        ev.payload("field.created", "dietary_matrix", "f-diet", json!({"vegan": 2}), &w),
+        ev.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(120, 14, 3),
+            &w,
+        ),
+        ev.payload(
+            "field.created",
+            "venue_selector",
+            "f-venue",
+            json!({"name": "Kew Gardens", "formatted_address": "Richmond, London TW9 3AE, UK"}),
+            &w,
+        ),
+        ev.payload(
+            "field.created",
+            "timeline_builder",
+            "f-tl",
+            json!({"events": [{"time": "13:00", "title": "Ceremony"}, {"time": "15:00", "title": "Photos"}]}),
+            &w,
+        ),
+        ev.payload(
+            "field.created",
+            "budget_category",
+            "f-b1",
+            json!({"category": "Photography", "budgeted_amount": 250000}),
+            &w,
+        ),
+        ev.payload(
+            "field.created",
+            "dietary_matrix",
+            "f-diet",
+            json!({"vegan": 2}),
+            &w,
+        ),
     ];
-    let first = adapter(&running, KEY);
+    let first = adapter(running, KEY);
     for p in &payloads {
         delivered(&first, p).await;
     }
-    let before = tave_state(&running);
-    let modified = only_job(&running)["modified"].clone();
+    let before = tave_state(running);
+    let modified = only_job(running)["modified"].clone();
     // a retry after a lost answer (same adapter, cached ids) and a restart (new adapter, no cache)
-    for tave in [&first, &adapter(&running, KEY)] {
+    for tave in [&first, &adapter(running, KEY)] {
         for p in &payloads {
             delivered(tave, p).await;
         }
     }
-    let after = tave_state(&running);
+    let after = tave_state(running);
     for list in ["jobs", "contacts", "job_contacts", "events", "custom_fields"] {
         assert_eq!(
             after[list].as_array().unwrap().len(),
@@ -327,39 +480,53 @@ async fn replayed_delivery_creates_nothing_twice(running: &Running) {
             "{list} after replays"
         );
     }
-    assert_eq!(count(&running, "jobs"), 1);
-    assert_eq!(count(&running, "events"), 2);
-    assert_eq!(count(&running, "contacts"), 1);
-    assert_eq!(only_job(&running)["modified"], modified, "a replay writes nothing");
+    assert_eq!(count(running, "jobs"), 1);
+    assert_eq!(count(running, "events"), 2);
+    assert_eq!(count(running, "contacts"), 1);
+    assert_eq!(only_job(running)["modified"], modified, "a replay writes nothing");
 }
 
 async fn venue_contact_orphaned_by_a_crash_is_adopted_not_duplicated(running: &Running) {
-    let tave = adapter(&running, KEY);
+    let tave = adapter(running, KEY);
     let mut w = wedding(WEDDING);
     w["venue"] = Value::Null;
     let mut ev = Events::default();
-    delivered(&tave, &ev.payload("field.created", "guest_count_matrix", "f-guests", guests(2, 0, 0), &w)).await;
-    assert_eq!(count(&running, "contacts"), 0);
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(2, 0, 0),
+            &w,
+        ),
+    )
+    .await;
+    assert_eq!(count(running, "contacts"), 0);
     // a delivery created the contact and died before linking it
     let orphan = json!({"kind": "location", "name": "Kew Gardens",
         "externalMappings": [{"id": format!("{WEDDING}:venue"), "url": format!("https://fieldsync.invalid/weddings/{WEDDING}")}]});
-    let (status, made) = call(&running, "POST", "/address-book", Some(orphan)).await;
+    let (status, made) = call(running, "POST", "/address-book", Some(orphan)).await;
     assert_eq!(status, 201);
     // other contacts created since must not hide it
     for i in 0..3 {
         let other = json!({"kind": "person", "firstName": format!("P{i}")});
-        assert_eq!(call(&running, "POST", "/address-book", Some(other)).await.0, 201);
+        assert_eq!(call(running, "POST", "/address-book", Some(other)).await.0, 201);
     }
     let venue = json!({"name": "Kew Gardens", "formatted_address": "Richmond, London TW9 3AE, UK"});
-    delivered(&tave, &ev.payload("field.created", "venue_selector", "f-venue", venue, &w)).await;
-    let state = tave_state(&running);
-    assert_eq!(count(&running, "contacts"), 4, "no second venue contact");
-    assert_eq!(count(&running, "job_contacts"), 1);
+    delivered(
+        &tave,
+        &ev.payload("field.created", "venue_selector", "f-venue", venue, &w),
+    )
+    .await;
+    let state = tave_state(running);
+    assert_eq!(count(running, "contacts"), 4, "no second venue contact");
+    assert_eq!(count(running, "job_contacts"), 1);
     assert_eq!(state["job_contacts"][0]["contactId"], made["id"]);
 }
 
 async fn rate_limit_is_retried_after_the_servers_delay(running: &Running) {
-    let tave = adapter(&running, KEY);
+    let tave = adapter(running, KEY);
     let w = wedding(WEDDING);
     let p = Events::default().payload("field.created", "wedding_date", "f-date", json!("2027-06-19"), &w);
     running.set_faults(Faults {
@@ -383,11 +550,11 @@ async fn rate_limit_is_retried_after_the_servers_delay(running: &Running) {
         other => panic!("{other:?}"),
     }
     delivered(&tave, &p).await;
-    assert_eq!(only_job(&running)["eventDate"], "2027-06-19");
+    assert_eq!(only_job(running)["eventDate"], "2027-06-19");
 }
 
 async fn wrong_key_disables_without_showing_it(running: &Running) {
-    let tave = adapter(&running, "not-the-key-31337");
+    let tave = adapter(running, "not-the-key-31337");
     let w = wedding(WEDDING);
     let p = Events::default().payload("field.created", "wedding_date", "f-date", json!("2027-06-19"), &w);
     match deliver(&tave, &p).await {
@@ -398,11 +565,11 @@ async fn wrong_key_disables_without_showing_it(running: &Running) {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(count(&running, "jobs"), 0);
+    assert_eq!(count(running, "jobs"), 0);
 }
 
 async fn validation_error_is_a_dead_letter_naming_the_field(running: &Running) {
-    let tave = adapter(&running, KEY);
+    let tave = adapter(running, KEY);
     let mut w = wedding(WEDDING);
     w["timezone"] = json!("Mars Standard Time");
     let p = Events::default().payload(
@@ -417,12 +584,15 @@ async fn validation_error_is_a_dead_letter_naming_the_field(running: &Running) {
             status: Some(400),
             error,
         } => {
-            assert!(error.contains("timezoneName: must be an approved timezone name"), "{error}");
+            assert!(
+                error.contains("timezoneName: must be an approved timezone name"),
+                "{error}"
+            );
             assert!(!error.contains("Mars"), "our values stay out: {error}");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(count(&running, "events"), 0);
+    assert_eq!(count(running, "events"), 0);
 }
 
 async fn answers_auth_404_and_faults_in_its_error_shapes(running: &Running) {
@@ -448,8 +618,11 @@ async fn answers_auth_404_and_faults_in_its_error_shapes(running: &Running) {
         .unwrap();
     assert_eq!(bearer.status(), 200);
 
-    let (status, body) = call(&running, "GET", "/job/01h35ccwymj5ctckp8px1azhg6", None).await;
-    assert_eq!((status, body["status"].clone(), body["type"].clone()), (404, json!(404), json!("unknown")));
+    let (status, body) = call(running, "GET", "/job/01h35ccwymj5ctckp8px1azhg6", None).await;
+    assert_eq!(
+        (status, body["status"].clone(), body["type"].clone()),
+        (404, json!(404), json!("unknown"))
+    );
 
     running.set_faults(Faults {
         api: Some(Api::Tave),
@@ -467,72 +640,145 @@ async fn answers_auth_404_and_faults_in_its_error_shapes(running: &Running) {
     assert_eq!(answer.status(), 429);
     assert_eq!(answer.headers()["retry-after"], "3");
     let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
-    assert_eq!((body["type"].as_str(), body["status"].as_u64()), (Some("quota-limit"), Some(429)));
+    assert_eq!(
+        (body["type"].as_str(), body["status"].as_u64()),
+        (Some("quota-limit"), Some(429))
+    );
 }
 
 async fn pages_within_the_documented_limits(running: &Running) {
     for i in 0..25 {
-        let (status, _) = call(&running, "POST", "/job", Some(json!({"name": format!("Job {i:02}")}))).await;
+        let (status, _) = call(
+            running,
+            "POST",
+            "/job",
+            Some(json!({"name": format!("Job {i:02}")})),
+        )
+        .await;
         assert_eq!(status, 201);
     }
     for bad in ["pageSize=9", "pageSize=101", "page=0", "sortBy=colour"] {
-        let (status, body) = call(&running, "GET", &format!("/job?{bad}"), None).await;
+        let (status, body) = call(running, "GET", &format!("/job?{bad}"), None).await;
         assert_eq!(status, 400, "{bad}");
         assert_eq!(body["type"], "validation-error");
         let field = bad.split('=').next().unwrap();
         assert!(body["detail"][field].is_string(), "{bad}: {body}");
     }
-    let (status, page) = call(&running, "GET", "/job?pageSize=10&page=3&sortBy=name", None).await;
+    let (status, page) = call(running, "GET", "/job?pageSize=10&page=3&sortBy=name", None).await;
     assert_eq!(status, 200);
     assert_eq!(page["type"], "job-collection");
-    assert_eq!(page["meta"], json!({"currentPage": 3, "totalPages": 3, "totalItems": 25, "rows": 10}));
+    assert_eq!(
+        page["meta"],
+        json!({"currentPage": 3, "totalPages": 3, "totalItems": 25, "rows": 10})
+    );
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     assert_eq!(page["items"][0]["name"], "Job 20");
-    let (_, newest) = call(&running, "GET", "/job?pageSize=10&sortBy=modified%20desc", None).await;
+    let (_, newest) = call(running, "GET", "/job?pageSize=10&sortBy=modified%20desc", None).await;
     assert_eq!(newest["items"][0]["name"], "Job 24");
     // a PUT bumps modified, and the job moves to the top
     let first = page["items"][0]["id"].as_str().unwrap().to_owned();
-    let (_, before) = call(&running, "GET", &format!("/job/{first}"), None).await;
-    let (status, after) = call(&running, "PUT", &format!("/job/{first}"), Some(json!({"guestCount": 5, "title": "ignored"}))).await;
+    let (_, before) = call(running, "GET", &format!("/job/{first}"), None).await;
+    let (status, after) = call(
+        running,
+        "PUT",
+        &format!("/job/{first}"),
+        Some(json!({"guestCount": 5, "title": "ignored"})),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(after["modified"].as_str() > before["modified"].as_str());
     assert_eq!(after["title"], "Job 20", "read-only fields are ignored");
-    let (_, newest) = call(&running, "GET", "/job?sortBy=modified%20desc", None).await;
+    let (_, newest) = call(running, "GET", "/job?sortBy=modified%20desc", None).await;
     assert_eq!(newest["items"][0]["id"], first.as_str());
 }
 
 async fn external_mappings_cannot_change_once_set(running: &Running) {
     let mapping = json!([{"id": "w-1", "url": "https://example.com/w/1"}]);
-    let (status, job) = call(&running, "POST", "/job", Some(json!({"name": "A", "externalMappings": mapping}))).await;
+    let (status, job) = call(
+        running,
+        "POST",
+        "/job",
+        Some(json!({"name": "A", "externalMappings": mapping})),
+    )
+    .await;
     assert_eq!(status, 201);
     let id = job["id"].as_str().unwrap();
     assert!(id.len() == 26 && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-    assert!(job["links"]["self"]["href"].as_str().unwrap().ends_with(&format!("/job/{id}")));
+    assert!(job["links"]["self"]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/job/{id}")));
     let other = json!([{"id": "w-2", "url": "https://example.com/w/2"}]);
-    let (status, body) = call(&running, "PUT", &format!("/job/{id}"), Some(json!({"externalMappings": other}))).await;
+    let (status, body) = call(
+        running,
+        "PUT",
+        &format!("/job/{id}"),
+        Some(json!({"externalMappings": other})),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(body["detail"]["externalMappings"].is_string(), "{body}");
-    let (status, _) = call(&running, "PUT", &format!("/job/{id}"), Some(json!({"externalMappings": mapping, "guestCount": 3}))).await;
+    let (status, _) = call(
+        running,
+        "PUT",
+        &format!("/job/{id}"),
+        Some(json!({"externalMappings": mapping, "guestCount": 3})),
+    )
+    .await;
     assert_eq!(status, 200, "sending them unchanged is fine");
-    let (_, found) = call(&running, "GET", "/job?externalMappingId=w-1", None).await;
+    let (_, found) = call(running, "GET", "/job?externalMappingId=w-1", None).await;
     assert_eq!(found["meta"]["totalItems"], 1);
-    let (status, body) = call(&running, "POST", "/job", Some(json!({"externalMappings": [{"id": "", "url": "https://x.example/"}]}))).await;
-    assert_eq!((status, body["detail"]["externalMappings"].is_string()), (400, true));
-    let (status, body) = call(&running, "POST", "/job", Some(json!({"externalMappings": [{"id": "a", "url": "http://x.io"}]}))).await;
-    assert_eq!((status, body["detail"]["externalMappings"].is_string()), (400, true), "url under 12 characters");
+    let (status, body) = call(
+        running,
+        "POST",
+        "/job",
+        Some(json!({"externalMappings": [{"id": "", "url": "https://x.example/"}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["detail"]["externalMappings"].is_string()),
+        (400, true)
+    );
+    let (status, body) = call(
+        running,
+        "POST",
+        "/job",
+        Some(json!({"externalMappings": [{"id": "a", "url": "http://x.io"}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["detail"]["externalMappings"].is_string()),
+        (400, true),
+        "url under 12 characters"
+    );
     // custom field values are strings naming a known field
-    let (_, field) = call(&running, "POST", "/custom-field", Some(json!({"name": "Colour", "kind": "TextField"}))).await;
+    let (_, field) = call(
+        running,
+        "POST",
+        "/custom-field",
+        Some(json!({"name": "Colour", "kind": "TextField"})),
+    )
+    .await;
     let bad = json!({"customFields": [{"fieldId": field["id"], "value": 3}, {"fieldId": "01h35ccwymj5ctckp8px1azhg6", "value": "x"}]});
-    let (status, body) = call(&running, "PUT", &format!("/job/{id}"), Some(bad)).await;
+    let (status, body) = call(running, "PUT", &format!("/job/{id}"), Some(bad)).await;
     assert_eq!(status, 400);
     assert!(body["detail"]["customFields[0].value"].is_string(), "{body}");
     assert!(body["detail"]["customFields[1].fieldId"].is_string(), "{body}");
-    let (status, body) = call(&running, "POST", "/job", Some(json!({"name": "x".repeat(256), "eventDate": "19/06/2027"}))).await;
+    let (status, body) = call(
+        running,
+        "POST",
+        "/job",
+        Some(json!({"name": "x".repeat(256), "eventDate": "19/06/2027"})),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["detail"]["name"].is_string() && body["detail"]["eventDate"].is_string(), "{body}");
-    let (status, _) = call(&running, "DELETE", &format!("/job/{id}"), None).await;
+    assert!(
+        body["detail"]["name"].is_string() && body["detail"]["eventDate"].is_string(),
+        "{body}"
+    );
+    let (status, _) = call(running, "DELETE", &format!("/job/{id}"), None).await;
     assert_eq!(status, 204);
-    assert_eq!(call(&running, "GET", &format!("/job/{id}"), None).await.0, 404);
+    assert_eq!(call(running, "GET", &format!("/job/{id}"), None).await.0, 404);
 }
 
 async fn worksheet_creates_everything_or_nothing(running: &Running) {
@@ -542,26 +788,26 @@ async fn worksheet_creates_everything_or_nothing(running: &Running) {
         "contacts": [good_contact],
         "events": [{"name": "Ceremony", "startDate": "2027-06-19", "colour": "blue"}],
     });
-    let (status, body) = call(&running, "POST", "/job/-/worksheet", Some(bad)).await;
+    let (status, body) = call(running, "POST", "/job/-/worksheet", Some(bad)).await;
     assert_eq!(status, 400);
     assert!(body["detail"]["events[0].colour"].is_string(), "{body}");
     for list in ["jobs", "contacts", "job_contacts", "events"] {
-        assert_eq!(count(&running, list), 0, "{list} rolled back");
+        assert_eq!(count(running, list), 0, "{list} rolled back");
     }
     let good = json!({
         "name": "A & B",
         "contacts": [good_contact],
         "events": [{"name": "Ceremony", "startDate": "2027-06-19", "startTime": "13:00"}],
     });
-    let (status, made) = call(&running, "POST", "/job/-/worksheet", Some(good)).await;
+    let (status, made) = call(running, "POST", "/job/-/worksheet", Some(good)).await;
     assert_eq!(status, 201);
     let id = made["id"].as_str().unwrap();
     assert_eq!(made["events"][0]["jobId"], id);
     assert_eq!(made["contacts"][0]["contact"]["name"], "Kew Gardens");
-    let (status, sheet) = call(&running, "GET", &format!("/job/{id}/worksheet"), None).await;
+    let (status, sheet) = call(running, "GET", &format!("/job/{id}/worksheet"), None).await;
     assert_eq!(status, 200);
     assert_eq!(sheet["events"][0]["startTime"], "13:00:00");
-    let (_, links) = call(&running, "GET", &format!("/job-contact?jobId={id}"), None).await;
+    let (_, links) = call(running, "GET", &format!("/job-contact?jobId={id}"), None).await;
     assert_eq!(links["type"], "jobcontact-collection");
     assert_eq!(links["meta"]["totalItems"], 1);
 }
@@ -586,20 +832,29 @@ async fn new_lead_api_answers_ok_and_stores_the_lead(running: &Running) {
     .unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "OK");
-    let lead = tave_state(&running)["leads"][0].clone();
+    let lead = tave_state(running)["leads"][0].clone();
     assert_eq!(lead["fields"]["Email"], "a@b.example");
     assert_eq!(lead["emailNotification"], false);
     assert!(lead["fields"].get("SecretKey").is_none());
     for (studio, body) in [
-        (accounts.tave_studio_id.as_str(), format!("SecretKey={secret}&FirstName=Amara")),
-        (accounts.tave_studio_id.as_str(), "SecretKey=wrong&FirstName=A&JobType=Wedding".to_owned()),
-        ("nostudio", format!("SecretKey={secret}&FirstName=A&JobType=Wedding")),
+        (
+            accounts.tave_studio_id.as_str(),
+            format!("SecretKey={secret}&FirstName=Amara"),
+        ),
+        (
+            accounts.tave_studio_id.as_str(),
+            "SecretKey=wrong&FirstName=A&JobType=Wedding".to_owned(),
+        ),
+        (
+            "nostudio",
+            format!("SecretKey={secret}&FirstName=A&JobType=Wedding"),
+        ),
     ] {
         let answer = post(studio, body).await.unwrap();
         assert!(answer.status().is_client_error());
         assert_ne!(answer.text().await.unwrap(), "OK");
     }
-    assert_eq!(count(&running, "leads"), 1);
+    assert_eq!(count(running, "leads"), 1);
     let fields: Value = serde_json::from_slice(
         &client
             .get(format!(
@@ -615,6 +870,11 @@ async fn new_lead_api_answers_ok_and_stores_the_lead(running: &Running) {
             .unwrap(),
     )
     .unwrap();
-    let job_type = fields.as_array().unwrap().iter().find(|f| f["name"] == "JobType").unwrap();
+    let job_type = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "JobType")
+        .unwrap();
     assert_eq!(job_type["required"], true);
 }
