@@ -516,6 +516,14 @@ impl Call<'_> {
             _ => {
                 let before = job.clone();
                 self.job_fields(change, payload, &mut job).await?;
+                if change.field_type == "wedding_date" {
+                    // the timeline's events move with the date (also on a replay, in case the
+                    // job was written and the delivery died before the events were)
+                    let date = job["eventDate"].as_str().and_then(|d| d.parse().ok());
+                    if let Some(date) = date {
+                        self.redate_timeline(&change.wedding.id, &job_id, date).await?;
+                    }
+                }
                 if job == before {
                     return Ok(());
                 }
@@ -962,7 +970,8 @@ impl Call<'_> {
     /// between the two requests): the address book has no external-mapping filter, so it is
     /// paged newest first, down to the job's creation.
     async fn orphan_contact(&self, key: &str, job: &Value) -> Result<Option<Value>, Fail> {
-        let since = job["created"].as_str().unwrap_or_default().to_owned();
+        let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok();
+        let since = time(&job["created"]);
         let mut page = 1u64;
         loop {
             let mut q = vec![("sortBy", "created desc".to_owned())];
@@ -978,8 +987,10 @@ impl Call<'_> {
                 if mapping_ids(c).any(|id| id == key) {
                     return Ok(Some(c.clone()));
                 }
-                if c["created"].as_str().is_some_and(|at| at < since.as_str()) {
-                    return Ok(None);
+                if let (Some(at), Some(since)) = (time(&c["created"]), since) {
+                    if at < since {
+                        return Ok(None);
+                    }
                 }
             }
             let pages = answer["meta"]["totalPages"].as_u64().unwrap_or(1);
@@ -1046,6 +1057,47 @@ impl Call<'_> {
             Ok(_) | Err(Fail::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Moves the wedding's timeline events to `date`, keeping their times and lengths (every
+    /// timeline item starts on the wedding date; one may end the next day).
+    async fn redate_timeline(
+        &self,
+        wedding_id: &str,
+        job_id: &str,
+        date: chrono::NaiveDate,
+    ) -> Result<(), Fail> {
+        let prefix = timeline_prefix(wedding_id);
+        let events = self
+            .list_all("/event", &[("jobId", job_id.to_owned())], "GET /event")
+            .await?;
+        let day = |v: &Value| v.as_str().and_then(|d| d.parse::<chrono::NaiveDate>().ok());
+        for e in events {
+            if !mapping_ids(&e).any(|id| id.starts_with(&prefix)) {
+                continue;
+            }
+            let (Some(start), end) = (day(&e["startDate"]), day(&e["endDate"])) else {
+                continue;
+            };
+            if start == date {
+                continue;
+            }
+            let mut merged = without(&e, EVENT_READ_ONLY);
+            merged.insert("startDate".into(), json!(date.to_string()));
+            if let Some(end) = end {
+                merged.insert("endDate".into(), json!((date + (end - start)).to_string()));
+            }
+            let id = e["id"].as_str().unwrap_or_default();
+            self.send(
+                Method::PUT,
+                &format!("/event/{id}"),
+                &[],
+                Some(&Value::Object(merged)),
+                "PUT /event/{id}",
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// `timeline_builder`: the job's events mirror the timeline items.

@@ -299,6 +299,8 @@ fn form_pairs(text: &str) -> Vec<(String, String)> {
 /// always moves and `sortBy=modified desc` has no ties.
 fn stamp(st: &mut State) -> String {
     let now = chrono::Utc::now();
+    // whole milliseconds, as written: two writes in one millisecond must not print alike
+    let now = now - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 1_000_000));
     let at = match st.last_stamp {
         Some(last) if last >= now => last + chrono::Duration::milliseconds(1),
         _ => now,

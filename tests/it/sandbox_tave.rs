@@ -212,7 +212,7 @@ async fn first_event_creates_the_job_with_its_fields(running: &Running) {
 
 async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Running) {
     let tave = adapter(running, KEY);
-    let w = wedding(WEDDING);
+    let mut w = wedding(WEDDING);
     let mut ev = Events::default();
     delivered(
         &tave,
@@ -322,6 +322,26 @@ async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Ru
     let after_move = events_by_name(running);
     assert_eq!(after_move[0].1, "14:00:00");
     assert_eq!(after_move[0].2, added[0].2, "a moved item keeps its event");
+    // a new wedding date moves the timeline's events with it
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "wedding_date", "f-date", json!("2027-07-10"), &w),
+    )
+    .await;
+    let state = tave_state(running);
+    let last = state["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "Last dance")
+        .unwrap();
+    assert_eq!(
+        (last["startDate"].as_str(), last["endDate"].as_str()),
+        (Some("2027-07-10"), Some("2027-07-11"))
+    );
+    assert_eq!(last["startTime"], "23:30:00");
+    assert_eq!(only_job(running)["eventDate"], "2027-07-10");
+    w["wedding_date"] = json!("2027-07-10");
     let fewer = json!({"events": [{"time": "14:00", "duration": 45, "title": "Ceremony"}]});
     delivered(
         &tave,
