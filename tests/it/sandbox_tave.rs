@@ -172,6 +172,9 @@ scenarios! {
     sandbox_tave_external_mappings_cannot_change_once_set => external_mappings_cannot_change_once_set,
     sandbox_tave_worksheet_creates_everything_or_nothing => worksheet_creates_everything_or_nothing,
     sandbox_tave_new_lead_api_answers_ok_and_stores_the_lead => new_lead_api_answers_ok_and_stores_the_lead,
+    sandbox_tave_concurrent_weddings_share_one_set_of_custom_fields => concurrent_weddings_share_one_set_of_custom_fields,
+    sandbox_tave_a_job_deleted_in_tave_is_looked_up_again_and_recreated => a_job_deleted_in_tave_is_looked_up_again_and_recreated,
+    sandbox_tave_server_errors_and_outages_are_retried_against_the_endpoint => server_errors_and_outages_are_retried_against_the_endpoint,
 }
 
 fn guests(adults: u32, children: u32, infants: u32) -> Value {
@@ -897,4 +900,105 @@ async fn new_lead_api_answers_ok_and_stores_the_lead(running: &Running) {
         .find(|f| f["name"] == "JobType")
         .unwrap();
     assert_eq!(job_type["required"], true);
+}
+
+async fn concurrent_weddings_share_one_set_of_custom_fields(running: &Running) {
+    let tave = adapter(running, KEY);
+    let mut ev = Events::default();
+    let weddings: Vec<Value> = (0..4)
+        .map(|i| wedding(&format!("7d3c3a52-8f0e-4c1e-9a57-6c1f4f4b8f1{i}")))
+        .collect();
+    let payloads: Vec<Payload> = weddings
+        .iter()
+        .map(|w| {
+            ev.payload(
+                "field.created",
+                "guest_count_matrix",
+                "f-guests",
+                guests(10, 2, 1),
+                w,
+            )
+        })
+        .collect();
+    let outcomes = futures_util::future::join_all(payloads.iter().map(|p| deliver(&tave, p))).await;
+    for o in outcomes {
+        assert!(matches!(o, Outcome::Delivered { .. }), "{o:?}");
+    }
+    assert_eq!(count(running, "jobs"), 4);
+    assert_eq!(
+        count(running, "custom_fields"),
+        3,
+        "adults, children, infants once each"
+    );
+}
+
+async fn a_job_deleted_in_tave_is_looked_up_again_and_recreated(running: &Running) {
+    let tave = adapter(running, KEY);
+    let w = wedding(WEDDING);
+    let mut ev = Events::default();
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(2, 0, 0),
+            &w,
+        ),
+    )
+    .await;
+    let first = only_job(running)["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(running, "DELETE", &format!("/job/{first}"), None).await.0,
+        204
+    );
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.updated",
+            "guest_count_matrix",
+            "f-guests",
+            guests(3, 0, 0),
+            &w,
+        ),
+    )
+    .await;
+    let job = only_job(running);
+    assert_ne!(job["id"], first.as_str());
+    assert_eq!(job["guestCount"], 3);
+}
+
+async fn server_errors_and_outages_are_retried_against_the_endpoint(running: &Running) {
+    let tave = adapter(running, KEY);
+    let w = wedding(WEDDING);
+    let p = Events::default().payload("field.created", "wedding_date", "f-date", json!("2027-06-19"), &w);
+    running.set_faults(Faults {
+        api: Some(Api::Tave),
+        fail_next: 1,
+        status: Some(503),
+        ..Faults::default()
+    });
+    match deliver(&tave, &p).await {
+        Outcome::Retry {
+            status: Some(503),
+            endpoint_fault: true,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    delivered(&tave, &p).await;
+    // nothing listens here: no answer at all
+    let gone = Tave::from_config(
+        &json!({"api_key": KEY, "base_url": "http://127.0.0.1:9/tave/api/v2"}),
+        &Credentials::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        deliver(&gone, &p).await,
+        Outcome::Retry {
+            status: None,
+            endpoint_fault: true,
+            ..
+        }
+    ));
 }
