@@ -508,48 +508,67 @@ impl Call<'_> {
     }
 
     async fn apply(&self, change: &Change, payload: &Payload) -> Result<(), Fail> {
-        let mut job = self.job(change).await?;
+        let job = self.job(change).await?;
         let job_id = job["id"].as_str().unwrap_or_default().to_owned();
         match change.field_type.as_str() {
             "venue_selector" => self.venue(change, &job).await,
             "timeline_builder" => self.timeline(change, &job_id).await,
-            _ => {
-                let before = job.clone();
-                self.job_fields(change, payload, &mut job).await?;
-                if change.field_type == "wedding_date" {
-                    // the timeline's events move with the date (also on a replay, in case the
-                    // job was written and the delivery died before the events were)
-                    let date = job["eventDate"].as_str().and_then(|d| d.parse().ok());
-                    if let Some(date) = date {
-                        self.redate_timeline(&change.wedding.id, &job_id, date).await?;
+            _ => match self.update_job(change, payload, job).await {
+                Err(Fail::Outcome(Outcome::Reject {
+                    status: Some(400),
+                    error,
+                })) if error.contains("customFields") => {
+                    // a custom field deleted in Tave since it was cached: forget them, once
+                    {
+                        let mut cache = self.tave.cache();
+                        cache.field_ids.clear();
+                        cache.field_names.clear();
                     }
+                    let job = self.job(change).await?;
+                    self.update_job(change, payload, job).await
                 }
-                if job == before {
-                    return Ok(());
-                }
-                let body = Value::Object(without(&job, JOB_READ_ONLY));
-                match self
-                    .send(
-                        Method::PUT,
-                        &format!("/job/{job_id}"),
-                        &[],
-                        Some(&body),
-                        "PUT /job/{id}",
-                    )
-                    .await
-                {
-                    Err(Fail::NotFound) => {
-                        self.tave.cache().jobs.remove(&change.wedding.id);
-                        Err(Fail::Outcome(Outcome::Retry {
-                            status: Some(404),
-                            error: format!("{API} no longer has the wedding's job; looking it up again"),
-                            after: None,
-                            endpoint_fault: false,
-                        }))
-                    }
-                    other => other.map(|_| ()),
-                }
+                other => other,
+            },
+        }
+    }
+
+    /// Read-merge-write of the job properties and custom fields the change maps to.
+    async fn update_job(&self, change: &Change, payload: &Payload, mut job: Value) -> Result<(), Fail> {
+        let job_id = job["id"].as_str().unwrap_or_default().to_owned();
+        let before = job.clone();
+        self.job_fields(change, payload, &mut job).await?;
+        if change.field_type == "wedding_date" {
+            // the timeline's events move with the date (also on a replay, in case the
+            // job was written and the delivery died before the events were)
+            let date = job["eventDate"].as_str().and_then(|d| d.parse().ok());
+            if let Some(date) = date {
+                self.redate_timeline(&change.wedding.id, &job_id, date).await?;
             }
+        }
+        if job == before {
+            return Ok(());
+        }
+        let body = Value::Object(without(&job, JOB_READ_ONLY));
+        match self
+            .send(
+                Method::PUT,
+                &format!("/job/{job_id}"),
+                &[],
+                Some(&body),
+                "PUT /job/{id}",
+            )
+            .await
+        {
+            Err(Fail::NotFound) => {
+                self.tave.cache().jobs.remove(&change.wedding.id);
+                Err(Fail::Outcome(Outcome::Retry {
+                    status: Some(404),
+                    error: format!("{API} no longer has the wedding's job; looking it up again"),
+                    after: None,
+                    endpoint_fault: false,
+                }))
+            }
+            other => other.map(|_| ()),
         }
     }
 

@@ -1015,7 +1015,9 @@ fn insert(st: &mut State, base: &str, kind: Kind, props: Obj) -> Value {
     o.insert("id".into(), json!(id));
     o.insert("created".into(), json!(now));
     o.insert("modified".into(), json!(now));
-    o.insert("hidden".into(), json!(false));
+    if kind != Kind::Job {
+        o.insert("hidden".into(), json!(false)); // Job has no `hidden` in the spec
+    }
     let manager = format!("https://workspace.vsco.co/app/{}/{id}", kind.segment());
     o.insert(
         "links".into(),

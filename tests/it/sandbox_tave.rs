@@ -173,6 +173,7 @@ scenarios! {
     sandbox_tave_worksheet_creates_everything_or_nothing => worksheet_creates_everything_or_nothing,
     sandbox_tave_new_lead_api_answers_ok_and_stores_the_lead => new_lead_api_answers_ok_and_stores_the_lead,
     sandbox_tave_concurrent_weddings_share_one_set_of_custom_fields => concurrent_weddings_share_one_set_of_custom_fields,
+    sandbox_tave_a_custom_field_deleted_in_tave_is_made_again => a_custom_field_deleted_in_tave_is_made_again,
     sandbox_tave_a_job_deleted_in_tave_is_looked_up_again_and_recreated => a_job_deleted_in_tave_is_looked_up_again_and_recreated,
     sandbox_tave_server_errors_and_outages_are_retried_against_the_endpoint => server_errors_and_outages_are_retried_against_the_endpoint,
 }
@@ -1001,4 +1002,51 @@ async fn server_errors_and_outages_are_retried_against_the_endpoint(running: &Ru
             ..
         }
     ));
+}
+
+async fn a_custom_field_deleted_in_tave_is_made_again(running: &Running) {
+    let tave = adapter(running, KEY);
+    let w = wedding(WEDDING);
+    let mut ev = Events::default();
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.created",
+            "guest_count_matrix",
+            "f-guests",
+            guests(2, 1, 0),
+            &w,
+        ),
+    )
+    .await;
+    let state = tave_state(running);
+    let adults = state["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Guests: adults")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        call(running, "DELETE", &format!("/custom-field/{adults}"), None)
+            .await
+            .0,
+        204
+    );
+    delivered(
+        &tave,
+        &ev.payload(
+            "field.updated",
+            "guest_count_matrix",
+            "f-guests",
+            guests(4, 1, 0),
+            &w,
+        ),
+    )
+    .await;
+    let job = only_job(running);
+    assert_eq!(custom(running, &job, "Guests: adults").as_deref(), Some("4"));
+    assert_eq!(count(running, "custom_fields"), 3);
 }
