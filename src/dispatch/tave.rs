@@ -592,7 +592,21 @@ impl Call<'_> {
         ];
         let found = self.list_all("/job", &query, "GET /job").await?;
         let job = match found.into_iter().next() {
-            Some(job) => job,
+            // the entity itself, not its list form, is what is merged and written back
+            Some(listed) => {
+                let id = listed["id"].as_str().unwrap_or_default();
+                match self.get(&format!("/job/{id}"), &[], "GET /job/{id}").await {
+                    Err(Fail::NotFound) => return Err(Fail::Outcome(Outcome::Retry {
+                        status: Some(404),
+                        error: format!(
+                            "{API} listed the wedding's job but it was gone when read; looking it up again"
+                        ),
+                        after: None,
+                        endpoint_fault: false,
+                    })),
+                    other => other?,
+                }
+            }
             None => self.create_job(change).await?,
         };
         if let Some(id) = job["id"].as_str() {
