@@ -596,14 +596,16 @@ impl Call<'_> {
             Some(listed) => {
                 let id = listed["id"].as_str().unwrap_or_default();
                 match self.get(&format!("/job/{id}"), &[], "GET /job/{id}").await {
-                    Err(Fail::NotFound) => return Err(Fail::Outcome(Outcome::Retry {
-                        status: Some(404),
-                        error: format!(
+                    Err(Fail::NotFound) => {
+                        return Err(Fail::Outcome(Outcome::Retry {
+                            status: Some(404),
+                            error: format!(
                             "{API} listed the wedding's job but it was gone when read; looking it up again"
                         ),
-                        after: None,
-                        endpoint_fault: false,
-                    })),
+                            after: None,
+                            endpoint_fault: false,
+                        }))
+                    }
                     other => other?,
                 }
             }
@@ -896,6 +898,7 @@ impl Call<'_> {
             "url": venue["website"].as_str().filter(|u| reqwest::Url::parse(u).is_ok()),
             "externalMappings": [{"id": venue_mapping_id(wedding_id), "url": self.tave.external(wedding_id)}],
         });
+        c["phone"] = Value::Null;
         if let Some(e164) = venue["phone"]
             .as_str()
             .or(venue["phone_number"].as_str())
@@ -1042,7 +1045,7 @@ impl Call<'_> {
                 continue; // immutable once set; keep what is there
             }
             let same = match (k.as_str(), merged.get(k)) {
-                ("address" | "phone", Some(have)) => v
+                ("address" | "phone", Some(have)) if v.is_object() => v
                     .as_object()
                     .into_iter()
                     .flatten()

@@ -279,6 +279,19 @@ async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Ru
         "London Road, Brentford TW8 8JF, UK"
     );
     assert_eq!(state["contacts"][0]["phone"]["e164"], "+442085600882");
+    let no_phone = json!({"name": "Syon Park", "formatted_address": "London Road, Brentford TW8 8JF, UK"});
+    delivered(
+        &tave,
+        &ev.payload("field.updated", "venue_selector", "f-venue", no_phone, &w),
+    )
+    .await;
+    let state = tave_state(running);
+    assert_eq!(
+        state["contacts"][0]["phone"],
+        Value::Null,
+        "a venue's removed phone is removed"
+    );
+    assert_eq!(state["contacts"][0]["id"], contact_id);
 
     // timeline: add, move, delete
     let timeline = json!({"events": [
