@@ -27,6 +27,8 @@ pub struct Change {
     pub wedding: WeddingContext,
     /// The validated, normalised value; `None` when the field was deleted.
     pub value: Option<Value>,
+    /// The value before the change, as the app wrote it (for a delete: what to clear).
+    pub old_value: Option<Value>,
 }
 
 impl Change {
@@ -62,12 +64,19 @@ impl Change {
             field_id: d.field_id.unwrap_or_default(),
             wedding,
             value,
+            old_value: d.old_value,
         })
     }
 
     /// A string member of the value.
     pub fn str(&self, key: &str) -> Option<&str> {
         self.value.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The wedding date a `wedding_date` value holds (normalised: `{"date": …}`).
+    pub fn date(&self) -> Option<&str> {
+        let v = self.value.as_ref()?;
+        v.get("date").unwrap_or(v).as_str()
     }
 
     /// An integer member of the value.

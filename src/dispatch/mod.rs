@@ -150,7 +150,26 @@ impl From<CredentialError> for AdapterError {
 }
 
 /// The integration types that have an adapter.
-pub const INTEGRATION_TYPES: &[&str] = &["webhook"];
+pub const INTEGRATION_TYPES: &[&str] = &[
+    "webhook",
+    "tave",
+    "google_calendar",
+    "stripe",
+    "honeybook",
+    "lightblue",
+];
+
+/// An adapter's default field types (`None`: all) and rate limit (`None`: unlimited).
+fn defaults(integration_type: &str) -> (Option<&'static [&'static str]>, Option<(f64, u32)>) {
+    match integration_type {
+        "tave" => (Some(tave::FIELD_TYPES), Some(tave::DEFAULT_RATE)),
+        "google_calendar" => (Some(google::FIELD_TYPES), Some(google::DEFAULT_RATE)),
+        "stripe" => (Some(stripe::FIELD_TYPES), Some(stripe::DEFAULT_RATE)),
+        "honeybook" => (Some(honeybook::FIELD_TYPES), Some(honeybook::DEFAULT_RATE)),
+        "lightblue" => (Some(lightblue::FIELD_TYPES), Some(lightblue::DEFAULT_RATE)),
+        _ => (None, None),
+    }
+}
 
 /// One integration's adapter, built from its row.
 pub enum Adapter {
@@ -213,9 +232,11 @@ impl Adapter {
 }
 
 /// The integration's own rate limit from its config (`rate_limit_per_second`, `burst`), else the
-/// adapter's default (none for a generic webhook).
+/// adapter's default (its API's published or observed limit; none for a generic webhook).
 pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
-    let rate = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64())?;
+    let Some(rate) = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64()) else {
+        return defaults(&i.integration_type).1;
+    };
     let burst = i
         .config
         .get("burst")
@@ -224,15 +245,17 @@ pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
     (rate > 0.0).then_some((rate, burst.max(1)))
 }
 
-/// Does this integration take events of this field type? It must have an adapter, and its config's
-/// `field_types`, when present, must list the type.
+/// Does this integration take events of this field type? It must have an adapter, and the type
+/// must be in its config's `field_types`, else in its adapter's defaults (FIELD_TYPES.md).
 pub fn accepts(i: &Integration, field_type: &str) -> bool {
     if !i.is_active || !INTEGRATION_TYPES.contains(&i.integration_type.as_str()) {
         return false;
     }
     match i.config.get("field_types").and_then(|f| f.as_array()) {
         Some(list) => list.iter().any(|t| t.as_str() == Some(field_type)),
-        None => true,
+        None => defaults(&i.integration_type)
+            .0
+            .map_or(true, |types| types.contains(&field_type)),
     }
 }
 

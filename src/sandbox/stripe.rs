@@ -1,21 +1,448 @@
-//! Sandbox of the stripe API (being built).
+//! Sandbox of the Stripe API v1, for what fieldsync uses: customers and their metadata.
+//!
+//! Faithful to the documented rules (CRM_APIS.md §5): secret-key auth (Bearer or Basic),
+//! form-encoded bodies with bracket keys, unknown parameters refused, metadata merge and unset
+//! (`metadata[k]=` removes a key, `metadata=` removes all) within 50 keys, 40-character keys and
+//! 500-character values, and the idempotency layer: the first answer to an `Idempotency-Key` is
+//! saved and replayed (with `Idempotent-Replayed: true`), a reuse with other parameters is a 400
+//! `idempotency_error`, validation failures are not saved. Rate limits (injected) answer 429
+//! before the idempotency layer, as Stripe's limiters do.
+//!
+//! Assumptions (not documented by Stripe): search is immediately consistent here (Stripe's
+//! is eventually consistent, about a minute); `Stripe-Should-Retry: true` is sent on injected
+//! 5xx; the concurrent same-key 409 is not reproduced (requests are served one at a time).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, RawQuery};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 
-use super::Sandbox;
+use super::{lock, Sandbox};
+
+const MAX_KEYS: usize = 50;
+const MAX_KEY_CHARS: usize = 40;
+const MAX_VALUE_CHARS: usize = 500;
 
 #[derive(Debug, Default, Serialize)]
-pub struct State {}
+pub struct State {
+    /// Customers in creation order (deleted ones are removed, as Stripe's list does).
+    pub customers: Vec<Value>,
+    /// How many idempotency keys are saved.
+    pub idempotency_keys: usize,
+    #[serde(skip)]
+    saved: HashMap<String, Saved>,
+}
+
+#[derive(Debug)]
+struct Saved {
+    fingerprint: String,
+    status: StatusCode,
+    body: Value,
+}
+
+type Params = Vec<(String, String)>;
 
 pub fn routes() -> Router<Arc<Sandbox>> {
     Router::new()
+        .route("/v1/customers", post(create).get(list))
+        .route("/v1/customers/search", get(search))
+        .route("/v1/customers/:id", post(update).get(retrieve).delete(delete))
+}
+
+/// An error in Stripe's envelope.
+fn error(status: StatusCode, kind: &str, code: Option<&str>, message: &str, param: Option<&str>) -> Response {
+    let mut e = json!({"type": kind, "message": message});
+    if let Some(c) = code {
+        e["code"] = json!(c);
+    }
+    if let Some(p) = param {
+        e["param"] = json!(p);
+    }
+    let mut r = (status, Json(json!({ "error": e }))).into_response();
+    r.headers_mut()
+        .insert("request-id", request_id().parse().expect("ascii"));
+    r
+}
+
+fn request_id() -> String {
+    format!("req_{}", &super::ulid()[12..])
 }
 
 pub fn fault(status: StatusCode) -> Response {
-    status.into_response()
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return error(
+            status,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.",
+            None,
+        );
+    }
+    let mut r = error(
+        status,
+        "api_error",
+        None,
+        "An unknown error occurred while processing your request.",
+        None,
+    );
+    if status.is_server_error() {
+        r.headers_mut()
+            .insert("stripe-should-retry", "true".parse().expect("ascii"));
+    }
+    r
+}
+
+/// The refusal of a request without the secret key (`Authorization: Bearer`, or Basic with the
+/// key as user name).
+fn unauthorized(sandbox: &Sandbox, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            if let Some(token) = v.strip_prefix("Bearer ") {
+                return Some(token.trim().to_owned());
+            }
+            let basic = v.strip_prefix("Basic ")?;
+            let decoded =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, basic.trim()).ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            Some(text.split(':').next().unwrap_or("").to_owned())
+        });
+    match given {
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            None,
+        )),
+        Some(key) if key == sandbox.accounts.stripe_secret_key => None,
+        Some(key) => {
+            let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            Some(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                None,
+                &format!("Invalid API Key provided: sk_****{tail}"),
+                None,
+            ))
+        }
+    }
+}
+
+fn parse_form(body: &Bytes) -> Params {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// Runs a POST through the idempotency layer.
+fn idempotent(
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+    fingerprint: String,
+    run: impl FnOnce(&mut State) -> (StatusCode, Value, bool),
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut state = lock(&sandbox.stripe);
+    if let Some(key) = &key {
+        if key.len() > 255 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "Idempotency keys can be up to 255 characters long.",
+                None,
+            );
+        }
+        if let Some(saved) = state.saved.get(key) {
+            if saved.fingerprint != fingerprint {
+                let mut r = error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    None,
+                    &format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
+                    None,
+                );
+                r.headers_mut()
+                    .insert("stripe-should-retry", "false".parse().expect("ascii"));
+                return r;
+            }
+            let mut r = (saved.status, Json(saved.body.clone())).into_response();
+            r.headers_mut()
+                .insert("idempotent-replayed", "true".parse().expect("ascii"));
+            r.headers_mut()
+                .insert("idempotency-key", key.parse().expect("ascii key"));
+            return r;
+        }
+    }
+    let (status, body, save) = run(&mut state);
+    if let (Some(key), true) = (key, save) {
+        state.saved.insert(
+            key,
+            Saved {
+                fingerprint,
+                status,
+                body: body.clone(),
+            },
+        );
+        state.idempotency_keys = state.saved.len();
+    }
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert("request-id", request_id().parse().expect("ascii"));
+    r
+}
+
+fn fingerprint(method: &Method, path: &str, params: &Params) -> String {
+    let mut sorted = params.clone();
+    sorted.sort();
+    format!("{method} {path} {sorted:?}")
+}
+
+/// A validation failure: an error body, not saved by the idempotency layer.
+fn invalid(message: &str, param: &str) -> (StatusCode, Value, bool) {
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid", "message": message, "param": param}}),
+        false,
+    )
+}
+
+/// Applies form parameters to a customer; an error names the parameter.
+fn apply(customer: &mut Value, params: &Params) -> Result<(), (StatusCode, Value, bool)> {
+    let mut metadata: Map<String, Value> = customer["metadata"].as_object().cloned().unwrap_or_default();
+    for (name, value) in params {
+        if let Some(rest) = name.strip_prefix("metadata[") {
+            let Some(key) = rest
+                .strip_suffix(']')
+                .filter(|k| !k.contains('[') && !k.contains(']'))
+            else {
+                return Err(invalid("Metadata keys may not contain `[` or `]`.", name));
+            };
+            if key.chars().count() > MAX_KEY_CHARS {
+                return Err(invalid("Metadata keys can have at most 40 characters.", name));
+            }
+            if value.chars().count() > MAX_VALUE_CHARS {
+                return Err(invalid("Metadata values can have at most 500 characters.", name));
+            }
+            if value.is_empty() {
+                metadata.remove(key);
+            } else {
+                metadata.insert(key.to_owned(), json!(value));
+            }
+            continue;
+        }
+        match name.as_str() {
+            "metadata" if value.is_empty() => metadata.clear(),
+            "name" | "email" | "description" | "phone" => {
+                customer[name.as_str()] = if value.is_empty() {
+                    Value::Null
+                } else {
+                    json!(value)
+                };
+            }
+            _ => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"type": "invalid_request_error", "code": "parameter_unknown",
+                        "message": format!("Received unknown parameter: {name}"), "param": name}}),
+                    false,
+                ))
+            }
+        }
+    }
+    if metadata.len() > MAX_KEYS {
+        return Err(invalid("You can have at most 50 metadata keys.", "metadata"));
+    }
+    customer["metadata"] = Value::Object(metadata);
+    Ok(())
+}
+
+async fn create(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let params = parse_form(&body);
+    let fp = fingerprint(&Method::POST, "/v1/customers", &params);
+    idempotent(&sandbox, &headers, fp, |state| {
+        let mut customer = json!({
+            "id": format!("cus_{}", &super::ulid()[10..]),
+            "object": "customer",
+            "created": chrono::Utc::now().timestamp(),
+            "livemode": false,
+            "name": null, "email": null, "description": null, "phone": null,
+            "balance": 0, "currency": null, "delinquent": false,
+            "invoice_prefix": super::ulid()[18..].to_uppercase(),
+            "metadata": {},
+        });
+        if let Err(e) = apply(&mut customer, &params) {
+            return e;
+        }
+        state.customers.push(customer.clone());
+        (StatusCode::OK, customer, true)
+    })
+}
+
+async fn update(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let params = parse_form(&body);
+    let fp = fingerprint(&Method::POST, &format!("/v1/customers/{id}"), &params);
+    idempotent(&sandbox, &headers, fp, |state| {
+        let Some(customer) = state.customers.iter_mut().find(|c| c["id"] == id.as_str()) else {
+            return no_such_customer(&id);
+        };
+        let mut changed = customer.clone();
+        if let Err(e) = apply(&mut changed, &params) {
+            return e;
+        }
+        *customer = changed.clone();
+        (StatusCode::OK, changed, true)
+    })
+}
+
+fn no_such_customer(id: &str) -> (StatusCode, Value, bool) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"error": {"type": "invalid_request_error", "code": "resource_missing",
+            "message": format!("No such customer: '{id}'"), "param": "id"}}),
+        true,
+    )
+}
+
+async fn retrieve(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let state = lock(&sandbox.stripe);
+    match state.customers.iter().find(|c| c["id"] == id.as_str()) {
+        Some(c) => Json(c.clone()).into_response(),
+        None => {
+            let (status, body, _) = no_such_customer(&id);
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+async fn delete(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let mut state = lock(&sandbox.stripe);
+    let before = state.customers.len();
+    state.customers.retain(|c| c["id"] != id.as_str());
+    if state.customers.len() == before {
+        let (status, body, _) = no_such_customer(&id);
+        return (status, Json(body)).into_response();
+    }
+    Json(json!({"id": id, "object": "customer", "deleted": true})).into_response()
+}
+
+fn page(url: &str, data: Vec<Value>, search: bool) -> Response {
+    let mut body = json!({"object": if search { "search_result" } else { "list" }, "url": url, "has_more": false, "data": data});
+    if search {
+        body["next_page"] = Value::Null;
+    }
+    Json(body).into_response()
+}
+
+async fn list(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10usize);
+    if !(1..=100).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_invalid_integer"),
+            "This value must be between 1 and 100.",
+            Some("limit"),
+        );
+    }
+    let state = lock(&sandbox.stripe);
+    let data = state
+        .customers
+        .iter()
+        .rev()
+        .filter(|c| {
+            q.get("email")
+                .map_or(true, |e| c["email"].as_str() == Some(e.as_str()))
+        })
+        .take(limit)
+        .cloned()
+        .collect();
+    page("/v1/customers", data, false)
+}
+
+/// `query=metadata['key']:'value'` (the one search form the sandbox understands; others are a
+/// 400 naming the supported form).
+async fn search(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let params: Params = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let query = params
+        .iter()
+        .find(|(k, _)| k == "query")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let parsed = query
+        .strip_prefix("metadata['")
+        .and_then(|rest| rest.split_once("']:'"))
+        .and_then(|(key, rest)| Some((key, rest.strip_suffix('\'')?)));
+    let Some((key, value)) = parsed else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_invalid_string"),
+            "The sandbox understands search queries of the form metadata['key']:'value'.",
+            Some("query"),
+        );
+    };
+    let state = lock(&sandbox.stripe);
+    let data = state
+        .customers
+        .iter()
+        .filter(|c| c["metadata"][key].as_str() == Some(value))
+        .cloned()
+        .collect();
+    page("/v1/customers/search", data, true)
 }

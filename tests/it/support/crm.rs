@@ -29,7 +29,7 @@ pub struct Events {
 
 impl Events {
     /// An event of `kind` (`field.created`, `field.updated`, `field.deleted`) for one field of the
-    /// wedding. `value` is what the app wrote (ignored for a delete).
+    /// wedding. `value` is what the app wrote (for a delete: the value the row held).
     pub fn payload(
         &mut self,
         kind: &str,
@@ -59,7 +59,7 @@ impl Events {
                 "wedding_id": wedding["id"],
                 "field_id": field_id,
                 "field_type": field_type,
-                "old_value": null,
+                "old_value": if deleted { value.clone() } else { Value::Null },
                 "new_value": if deleted { Value::Null } else { value },
                 "normalized": if deleted { Value::Null } else { checked.normalized.unwrap_or(Value::Null) },
                 "valid": deleted || checked.valid,
@@ -94,4 +94,25 @@ fn events_read_back_as_changes() {
     let c = fieldsync::dispatch::crm::Change::read(&p).unwrap();
     assert_eq!(c.int("total"), Some(3));
     assert_eq!(c.wedding.timezone.as_deref(), Some("Europe/London"));
+}
+
+/// The sandboxes on a free loopback port, with their documented test credentials.
+pub async fn sandbox() -> fieldsync::sandbox::Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fieldsync::sandbox::spawn(listener, fieldsync::sandbox::Accounts::default()).unwrap()
+}
+
+/// The client adapters are given (as the dispatcher builds it: no redirects).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A response body as JSON.
+pub async fn json(r: reqwest::Response) -> Value {
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
