@@ -315,7 +315,7 @@ impl Tave {
             client,
             timeout: self.timeout.unwrap_or(timeout),
         };
-        match call.apply(&change, payload).await {
+        match call.apply(&change).await {
             Ok(()) => Outcome::Delivered { status: 200 },
             Err(Fail::Outcome(o)) => o,
             Err(Fail::NotFound) => Outcome::Retry {
@@ -507,13 +507,13 @@ impl Call<'_> {
         }
     }
 
-    async fn apply(&self, change: &Change, payload: &Payload) -> Result<(), Fail> {
+    async fn apply(&self, change: &Change) -> Result<(), Fail> {
         let job = self.job(change).await?;
         let job_id = job["id"].as_str().unwrap_or_default().to_owned();
         match change.field_type.as_str() {
             "venue_selector" => self.venue(change, &job).await,
             "timeline_builder" => self.timeline(change, &job_id).await,
-            _ => match self.update_job(change, payload, job).await {
+            _ => match self.update_job(change, job).await {
                 Err(Fail::Outcome(Outcome::Reject {
                     status: Some(400),
                     error,
@@ -525,7 +525,7 @@ impl Call<'_> {
                         cache.field_names.clear();
                     }
                     let job = self.job(change).await?;
-                    self.update_job(change, payload, job).await
+                    self.update_job(change, job).await
                 }
                 other => other,
             },
@@ -533,10 +533,10 @@ impl Call<'_> {
     }
 
     /// Read-merge-write of the job properties and custom fields the change maps to.
-    async fn update_job(&self, change: &Change, payload: &Payload, mut job: Value) -> Result<(), Fail> {
+    async fn update_job(&self, change: &Change, mut job: Value) -> Result<(), Fail> {
         let job_id = job["id"].as_str().unwrap_or_default().to_owned();
         let before = job.clone();
-        self.job_fields(change, payload, &mut job).await?;
+        self.job_fields(change, &mut job).await?;
         if change.field_type == "wedding_date" {
             // the timeline's events move with the date (also on a replay, in case the
             // job was written and the delivery died before the events were)
@@ -671,15 +671,13 @@ impl Call<'_> {
     }
 
     /// Sets the job properties and custom fields the change maps to.
-    async fn job_fields(&self, change: &Change, payload: &Payload, job: &mut Value) -> Result<(), Fail> {
+    async fn job_fields(&self, change: &Change, job: &mut Value) -> Result<(), Fail> {
         let names = &self.tave.names;
         let mut values: BTreeMap<String, Option<String>> = BTreeMap::new();
         let v = change.value.as_ref().filter(|v| !v.is_null());
         match change.field_type.as_str() {
             "wedding_date" => {
-                let date = v
-                    .and_then(|v| v["date"].as_str().or(v.as_str()))
-                    .map(str::to_owned);
+                let date = change.date().map(str::to_owned);
                 job["eventDate"] = json!(date);
             }
             "guest_count_matrix" => {
@@ -720,7 +718,7 @@ impl Call<'_> {
                 let key = (change.wedding.id.clone(), change.field_id.clone());
                 let category = match v.and_then(|v| v["category"].as_str()) {
                     Some(c) => Some(c.to_owned()),
-                    None => old_category(payload)
+                    None => old_category(change.old_value.as_ref())
                         .or_else(|| self.tave.cache().budget_categories.get(&key).cloned()),
                 };
                 let Some(category) = category else {
@@ -1230,11 +1228,10 @@ impl Call<'_> {
     }
 }
 
-/// The category of a deleted budget field, from the event's old value.
-fn old_category(payload: &Payload) -> Option<String> {
-    let v: Value = serde_json::from_slice(&payload.body).ok()?;
-    let old = &v["data"]["old_value"];
-    let old = match old {
+/// The category of a deleted budget field, from the event's old value (the app's JSON, or the
+/// JSON text of a text column).
+fn old_category(old: Option<&Value>) -> Option<String> {
+    let old = match old? {
         Value::String(s) => serde_json::from_str::<Value>(s).ok()?,
         other => other.clone(),
     };
@@ -1417,11 +1414,10 @@ mod tests {
 
     #[test]
     fn tave_deleted_budget_reads_the_category_from_the_old_value() {
-        let body = json!({"type": "field.deleted", "data": {"old_value": {"category": " Flowers "}}});
-        let p = Payload {
-            id: "0000000000000010:00000001".parse().unwrap(),
-            body: serde_json::to_vec(&body).unwrap().into(),
-        };
-        assert_eq!(old_category(&p).as_deref(), Some("Flowers"));
+        let old = json!({"category": " Flowers ", "budgeted_amount": 100});
+        assert_eq!(old_category(Some(&old)).as_deref(), Some("Flowers"));
+        let text = json!(r#"{"category": "Cake"}"#);
+        assert_eq!(old_category(Some(&text)).as_deref(), Some("Cake"));
+        assert_eq!(old_category(None), None);
     }
 }

@@ -387,9 +387,12 @@ async fn updates_guest_count_date_venue_timeline_budget_and_dietary(running: &Ru
     );
     assert_eq!(custom(running, &job, "Budget: Flowers").as_deref(), Some("1201"));
     assert_eq!(job["leadMaxBudget"], 3701);
+    // a delete carries the old value: a restarted adapter (no memory) still clears the category
+    let restarted = adapter(running, KEY);
+    let old_flowers = json!({"category": "Flowers", "budgeted_amount": 120050, "currency": "GBP"});
     delivered(
-        &tave,
-        &ev.payload("field.deleted", "budget_category", "f-b2", Value::Null, &w),
+        &restarted,
+        &ev.payload("field.deleted", "budget_category", "f-b2", old_flowers, &w),
     )
     .await;
     let job = only_job(running);
