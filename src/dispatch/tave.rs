@@ -22,14 +22,15 @@
 //! - `venue_selector` → a location contact linked to the job by a job-contact whose external
 //!   mapping is `<wedding>:venue`; updated in place.
 //! - `timeline_builder` → one Event per timeline item, external mapping `<wedding>:tl:<item key>`,
-//!   mirrored (created, moved, deleted).
+//!   mirrored (created, moved, deleted); a new `wedding_date` moves these events with it.
 //! - `field.deleted` clears what the field set.
 //!
 //! # Idempotency
 //! Tave has no idempotency keys, so every entity the adapter creates carries an external mapping
 //! and is looked up before it is created: a replay or a restart after a crash finds the job,
 //! events, links and custom fields it made before. Custom fields are studio-wide and found by name
-//! (creation serialised within this adapter; the oldest wins when a name repeats). The one gap
+//! (creation serialised within this adapter; the oldest wins when a name repeats; a `400` on
+//! `customFields` drops the cached ids and is tried once more, for a field deleted in Tave). The one gap
 //! the API leaves is the address book, which has no `externalMappingId` filter: a venue contact
 //! created by a delivery that died before linking it is found again by paging through the address
 //! book newest first (`sortBy=created desc`) down to the job's creation time (a venue contact of
