@@ -58,8 +58,15 @@ pub struct Commit {
     pub snapshot: bool,
 }
 
-/// Facts learnt from field values: (guest total, venue capacity).
-type Facts = (Option<u32>, Option<u32>);
+/// Facts about a wedding learnt from its field values, which later events carry in its context.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The newest valid `guest_count_matrix` total.
+    pub guest_total: Option<u32>,
+    /// The newest valid `venue_selector` value (normalised), and its `estimated_capacity`.
+    pub venue: Option<serde_json::Value>,
+    pub venue_capacity: Option<u32>,
+}
 
 /// The integration ids an event goes to.
 type Targets = Arc<[String]>;
@@ -257,8 +264,13 @@ impl EventBuilder {
             let as_u32 = |v: Option<&serde_json::Value>| {
                 v.and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
             };
-            if guest_total.is_some() || capacity.is_some() {
-                self.learn(w, as_u32(guest_total), as_u32(capacity))?;
+            let facts = Facts {
+                guest_total: as_u32(guest_total),
+                venue: (field_type == FieldType::VenueSelector).then(|| n.clone()),
+                venue_capacity: as_u32(capacity),
+            };
+            if facts != Facts::default() {
+                self.learn(w, facts)?;
             }
         }
         let committed_at = {
@@ -336,19 +348,14 @@ impl EventBuilder {
 
     /// Writes the facts learnt since the last call to the context store.
     pub fn persist_learned(&self) -> Result<(), QueueError> {
-        for (id, (guest_total, venue_capacity)) in self.learned.borrow_mut().drain() {
-            self.context.learn(&id, guest_total, venue_capacity)?;
+        for (id, facts) in self.learned.borrow_mut().drain() {
+            self.context.learn(&id, facts)?;
         }
         Ok(())
     }
 
     /// Notes facts about a wedding in its cached context; the store gets them at the next persist.
-    fn learn(
-        &self,
-        id: &str,
-        guest_total: Option<u32>,
-        venue_capacity: Option<u32>,
-    ) -> Result<(), QueueError> {
+    fn learn(&self, id: &str, facts: Facts) -> Result<(), QueueError> {
         self.wedding(id)?; // make sure the context is cached
         let mut cache = self.cache.borrow_mut();
         let ctx = cache
@@ -358,12 +365,18 @@ impl EventBuilder {
                 id: id.to_owned(),
                 ..WeddingContext::default()
             });
-        let total = guest_total.or(ctx.guest_total);
-        let capacity = venue_capacity.or(ctx.venue_capacity);
-        if (total, capacity) != (ctx.guest_total, ctx.venue_capacity) {
-            ctx.guest_total = total;
-            ctx.venue_capacity = capacity;
-            self.learned.borrow_mut().insert(id.to_owned(), (total, capacity));
+        let merged = Facts {
+            guest_total: facts.guest_total.or(ctx.guest_total),
+            venue: facts.venue.or_else(|| ctx.venue.clone()),
+            venue_capacity: facts.venue_capacity.or(ctx.venue_capacity),
+        };
+        if (merged.guest_total, &merged.venue, merged.venue_capacity)
+            != (ctx.guest_total, &ctx.venue, ctx.venue_capacity)
+        {
+            ctx.guest_total = merged.guest_total;
+            ctx.venue = merged.venue.clone();
+            ctx.venue_capacity = merged.venue_capacity;
+            self.learned.borrow_mut().insert(id.to_owned(), merged);
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub struct WeddingContext {
     pub wedding_date: Option<String>,
     /// The wedding's time zone, else its organisation's.
     pub timezone: Option<String>,
+    /// The newest of the wedding row's venue column and its valid `venue_selector` field.
     pub venue: Option<serde_json::Value>,
     /// From the newest valid `guest_count_matrix` field, when known.
     pub guest_total: Option<u32>,
@@ -76,10 +77,12 @@ impl ContextStore {
         })
     }
 
-    /// A wedding row changed: replace its columns, keep the facts learnt from its fields.
+    /// A wedding row changed: replace its columns, keep the facts learnt from its fields (a
+    /// venue column left empty keeps the venue of the venue field).
     pub fn upsert_wedding(&self, mut w: WeddingContext) -> Result<(), QueueError> {
         if let Some(old) = self.get::<WeddingContext>(&self.weddings, &w.id)? {
             w.guest_total = w.guest_total.or(old.guest_total);
+            w.venue = w.venue.or(old.venue);
             w.venue_capacity = w.venue_capacity.or(old.venue_capacity);
         }
         put(&self.weddings, w.id.as_bytes(), &w)
@@ -90,21 +93,17 @@ impl ContextStore {
         Ok(())
     }
 
-    /// Records facts learnt from a field value (guest total, venue capacity).
-    pub fn learn(
-        &self,
-        wedding_id: &str,
-        guest_total: Option<u32>,
-        venue_capacity: Option<u32>,
-    ) -> Result<(), QueueError> {
+    /// Records facts learnt from field values (guest total, venue and its capacity).
+    pub fn learn(&self, wedding_id: &str, facts: super::build::Facts) -> Result<(), QueueError> {
         let mut w = self
             .get::<WeddingContext>(&self.weddings, wedding_id)?
             .unwrap_or_else(|| WeddingContext {
                 id: wedding_id.to_owned(),
                 ..WeddingContext::default()
             });
-        w.guest_total = guest_total.or(w.guest_total);
-        w.venue_capacity = venue_capacity.or(w.venue_capacity);
+        w.guest_total = facts.guest_total.or(w.guest_total);
+        w.venue = facts.venue.or(w.venue);
+        w.venue_capacity = facts.venue_capacity.or(w.venue_capacity);
         put(&self.weddings, wedding_id.as_bytes(), &w)
     }
 
@@ -242,7 +241,15 @@ mod tests {
             timezone: Some("Europe/London".into()),
         })
         .unwrap();
-        s.learn("w1", Some(120), None).unwrap();
+        s.learn(
+            "w1",
+            super::super::build::Facts {
+                guest_total: Some(120),
+                venue: Some(serde_json::json!({"name": "Kew Gardens"})),
+                venue_capacity: None,
+            },
+        )
+        .unwrap();
         s.upsert_wedding(WeddingContext {
             id: "w1".into(),
             organization_id: Some("o1".into()),
@@ -257,6 +264,11 @@ mod tests {
             w.guest_total,
             Some(120),
             "a wedding row update keeps the learnt guest total"
+        );
+        assert_eq!(
+            w.venue,
+            Some(serde_json::json!({"name": "Kew Gardens"})),
+            "an empty venue column keeps the venue field's venue"
         );
         s.delete_wedding("w1").unwrap();
         assert!(s.wedding("w1").unwrap().is_none());

@@ -112,7 +112,7 @@ async fn world(weddings: usize) -> World {
     ))
     .await
     .unwrap();
-    for (kind, config) in integrations.into_iter().filter(|(k, _)| *k != "tave") {
+    for (kind, config) in integrations {
         db.execute(
             "INSERT INTO organization_integrations (organization_id, integration_type, config) VALUES ($1::text::uuid, $2, $3::text::jsonb)",
             &[&ORG, &kind, &config.to_string()],
@@ -401,7 +401,142 @@ async fn one_wedding_ends_right_in_every_connected_system() {
 }
 
 fn check_all(state: &Value, want: &Want) -> Result<(), String> {
+    check_tave(state, want)?;
+    check_google(state, want)?;
     check_stripe(state, want)?;
+    Ok(())
+}
+
+/// One job for the wedding, with the guest total and breakdown, the budget, one linked venue
+/// contact and one event per timeline item at its local time.
+fn check_tave(state: &Value, want: &Want) -> Result<(), String> {
+    let t = &state["tave"];
+    let list = |k: &str| t[k].as_array().unwrap().clone();
+    let jobs: Vec<Value> = list("jobs")
+        .into_iter()
+        .filter(|j| {
+            j["externalMappings"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == want.wedding.as_str()))
+        })
+        .collect();
+    let [job] = jobs.as_slice() else {
+        return Err(format!("tave: {} jobs for the wedding", jobs.len()));
+    };
+    if job["guestCount"] != want.guests_total {
+        return Err(format!(
+            "tave: guestCount {} not {}",
+            job["guestCount"], want.guests_total
+        ));
+    }
+    if job["eventDate"] != "2027-06-19" {
+        return Err(format!("tave: eventDate {}", job["eventDate"]));
+    }
+    if job["leadMaxBudget"] != want.budgeted / 100 {
+        return Err(format!(
+            "tave: leadMaxBudget {} not {}",
+            job["leadMaxBudget"],
+            want.budgeted / 100
+        ));
+    }
+    let field_id = |name: &str| {
+        list("custom_fields")
+            .into_iter()
+            .find(|f| f["name"] == name)
+            .and_then(|f| f["id"].as_str().map(str::to_owned))
+    };
+    let adults = field_id("Guests: adults").ok_or("tave: no adults custom field")?;
+    let value = job["customFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["fieldId"] == adults.as_str())
+        .map(|v| v["value"].clone());
+    let want_adults = (want.guests_total - 17).to_string();
+    if value != Some(json!(want_adults)) {
+        return Err(format!("tave: adults custom field {value:?} not {want_adults}"));
+    }
+    let links: Vec<Value> = list("job_contacts")
+        .into_iter()
+        .filter(|l| l["jobId"] == job["id"])
+        .collect();
+    let venues: Vec<Value> = list("contacts")
+        .into_iter()
+        .filter(|c| c["kind"] == "location" && links.iter().any(|l| l["contactId"] == c["id"]))
+        .collect();
+    match venues.as_slice() {
+        [v] if v["name"] == want.venue => {}
+        other => {
+            return Err(format!(
+                "tave: venue contacts {:?}",
+                other.iter().map(|c| &c["name"]).collect::<Vec<_>>()
+            ))
+        }
+    }
+    let mut events: Vec<(String, String)> = list("events")
+        .into_iter()
+        .filter(|e| e["jobId"] == job["id"])
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or("").to_owned(),
+                e["startTime"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    let mut expected: Vec<(String, String)> = want
+        .timeline
+        .iter()
+        .map(|(title, at)| ((*title).to_owned(), format!("{at}:00")))
+        .collect();
+    expected.sort();
+    if events != expected {
+        return Err(format!("tave: events {events:?} not {expected:?}"));
+    }
+    Ok(())
+}
+
+/// One live calendar event per timeline item, at its local time in the wedding's zone, with the
+/// venue as location; removed items cancelled.
+fn check_google(state: &Value, want: &Want) -> Result<(), String> {
+    let events = state["google"]["calendars"]["primary"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut live: Vec<(String, String)> = Vec::new();
+    for e in &events {
+        let private = &e["extendedProperties"]["private"];
+        if private["fieldsync_wedding"] != want.wedding.as_str()
+            || private["fieldsync_kind"] != "timeline"
+            || e["status"] == "cancelled"
+        {
+            continue;
+        }
+        if e["start"]["timeZone"] != "Europe/London" {
+            return Err(format!("google: event in zone {}", e["start"]["timeZone"]));
+        }
+        if !e["location"].as_str().unwrap_or("").contains(want.venue) {
+            return Err(format!("google: location {} lacks {}", e["location"], want.venue));
+        }
+        let title = e["summary"]
+            .as_str()
+            .unwrap_or("")
+            .split(" · ")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        live.push((title, e["start"]["dateTime"].as_str().unwrap_or("").to_owned()));
+    }
+    live.sort();
+    let mut expected: Vec<(String, String)> = want
+        .timeline
+        .iter()
+        .map(|(title, at)| ((*title).to_owned(), format!("2027-06-19T{at}:00")))
+        .collect();
+    expected.sort();
+    if live != expected {
+        return Err(format!("google: events {live:?} not {expected:?}"));
+    }
     Ok(())
 }
 
@@ -481,8 +616,43 @@ async fn kill_9_during_deliveries_to_every_adapter_leaves_no_duplicate_anywhere(
     .await;
     check_webhook(&w.db, &w.receiver).await.unwrap();
     let state = w.sandbox.state();
+    let count = |api: &str, list: &str, keep: &dyn Fn(&Value) -> bool| {
+        state[api][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| keep(v))
+            .count()
+    };
+    // Tave: one job and one venue contact per wedding (none orphaned), one event per item, each
+    // custom field once
+    assert_eq!(count("tave", "jobs", &|_| true), WEDDINGS);
+    assert_eq!(count("tave", "contacts", &|c| c["kind"] == "location"), WEDDINGS);
+    assert_eq!(count("tave", "events", &|_| true), WEDDINGS * timeline_last.len());
+    let names: Vec<&str> = state["tave"]["custom_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let unique: std::collections::HashSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "custom fields made twice: {names:?}");
+    // Google: one event per item ever inserted (deterministic ids), cancelled ones included
+    let events = state["google"]["calendars"]["primary"]["events"]
+        .as_array()
+        .unwrap();
+    assert_eq!(events.len(), WEDDINGS * timeline_last.len(), "{events:#?}");
     // one Stripe customer per wedding
     assert_eq!(state["stripe"]["customers"].as_array().unwrap().len(), WEDDINGS);
+    // the kills did land between requests and their records: deliveries were sent again, and
+    // answered from Stripe's saved results
+    let replayed = w
+        .sandbox
+        .exchanges(Api::Stripe)
+        .iter()
+        .filter(|e| e.response_headers.contains_key("idempotent-replayed"))
+        .count();
+    assert!(replayed > 0, "no delivery was interrupted by a kill");
     // Light Blue: every submission once (repeats were answered -4 and not filed again)
     let inbox = state["lightblue"]["inbox"].as_array().unwrap();
     let ids: std::collections::HashSet<&str> = inbox.iter().map(|m| m["ID"].as_str().unwrap()).collect();

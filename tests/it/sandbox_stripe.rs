@@ -211,8 +211,8 @@ async fn metadata_limits_are_enforced_before_sending() {
     );
     let id = customers(&running)[0]["id"].as_str().unwrap().to_owned();
 
-    // the studio's own keys fill the customer up to 47
-    let own: Vec<(String, String)> = (0..45)
+    // the studio's own keys fill the customer up to 47 (3 are ours)
+    let own: Vec<(String, String)> = (0..44)
         .map(|i| (format!("metadata[studio_{i}]"), "x".into()))
         .collect();
     let r = http

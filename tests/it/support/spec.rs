@@ -314,7 +314,12 @@ impl OpenApi {
                     let here = format!("{at}.{k}");
                     match props.and_then(|p| p.get(k)) {
                         Some(p) => {
-                            if dir == Dir::Request && self.resolve(p)["readOnly"] == true {
+                            // a property both required and read-only (through a shared id
+                            // schema, like JobContact.jobId) is one the request must carry
+                            let required = s["required"]
+                                .as_array()
+                                .is_some_and(|r| r.iter().any(|n| n == k.as_str()));
+                            if dir == Dir::Request && self.resolve(p)["readOnly"] == true && !required {
                                 out.push(format!("{here}: read-only property sent"));
                             }
                             self.validate(p, item, &here, dir, out);
