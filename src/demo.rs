@@ -1,10 +1,12 @@
-//! `fieldsync demo`: the whole capture path on a throwaway PostgreSQL, for a newcomer.
+//! `fieldsync demo`: the whole path on a throwaway PostgreSQL, for a newcomer.
 //!
-//! Starts a private cluster with `sql/schema.sql` and `sql/setup.sql`, runs the daemon against it,
-//! makes a few scripted wedding edits (and some that must *not* be captured: a rolled-back
-//! transaction, an unpublished table), and prints each captured change as it becomes durable, with
-//! its commit-to-durable time. Then it keeps watching so the person can make their own edits with
-//! psql, until Ctrl-C; the cluster and the queue are removed on exit.
+//! Starts a private cluster with `sql/schema.sql` and `sql/setup.sql`, the CRM sandboxes, and the
+//! daemon; the studio connects Tave, Google Calendar, Stripe, Light Blue and HoneyBook (the
+//! sandboxes, credentials by file reference); a few scripted wedding edits follow (and some that
+//! must *not* be captured: a rolled-back transaction, an unpublished table). Each captured change
+//! is printed as it becomes durable, with its commit-to-durable time, then what each CRM holds
+//! once delivered. Then it keeps watching so the person can make their own edits with psql, until
+//! Ctrl-C; the cluster, the queue and the sandboxes are removed on exit.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,11 +44,14 @@ const SCRIPT: &[(&str, &str)] = &[
     ("they pick a venue", "UPDATE weddings SET venue = '{\"name\": \"Kew Gardens\", \"formatted_address\": \"Richmond, London TW9 3AE, UK\"}', updated_at = now() WHERE id = '0b000000-0000-4000-8000-000000000001'"),
     ("an edit that is rolled back (never captured)", "BEGIN; UPDATE weddings SET couple_names = 'typo' WHERE id = '0b000000-0000-4000-8000-000000000001'; ROLLBACK"),
     ("a table outside the publication changes (never captured)", "CREATE TABLE IF NOT EXISTS app_sessions (id serial, seen timestamptz); INSERT INTO app_sessions (seen) VALUES (now())"),
-    ("the timeline is added and the guest-count field removed in one transaction", "BEGIN; INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value) VALUES ('0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', gen_random_uuid(), 'timeline_builder', '{\"events\": [{\"time\": \"13:00\", \"duration\": 45, \"title\": \"Ceremony\"}]}'); DELETE FROM form_field_values WHERE id = '0f000000-0000-4000-8000-000000000001'; COMMIT"),
+    ("the timeline is added and the guest count changed again in one transaction", "BEGIN; INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value) VALUES ('0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', gen_random_uuid(), 'timeline_builder', '{\"events\": [{\"time\": \"13:00\", \"duration\": 45, \"title\": \"Ceremony\"}, {\"time\": \"18:30\", \"duration\": 120, \"title\": \"Dinner\"}]}'); UPDATE form_field_values SET value = '{\"adults\": 130, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'; COMMIT"),
 ];
 
+/// The integrations the studio connects, all pointing at the sandboxes.
+const INTEGRATIONS: [&str; 5] = ["tave", "google_calendar", "stripe", "lightblue", "honeybook"];
+
 /// How many records the script produces (one per captured row change).
-const SCRIPT_RECORDS: usize = 7;
+const SCRIPT_RECORDS: usize = 7 + INTEGRATIONS.len();
 
 /// Runs the demo until `stop` resolves; with `exit_after_script`, returns once the script is shown.
 pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Result<(), DemoError> {
@@ -64,6 +69,10 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     .await
     .map_err(|e| DemoError::Config(e.to_string()))??;
     let dir = tempfile::Builder::new().prefix("fieldsync-demo-").tempdir()?;
+    let sandbox = crate::sandbox::spawn(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        crate::sandbox::Accounts::default(),
+    )?;
     let toml = format!(
         "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
         cluster.url("postgres", "postgres"),
@@ -88,11 +97,21 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         .map_err(|e| DemoError::Sql(e.to_string()))?;
     let mut last: Option<EventId> = None;
     let mut shown = 0;
-    for (what, sql) in SCRIPT {
+    let connect = integrations_sql(&sandbox, dir.path())?;
+    for (n, (what, sql)) in SCRIPT.iter().enumerate() {
         println!("-- {what}");
         db.batch_execute(sql)
             .await
             .map_err(|e| DemoError::Sql(format!("{what}: {e}")))?;
+        if n == 0 {
+            println!(
+                "-- the studio connects Tave, Google Calendar, Stripe, Light Blue and HoneyBook (sandboxes at {})",
+                sandbox.url()
+            );
+            db.batch_execute(&connect)
+                .await
+                .map_err(|e| DemoError::Sql(format!("connecting the integrations: {e}")))?;
+        }
     }
     let mut durable = daemon.queue.durable();
     while shown < SCRIPT_RECORDS {
@@ -109,11 +128,16 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     println!();
     println!("{shown} changes captured: rolled-back work and unpublished tables left nothing behind.");
     println!();
+    delivered(&daemon).await?;
+    print_crms(&sandbox.state());
+    println!();
     println!("try it yourself:");
     println!("  psql '{}'", cluster.url("postgres", "postgres"));
     println!("    UPDATE form_field_values SET value = '{{\"adults\": 90}}' WHERE field_type = 'guest_count_matrix';");
     println!("  curl http://{}/status", daemon.http_addr);
     println!("  curl 'http://{}/queue?last=5'", daemon.http_addr);
+    println!("  curl http://{}/deliveries", daemon.http_addr);
+    println!("  curl {}/_sandbox/state", sandbox.url());
     if exit_after_script {
         return Ok(daemon.stop().await?);
     }
@@ -131,6 +155,125 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     daemon.stop().await?;
     println!("demo stopped; the throwaway cluster and queue are removed.");
     Ok(())
+}
+
+/// The integration rows: each adapter's sandbox URL and its credentials as file references (the
+/// files in the demo's directory hold the sandboxes' documented test credentials).
+fn integrations_sql(sandbox: &crate::sandbox::Running, dir: &std::path::Path) -> Result<String, DemoError> {
+    let a = &sandbox.sandbox.accounts;
+    let secret = |name: &str, value: &str| -> Result<serde_json::Value, DemoError> {
+        let path = dir.join(name);
+        std::fs::write(&path, value)?;
+        Ok(serde_json::json!({ "file": path }))
+    };
+    let base = sandbox.url();
+    let configs = [
+        serde_json::json!({"base_url": format!("{base}/tave/api/v2"), "api_key": secret("tave.key", &a.tave_api_key)?}),
+        serde_json::json!({"base_url": format!("{base}/google/calendar/v3"), "token_url": format!("{base}/google/oauth2/token"),
+            "client_id": a.google_client_id, "client_secret": secret("google.secret", &a.google_client_secret)?,
+            "refresh_token": secret("google.refresh", &a.google_refresh_token)?}),
+        serde_json::json!({"base_url": format!("{base}/stripe/v1"), "secret_key": secret("stripe.key", &a.stripe_secret_key)?}),
+        serde_json::json!({"url": format!("{base}/lightblue/api.php"), "api_key": secret("lightblue.key", &a.lightblue_key)?}),
+        serde_json::json!({"url": format!("{base}/zapier/hooks/catch/{}/{}/", a.zapier_hook_id, a.zapier_hook_key),
+            "secret": secret("zapier.secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?}),
+    ];
+    Ok(INTEGRATIONS
+        .iter()
+        .zip(configs)
+        .map(|(kind, config)| {
+            format!(
+                "INSERT INTO organization_integrations (organization_id, integration_type, config) VALUES ('0a000000-0000-4000-8000-000000000001', '{kind}', '{}');",
+                config.to_string().replace('\'', "''")
+            )
+        })
+        .collect())
+}
+
+/// Waits until every integration has delivered what it was given.
+async fn delivered(daemon: &Daemon) -> Result<(), DemoError> {
+    let url = format!("http://{}/deliveries", daemon.http_addr);
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    loop {
+        let status: Option<serde_json::Value> = match client.get(&url).send().await {
+            Ok(r) => r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
+            Err(_) => None,
+        };
+        let integrations = status
+            .as_ref()
+            .and_then(|s| s["integrations"].as_array().cloned())
+            .unwrap_or_default();
+        let done = integrations.len() == INTEGRATIONS.len()
+            && integrations
+                .iter()
+                .all(|i| i["queued"] == 0 && i["in_flight"] == 0 && i["delivered"].as_u64() > Some(0));
+        if done {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(DemoError::Timeout(format!(
+                "deliveries did not finish: {}",
+                serde_json::Value::Array(integrations)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What each CRM sandbox holds now.
+fn print_crms(state: &serde_json::Value) {
+    let items = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    println!("delivered; what each CRM holds now:");
+    for job in items(&state["tave"]["jobs"]) {
+        let events: Vec<String> = items(&state["tave"]["events"])
+            .iter()
+            .filter(|e| e["jobId"] == job["id"])
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["name"].as_str().unwrap_or(""),
+                    e["startTime"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        println!(
+            "   Tave job {}: eventDate {}, guestCount {}, events [{}]",
+            job["name"],
+            job["eventDate"],
+            job["guestCount"],
+            events.join(", ")
+        );
+    }
+    for e in items(&state["google"]["calendars"]["primary"]["events"]) {
+        println!(
+            "   Google Calendar: {} at {} {} ({})",
+            e["summary"],
+            e["start"]["dateTime"]
+                .as_str()
+                .or(e["start"]["date"].as_str())
+                .unwrap_or(""),
+            e["start"]["timeZone"].as_str().unwrap_or(""),
+            e["location"].as_str().unwrap_or("no location")
+        );
+    }
+    for c in items(&state["stripe"]["customers"]) {
+        let m = &c["metadata"];
+        println!(
+            "   Stripe customer {} {}: guests_total {}, wedding_date {}",
+            c["id"].as_str().unwrap_or(""),
+            c["name"],
+            m["guests_total"],
+            m["wedding_date"]
+        );
+    }
+    println!(
+        "   Light Blue inbox: {} submissions",
+        items(&state["lightblue"]["inbox"]).len()
+    );
+    let caught: usize = state["zapier"]["hooks"]
+        .as_object()
+        .map_or(0, |h| h.values().map(|v| items(v).len()).sum());
+    println!("   HoneyBook (Zapier catch hook): {caught} records");
 }
 
 /// Prints the records that became durable since `last`; returns how many.
@@ -176,6 +319,7 @@ fn summary(r: &ChangeRecord) -> String {
                 .collect();
             changed.join(", ")
         }
+        (_, Some(new)) if r.table == "organization_integrations" => text(new, "integration_type"),
         (_, Some(new)) if r.table == "form_field_values" => {
             format!("{} = {}", text(new, "field_type"), text(new, "value"))
         }

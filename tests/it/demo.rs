@@ -1,4 +1,5 @@
-//! The README's first command: `fieldsync demo` shows the scripted edits captured and cleans up.
+//! The README's first command: `fieldsync demo` shows the scripted edits captured, delivered to
+//! every CRM sandbox, and cleans up.
 
 use std::process::Command;
 
@@ -17,7 +18,17 @@ fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("7 changes captured"), "{stdout}");
+    assert!(stdout.contains("12 changes captured"), "{stdout}");
+    // and delivered to every CRM sandbox, as each keeps it
+    for crm in [
+        "Tave job \"Amara & Tom\": eventDate \"2027-06-19\", guestCount 145, events [Ceremony 13:00:00, Dinner 18:30:00]",
+        "Google Calendar: \"Ceremony · Amara & Tom\" at 2027-06-19T13:00:00 Europe/London (Kew Gardens",
+        "\"Amara & Tom\": guests_total \"145\", wedding_date \"2027-06-19\"",
+        "Light Blue inbox: ",
+        "HoneyBook (Zapier catch hook): ",
+    ] {
+        assert!(stdout.contains(crm), "{crm:?} missing from:\n{stdout}");
+    }
     assert!(
         stdout.contains("guest_count_matrix = {\"adults\": 120"),
         "{stdout}"
