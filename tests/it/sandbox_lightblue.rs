@@ -110,6 +110,22 @@ async fn light_blue_codes_map_to_outcomes() {
             ..
         }
     ));
+    // Light Blue documents no rate limit; a 429 from a proxy in front of it waits, not counted
+    // against the endpoint
+    running.set_faults(Faults {
+        api: Some(Api::Lightblue),
+        fail_next: 1,
+        status: Some(429),
+        ..Faults::default()
+    });
+    assert!(matches!(
+        lb.deliver(&http, &p, TIMEOUT).await,
+        Outcome::Retry {
+            status: Some(429),
+            endpoint_fault: false,
+            ..
+        }
+    ));
     assert_eq!(
         lb.deliver(&http, &p, TIMEOUT).await,
         Outcome::Delivered { status: 200 }

@@ -92,4 +92,28 @@ async fn each_change_is_one_signed_flat_record_for_the_zap() {
             ..
         }
     ));
+    running.set_faults(Faults {
+        api: Some(Api::Zapier),
+        fail_next: 1,
+        status: Some(429),
+        ..Faults::default()
+    });
+    assert!(matches!(
+        hb.deliver(&http, &guests, TIMEOUT).await,
+        Outcome::Retry {
+            status: Some(429),
+            endpoint_fault: false,
+            ..
+        }
+    ));
+    // a replay is another record for the Zap (catch hooks do not deduplicate), with the same
+    // webhook-id for the Zap to deduplicate on
+    assert_eq!(
+        hb.deliver(&http, &guests, TIMEOUT).await,
+        Outcome::Delivered { status: 200 }
+    );
+    let state = running.state();
+    let caught = state["zapier"]["hooks"]["123456/sandboxhook"].as_array().unwrap();
+    assert_eq!(caught.len(), 3);
+    assert_eq!(caught[2]["webhook_id"], caught[0]["webhook_id"]);
 }
