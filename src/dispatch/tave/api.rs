@@ -68,7 +68,7 @@ impl Call<'_> {
         self.send(Method::GET, path, query, None, what).await
     }
 
-    /// Every item of a collection, page by page (page parameters only past the first page).
+    /// Every item of a collection, page by page.
     pub(super) async fn list_all(
         &self,
         path: &str,
@@ -78,22 +78,50 @@ impl Call<'_> {
         let mut items = Vec::new();
         let mut page = 1u64;
         loop {
-            let mut q = query.to_vec();
-            if page > 1 {
-                q.push(("page", page.to_string()));
-                q.push(("pageSize", "100".to_owned()));
-            }
-            let answer = self.get(path, &q, what).await?;
-            let Some(batch) = answer["items"].as_array() else {
-                return Err(Fail::Outcome(shape_error(what)));
-            };
-            items.extend(batch.iter().cloned());
-            let pages = answer["meta"]["totalPages"].as_u64().unwrap_or(1);
-            if page >= pages || batch.is_empty() || page >= 1000 {
+            let (batch, last) = self.page(path, query, page, what).await?;
+            items.extend(batch);
+            if last {
                 return Ok(items);
             }
             page += 1;
         }
+    }
+
+    /// One page of a collection (page parameters only past the first page), and whether it is
+    /// the last one (or the thousandth, where paging stops).
+    pub(super) async fn page(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        page: u64,
+        what: &str,
+    ) -> Result<(Vec<Value>, bool), Fail> {
+        let mut q = query.to_vec();
+        if page > 1 {
+            q.push(("page", page.to_string()));
+            q.push(("pageSize", "100".to_owned()));
+        }
+        let mut answer = self.get(path, &q, what).await?;
+        let Some(Value::Array(items)) = answer.get_mut("items").map(Value::take) else {
+            return Err(Fail::Outcome(shape_error(what)));
+        };
+        let pages = answer["meta"]["totalPages"].as_u64().unwrap_or(1);
+        let last = page >= pages || items.is_empty() || page >= 1000;
+        Ok((items, last))
+    }
+
+    /// Creates an entity; a 404 here means the API is not the documented one.
+    pub(super) async fn post(&self, path: &str, body: &Value, what: &str) -> Result<Value, Fail> {
+        match self.send(Method::POST, path, &[], Some(body), what).await {
+            Err(Fail::NotFound) => Err(Fail::Outcome(shape_error(what))),
+            other => other,
+        }
+    }
+
+    /// Writes an entity whole (the caller leaves out its read-only properties).
+    pub(super) async fn put(&self, path: &str, body: Obj, what: &str) -> Result<Value, Fail> {
+        self.send(Method::PUT, path, &[], Some(&Value::Object(body)), what)
+            .await
     }
 
     pub(super) async fn delete(&self, path: &str, what: &str) -> Result<(), Fail> {

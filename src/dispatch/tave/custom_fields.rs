@@ -1,7 +1,6 @@
 //! Studio-wide job custom fields: their configured names, and the cache of ids found by name
 //! (created when missing, one at a time).
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api::Call;
@@ -162,19 +161,7 @@ impl Call<'_> {
             return Ok(None);
         }
         let body = json!({"name": name, "kind": kind, "canApplyTo": "Job", "clientAccess": "None"});
-        let made = self
-            .send(
-                Method::POST,
-                "/custom-field",
-                &[],
-                Some(&body),
-                "POST /custom-field",
-            )
-            .await;
-        let made = match made {
-            Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /custom-field"))),
-            other => other?,
-        };
+        let made = self.post("/custom-field", &body, "POST /custom-field").await?;
         let Some(id) = made["id"].as_str() else {
             return Err(Fail::Outcome(shape_error("POST /custom-field")));
         };

@@ -1,12 +1,11 @@
 //! The wedding's job: found by external mapping or created as a worksheet, then written
 //! read-merge-write.
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api::{without, Call};
 use super::external_ids::{job_mapping_id, venue_mapping_id};
-use super::{shape_error, truncate, Fail, API};
+use super::{shape_error, truncate, vanished, Fail, API};
 use crate::dispatch::crm::{self, Change};
 use crate::dispatch::outcome::Outcome;
 
@@ -83,25 +82,13 @@ impl Call<'_> {
         if job == before {
             return Ok(());
         }
-        let body = Value::Object(without(&job, JOB_READ_ONLY));
-        match self
-            .send(
-                Method::PUT,
-                &format!("/job/{job_id}"),
-                &[],
-                Some(&body),
-                "PUT /job/{id}",
-            )
-            .await
-        {
+        let body = without(&job, JOB_READ_ONLY);
+        match self.put(&format!("/job/{job_id}"), body, "PUT /job/{id}").await {
             Err(Fail::NotFound) => {
                 self.tave.cache().jobs.remove(&change.wedding.id);
-                Err(Fail::Outcome(Outcome::Retry {
-                    status: Some(404),
-                    error: format!("{API} no longer has the wedding's job; looking it up again"),
-                    after: None,
-                    endpoint_fault: false,
-                }))
+                Err(Fail::Outcome(vanished(
+                    "no longer has the wedding's job; looking it up again",
+                )))
             }
             other => other.map(|_| ()),
         }
@@ -132,14 +119,9 @@ impl Call<'_> {
                 let id = listed["id"].as_str().unwrap_or_default();
                 match self.get(&format!("/job/{id}"), &[], "GET /job/{id}").await {
                     Err(Fail::NotFound) => {
-                        return Err(Fail::Outcome(Outcome::Retry {
-                            status: Some(404),
-                            error: format!(
-                            "{API} listed the wedding's job but it was gone when read; looking it up again"
-                        ),
-                            after: None,
-                            endpoint_fault: false,
-                        }))
+                        return Err(Fail::Outcome(vanished(
+                            "listed the wedding's job but it was gone when read; looking it up again",
+                        )))
                     }
                     other => other?,
                 }
@@ -181,19 +163,9 @@ impl Call<'_> {
                 "externalMappings": [{"id": venue_mapping_id(&w.id), "url": url}],
             }]);
         }
-        let made = self
-            .send(
-                Method::POST,
-                "/job/-/worksheet",
-                &[],
-                Some(&body),
-                "POST /job/-/worksheet",
-            )
-            .await;
-        let mut job = match made {
-            Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /job/-/worksheet"))),
-            other => other?,
-        };
+        let mut job = self
+            .post("/job/-/worksheet", &body, "POST /job/-/worksheet")
+            .await?;
         if !job["id"].is_string() {
             return Err(Fail::Outcome(shape_error("POST /job/-/worksheet")));
         }

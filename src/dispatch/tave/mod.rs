@@ -216,12 +216,7 @@ impl Tave {
         match call.apply(&change).await {
             Ok(()) => Outcome::Delivered { status: 200 },
             Err(Fail::Outcome(o)) => o,
-            Err(Fail::NotFound) => Outcome::Retry {
-                status: Some(404),
-                error: format!("{API} answered 404 for an entity that was just found; retrying"),
-                after: None,
-                endpoint_fault: false,
-            },
+            Err(Fail::NotFound) => vanished("answered 404 for an entity that was just found; retrying"),
         }
     }
 
@@ -236,6 +231,17 @@ impl Tave {
 
 fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
+}
+
+/// A 404 for an entity that was there a moment ago (deleted in Tave meanwhile): retried, not
+/// held against the endpoint. `what` follows the API's name in the message.
+fn vanished(what: &str) -> Outcome {
+    Outcome::Retry {
+        status: Some(404),
+        error: format!("{API} {what}"),
+        after: None,
+        endpoint_fault: false,
+    }
 }
 
 fn shape_error(what: &str) -> Outcome {

@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api::{without, Call};
 use super::external_ids::{event_mapping_id, mapping_ids, timeline_prefix};
-use super::{shape_error, truncate, Fail};
+use super::{truncate, Fail};
 use crate::dispatch::crm::{self, Change};
 
 const EVENT_READ_ONLY: &[&str] = &[
@@ -44,14 +43,8 @@ impl Call<'_> {
                 merged.insert("endDate".into(), json!((date + (end - start)).to_string()));
             }
             let id = e["id"].as_str().unwrap_or_default();
-            self.send(
-                Method::PUT,
-                &format!("/event/{id}"),
-                &[],
-                Some(&Value::Object(merged)),
-                "PUT /event/{id}",
-            )
-            .await?;
+            self.put(&format!("/event/{id}"), merged, "PUT /event/{id}")
+                .await?;
         }
         Ok(())
     }
@@ -120,25 +113,13 @@ impl Call<'_> {
                     }
                     if changed {
                         let id = current["id"].as_str().unwrap_or_default();
-                        self.send(
-                            Method::PUT,
-                            &format!("/event/{id}"),
-                            &[],
-                            Some(&Value::Object(merged)),
-                            "PUT /event/{id}",
-                        )
-                        .await?;
+                        self.put(&format!("/event/{id}"), merged, "PUT /event/{id}")
+                            .await?;
                     }
                 }
                 None => {
                     fields["externalMappings"] = json!([{"id": mapping, "url": url}]);
-                    match self
-                        .send(Method::POST, "/event", &[], Some(&fields), "POST /event")
-                        .await
-                    {
-                        Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /event"))),
-                        other => other?,
-                    };
+                    self.post("/event", &fields, "POST /event").await?;
                 }
             }
         }

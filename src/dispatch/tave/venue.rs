@@ -1,6 +1,5 @@
 //! `venue_selector`: the wedding's venue as a location contact linked to the job.
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api::{without, Call};
@@ -103,19 +102,7 @@ impl Call<'_> {
                 self.update_contact(&orphan, &desired).await?;
                 orphan
             }
-            None => match self
-                .send(
-                    Method::POST,
-                    "/address-book",
-                    &[],
-                    Some(&desired),
-                    "POST /address-book",
-                )
-                .await
-            {
-                Err(Fail::NotFound) => return Err(Fail::Outcome(shape_error("POST /address-book"))),
-                other => other?,
-            },
+            None => self.post("/address-book", &desired, "POST /address-book").await?,
         };
         let Some(cid) = contact["id"].as_str() else {
             return Err(Fail::Outcome(shape_error("POST /address-book")));
@@ -126,19 +113,9 @@ impl Call<'_> {
             "client": false,
             "externalMappings": [{"id": key, "url": self.tave.external(wedding)}],
         });
-        match self
-            .send(
-                Method::POST,
-                "/job-contact",
-                &[],
-                Some(&body),
-                "POST /job-contact",
-            )
+        self.post("/job-contact", &body, "POST /job-contact")
             .await
-        {
-            Err(Fail::NotFound) => Err(Fail::Outcome(shape_error("POST /job-contact"))),
-            other => other.map(|_| ()),
-        }
+            .map(|_| ())
     }
 
     /// A venue contact of this wedding that was created but never linked (a delivery that died
@@ -147,20 +124,15 @@ impl Call<'_> {
     async fn orphan_contact(&self, key: &str, job: &Value) -> Result<Option<Value>, Fail> {
         let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok();
         let since = time(&job["created"]);
+        let newest_first = [("sortBy", "created desc".to_owned())];
         let mut page = 1u64;
         loop {
-            let mut q = vec![("sortBy", "created desc".to_owned())];
-            if page > 1 {
-                q.push(("page", page.to_string()));
-                q.push(("pageSize", "100".to_owned()));
-            }
-            let answer = self.get("/address-book", &q, "GET /address-book").await?;
-            let Some(items) = answer["items"].as_array() else {
-                return Err(Fail::Outcome(shape_error("GET /address-book")));
-            };
+            let (items, last) = self
+                .page("/address-book", &newest_first, page, "GET /address-book")
+                .await?;
             for c in items {
-                if mapping_ids(c).any(|id| id == key) {
-                    return Ok(Some(c.clone()));
+                if mapping_ids(&c).any(|id| id == key) {
+                    return Ok(Some(c));
                 }
                 if let (Some(at), Some(since)) = (time(&c["created"]), since) {
                     if at < since {
@@ -168,8 +140,7 @@ impl Call<'_> {
                     }
                 }
             }
-            let pages = answer["meta"]["totalPages"].as_u64().unwrap_or(1);
-            if page >= pages || items.is_empty() || page >= 1000 {
+            if last {
                 return Ok(None);
             }
             page += 1;
@@ -216,15 +187,9 @@ impl Call<'_> {
             }
         }
         let id = current["id"].as_str().unwrap_or_default();
-        self.send(
-            Method::PUT,
-            &format!("/address-book/{id}"),
-            &[],
-            Some(&Value::Object(merged)),
-            "PUT /address-book/{id}",
-        )
-        .await
-        .map(|_| ())
+        self.put(&format!("/address-book/{id}"), merged, "PUT /address-book/{id}")
+            .await
+            .map(|_| ())
     }
 }
 
