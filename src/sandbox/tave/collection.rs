@@ -5,11 +5,11 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::custom_fields::CUSTOM_FIELD_KINDS;
-use super::{invalid, ok, Detail, Kind, State};
+use super::{invalid, param, reply, Detail, Kind, State};
 
 pub(super) fn list(st: &State, kind: Kind, query: &[(String, String)]) -> Response {
     let mut detail = Detail::new();
-    let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| param(query, k);
     let int = |k: &str, default: i64, detail: &mut Detail| match get(k) {
         None => default,
         Some(v) => v.parse::<i64>().unwrap_or_else(|_| {
@@ -122,7 +122,7 @@ pub(super) fn list(st: &State, kind: Kind, query: &[(String, String)]) -> Respon
         .take(size as usize)
         .cloned()
         .collect();
-    ok(
+    reply(
         StatusCode::OK,
         &json!({
             "type": kind.collection(),

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::validate::{boolean, one_of, string, ulid_ref, CONTINUE};
+use super::validate::{boolean, one_of, string, ulid_ref, uri, CONTINUE};
 use super::Obj;
 
 pub(super) fn address(v: &Value) -> Option<String> {
@@ -63,11 +63,7 @@ pub(super) fn contact_property(key: &str, v: &Value, body: &Obj) -> Option<Strin
         },
         "address" | "mailingAddress" => address(v),
         "phone" | "tollFree" | "cellPhone" | "homePhone" | "workPhone" | "fax" => phone(v),
-        "url" => match v {
-            Value::Null => None,
-            Value::String(s) if reqwest::Url::parse(s).is_ok() => None,
-            _ => Some("must be a URI".to_owned()),
-        },
+        "url" => uri(v),
         "brandId" | "vendorRoleId" => ulid_ref(v),
         "privacyOptIn" | "requireStrictPrivacy" | "previousClient" | "pinned" => boolean(v),
         _ => Some(CONTINUE.to_owned()), // other properties are ignored (assumption)

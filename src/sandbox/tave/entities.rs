@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::super::ulid;
 use super::events::normal_time;
 use super::validate::check;
-use super::{find, invalid, ok, stamp, Detail, Kind, Obj, State};
+use super::{find, invalid, reply, stamp, Detail, Kind, Obj, State};
 
 /// Defaults a new entity of `kind` gets.
 fn defaults(kind: Kind) -> Obj {
@@ -122,7 +122,7 @@ pub(super) fn create(st: &mut State, base: &str, kind: Kind, body: Obj) -> Respo
     if !detail.is_empty() {
         return invalid(detail);
     }
-    ok(StatusCode::CREATED, &insert(st, base, kind, props))
+    reply(StatusCode::CREATED, &insert(st, base, kind, props))
 }
 
 pub(super) fn update(st: &mut State, kind: Kind, index: usize, body: Obj) -> Response {
@@ -140,7 +140,7 @@ pub(super) fn update(st: &mut State, kind: Kind, index: usize, body: Obj) -> Res
     derive(st, kind, &mut o);
     let v = Value::Object(o);
     kind.list_mut(st)[index] = v.clone();
-    ok(StatusCode::OK, &v)
+    reply(StatusCode::OK, &v)
 }
 
 pub(super) fn delete(st: &mut State, kind: Kind, id: &str) {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::contacts::{address, phone};
-use super::validate::{boolean, date, one_of, reference, string, time, ulid_ref};
+use super::validate::{boolean, date, one_of, reference, string, time, ulid_ref, uri};
 use super::{Kind, State};
 
 const EVENT_PROPERTIES: [&str; 17] = [
@@ -41,11 +41,7 @@ pub(super) fn event_property(st: &State, key: &str, v: &Value) -> Option<String>
         },
         "jobId" if !v.is_null() => reference(st, Kind::Job, v),
         "galleryId" | "timezoneId" | "typeId" | "jobId" => ulid_ref(v),
-        "virtualUrl" => match v {
-            Value::Null => None,
-            Value::String(s) if reqwest::Url::parse(s).is_ok() => None,
-            _ => Some("must be a URI".to_owned()),
-        },
+        "virtualUrl" => uri(v),
         "location" => match v {
             Value::Null => None,
             Value::Object(o) => o.iter().find_map(|(k, v)| match k.as_str() {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::entities::insert;
 use super::validate::{boolean, check, external_mappings, ulid_list};
-use super::{find, invalid, ok, Detail, Kind, Obj, State};
+use super::{find, invalid, reply, Detail, Kind, Obj, State};
 
 /// `POST /job/-/worksheet`: a job with its contacts and events, all checked before any is made.
 pub(super) fn create_worksheet(st: &mut State, base: &str, mut body: Obj) -> Response {
@@ -101,7 +101,7 @@ pub(super) fn create_worksheet(st: &mut State, base: &str, mut body: Obj) -> Res
         e.insert("jobId".into(), json!(job_id));
         insert(st, base, Kind::Event, e);
     }
-    ok(StatusCode::CREATED, &worksheet(st, &job_id))
+    reply(StatusCode::CREATED, &worksheet(st, &job_id))
 }
 
 /// A job with its events and contacts (JobWorksheet).

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::super::{lock, ulid, Sandbox};
-use super::{form_pairs, ok, query_pairs, stamp, Obj};
+use super::{form_pairs, param, query_pairs, reply, stamp, Obj};
 
 /// The New Lead API's field list (`GET …/create-lead?list-fields=true&StudioID&SecretKey`).
 const LEAD_FIELDS: [(&str, &str, bool, &str); 11] = [
@@ -46,13 +46,7 @@ pub(super) async fn create_lead(
         return lead_error(StatusCode::NOT_FOUND, "unknown studio");
     }
     let fields = form_pairs(&String::from_utf8_lossy(&body));
-    let get = |k: &str| {
-        fields
-            .iter()
-            .find(|(f, _)| f == k)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |k: &str| param(&fields, k).map(str::trim).filter(|v| !v.is_empty());
     if get("SecretKey") != Some(accounts.tave_lead_secret.as_str()) {
         return lead_error(StatusCode::FORBIDDEN, "invalid SecretKey");
     }
@@ -87,7 +81,7 @@ pub(super) async fn create_lead(
 
 pub(super) async fn lead_fields(Shared(sandbox): Shared<Arc<Sandbox>>, uri: Uri) -> Response {
     let q = query_pairs(&uri);
-    let get = |k: &str| q.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| param(&q, k);
     if get("list-fields") != Some("true") {
         return lead_error(
             StatusCode::BAD_REQUEST,
@@ -122,5 +116,5 @@ pub(super) async fn lead_fields(Shared(sandbox): Shared<Arc<Sandbox>>, uri: Uri)
         };
         list.push(json!({"name": format!("CF-{token}"), "label": f["name"], "required": false, "desc": "", "type": kind}));
     }
-    ok(StatusCode::OK, &Value::Array(list))
+    reply(StatusCode::OK, &Value::Array(list))
 }

@@ -102,8 +102,8 @@ type Obj = Map<String, Value>;
 /// A validation error's `detail`: property path → message.
 type Detail = BTreeMap<String, String>;
 
-fn error(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
-    let body = json!({"type": kind, "title": title, "detail": detail, "status": status.as_u16()});
+/// A JSON answer.
+fn reply(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -112,6 +112,13 @@ fn error(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response 
         .into_response()
 }
 
+/// The API's `Error` object.
+fn error(status: StatusCode, kind: &str, title: &str, detail: &str) -> Response {
+    let body = json!({"type": kind, "title": title, "detail": detail, "status": status.as_u16()});
+    reply(status, &body)
+}
+
+/// A `validation-error`: its `detail` names each property path with its message.
 fn invalid(detail: Detail) -> Response {
     let body = json!({
         "type": "validation-error",
@@ -119,16 +126,20 @@ fn invalid(detail: Detail) -> Response {
         "detail": detail,
         "status": 400,
     });
-    (
-        StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    reply(StatusCode::BAD_REQUEST, &body)
 }
 
 fn invalid_one(field: &str, message: &str) -> Response {
     invalid(Detail::from([(field.to_owned(), message.to_owned())]))
+}
+
+fn method_not_allowed(hint: &str) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "unknown",
+        "Method Not Allowed",
+        hint,
+    )
 }
 
 fn not_found(what: &str) -> Response {
@@ -139,15 +150,6 @@ fn not_found(what: &str) -> Response {
         "Not Found",
         &format!("{what} not found"),
     )
-}
-
-fn ok(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 fn authorized(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
@@ -173,6 +175,11 @@ fn form_pairs(text: &str) -> Vec<(String, String)> {
     url.query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// The first value of `key` among query or form pairs.
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// A write timestamp: UTC with milliseconds, strictly after every earlier one, so `modified`
@@ -220,7 +227,7 @@ async fn api(
             Err(r) => *r,
         },
         (Method::GET, ["job", id, "worksheet"]) => match find(st, Kind::Job, id) {
-            Some(_) => ok(StatusCode::OK, &worksheet(st, id)),
+            Some(_) => reply(StatusCode::OK, &worksheet(st, id)),
             None => not_found("job"),
         },
         (m, [segment]) if Kind::parse(segment).is_some() => {
@@ -231,12 +238,7 @@ async fn api(
                     Ok(b) => create(st, &base, kind, b),
                     Err(r) => *r,
                 },
-                _ => error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "unknown",
-                    "Method Not Allowed",
-                    "use GET or POST",
-                ),
+                _ => method_not_allowed("use GET or POST"),
             }
         }
         (m, [segment, id]) if Kind::parse(segment).is_some() => {
@@ -245,7 +247,7 @@ async fn api(
                 return not_found(kind.title());
             };
             match m {
-                Method::GET => ok(StatusCode::OK, &kind.list(st)[index]),
+                Method::GET => reply(StatusCode::OK, &kind.list(st)[index]),
                 Method::PUT => match parse_body(&body) {
                     Ok(b) => update(st, kind, index, b),
                     Err(r) => *r,
@@ -254,12 +256,7 @@ async fn api(
                     delete(st, kind, id);
                     StatusCode::NO_CONTENT.into_response()
                 }
-                _ => error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "unknown",
-                    "Method Not Allowed",
-                    "use GET, PUT or DELETE",
-                ),
+                _ => method_not_allowed("use GET, PUT or DELETE"),
             }
         }
         _ => not_found("resource"),

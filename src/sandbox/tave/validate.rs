@@ -177,6 +177,14 @@ pub(super) fn one_of(v: &Value, allowed: &[&str], nullable: bool) -> Option<Stri
     }
 }
 
+pub(super) fn uri(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if reqwest::Url::parse(s).is_ok() => None,
+        _ => Some("must be a URI".to_owned()),
+    }
+}
+
 pub(super) fn date(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
