@@ -44,6 +44,12 @@
 //!   we can trust); `place_id` and coordinates are read-only in Tave and are not sent.
 //! - A deleted `budget_category` names its category in the event's `old_value` (REPLICA IDENTITY
 //!   FULL); failing that, the category this adapter last saw for the field.
+//!
+//! # Layout
+//! This file holds the adapter type, its config, delivery and the classification of answers;
+//! `api` the HTTP calls, `job` finding and writing the job, `mapping` the field types onto it,
+//! `custom_fields` the studio's custom fields, `venue` and `timeline` their field types, and
+//! `external_ids` the external mapping ids everything is found again by.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -27,6 +27,10 @@
 //! - New Lead API errors answer 400 (bad or missing fields), 403 (wrong `SecretKey`) or 404
 //!   (unknown studio) with a plain-text body `Error: <reason>`: clients only check for `OK`.
 //! - `managerHref` points at `https://workspace.vsco.co/app/…/{id}` (shape not documented).
+//!
+//! Layout: this file routes, authenticates and answers; `kind` describes each resource,
+//! `collection` serves lists, `validate` (with `contacts`, `events`, `custom_fields`) checks
+//! what is written, `entities` stores it, `jobs` serves the worksheet and `lead` the New Lead API.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
