@@ -14,6 +14,7 @@ use crate::credentials::Credentials;
 use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
 use crate::queue::{Queue, QueueError};
+use crate::source::health::SlotWatch;
 use crate::source::progress::SourceStatus;
 use crate::source::stream::{Source, StreamError};
 
@@ -85,8 +86,20 @@ impl Daemon {
         } else {
             (None, None)
         };
+        crate::metrics::install();
+        let slot = Arc::new(SlotWatch::default());
+        tokio::spawn({
+            let (slot, target, name) = (
+                slot.clone(),
+                config.postgres.clone(),
+                config.replication.slot.clone(),
+            );
+            let (every, stop) = (config.replication.slot_check_interval, shutdown_rx.clone());
+            async move { slot.run(target, name, every, stop).await }
+        });
         let state = AppState {
             queue: queue.clone(),
+            slot,
             source: status.clone(),
             dispatch: commands,
             stream_token: config.http.stream_token.clone(),

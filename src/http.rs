@@ -1,6 +1,7 @@
-//! The `[http]` listener: `/healthz` (process alive), `/status` (replication positions, queue
-//! summary, capture counters) and `/queue` (summary and the newest records' metadata, never
-//! field values). Metrics join it later.
+//! The `[http]` listener: `/healthz` (process alive), `/readyz` (replication connected, queue
+//! writable, slot not lost; the reasons when not), `/metrics` (Prometheus), `/status`
+//! (replication positions, queue summary, slot health) and `/queue` (summary and the newest
+//! records' metadata, never field values).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::source::progress::SourceStatus;
 pub struct AppState {
     pub queue: Queue,
     pub source: Arc<SourceStatus>,
+    pub slot: Arc<crate::source::health::SlotWatch>,
     /// The dispatcher's command channel; `None` when dispatch is disabled.
     pub dispatch: Option<tokio::sync::mpsc::Sender<crate::dispatch::Command>>,
     pub stream_token: Option<crate::secret::Secret<String>>,
@@ -35,6 +37,8 @@ pub fn router(state: AppState) -> Router {
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/queue", get(queue_view))
         .route("/events/stream", get(crate::live::stream))
@@ -55,10 +59,63 @@ pub async fn serve(
         .await
 }
 
+async fn metrics(State(st): State<AppState>) -> Response {
+    let dispatch = match st.dispatch {
+        Some(_) => crate::dispatch::api::ask(&st, crate::dispatch::Command::Status)
+            .await
+            .ok(),
+        None => None,
+    };
+    let slot = st.slot.latest().and_then(Result::ok);
+    let body = crate::metrics::render(&st.source.snapshot(), slot.as_ref(), dispatch.as_ref());
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
+}
+
+/// Ready when replication is connected, the queue takes writes and the slot is not lost.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let mut reasons = Vec::new();
+    let source = st.source.snapshot();
+    if !source.connected {
+        reasons.push(match source.last_error {
+            Some(e) => format!("replication is not connected: {e}"),
+            None => "replication is not connected yet".to_owned(),
+        });
+    }
+    if let Err(e) = st.queue.probe_write() {
+        reasons.push(format!("the queue does not take writes: {e}"));
+    }
+    match st.slot.latest() {
+        Some(Ok(h)) if h.wal_status.as_deref() == Some("lost") => reasons.push(format!(
+            "slot {} is lost (wal_status = lost): the WAL it needed was removed; see the README on invalidated slots",
+            h.slot
+        )),
+        Some(Err(e)) => reasons.push(e),
+        _ => {}
+    }
+    if reasons.is_empty() {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reasons": reasons})),
+        )
+            .into_response()
+    }
+}
+
 async fn status(State(st): State<AppState>) -> Response {
     match st.queue.summary() {
         Ok(queue) => {
-            Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue})).into_response()
+            let slot = st.slot.latest().map(|s| match s {
+                Ok(h) => serde_json::to_value(h).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "error": e }),
+            });
+            Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue, "slot": slot}))
+                .into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -19,6 +19,7 @@ pub mod fields;
 pub mod http;
 pub mod live;
 pub mod lsn;
+pub mod metrics;
 pub mod pg;
 pub mod pgoutput;
 pub mod queue;

@@ -70,6 +70,8 @@ pub struct ReplicationConfig {
     /// Reconnect backoff: first delay, doubled up to `reconnect_backoff_max`, with jitter.
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// How often the slot's lag, `wal_status` and `safe_wal_size` are read (metrics, `/readyz`).
+    pub slot_check_interval: Duration,
 }
 
 /// A schema-qualified table name.

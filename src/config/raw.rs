@@ -32,6 +32,7 @@ pub const DEFAULT_CREATE_SLOT: bool = true;
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const DEFAULT_SLOT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 pub const DEFAULT_TABLES: &[&str] = &[
     "public.organizations",
@@ -104,6 +105,8 @@ pub struct RawReplication {
     pub reconnect_backoff_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub slot_check_interval: Duration,
 }
 
 impl Default for RawReplication {
@@ -115,6 +118,7 @@ impl Default for RawReplication {
             status_interval: DEFAULT_STATUS_INTERVAL,
             reconnect_backoff_min: DEFAULT_RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            slot_check_interval: DEFAULT_SLOT_CHECK_INTERVAL,
         }
     }
 }

@@ -51,6 +51,8 @@ struct Replication<'a> {
     reconnect_backoff_min: Duration,
     #[serde(with = "humantime_serde")]
     reconnect_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    slot_check_interval: Duration,
 }
 
 #[derive(Serialize)]
@@ -95,6 +97,7 @@ pub(super) fn render(config: &Config) -> String {
             status_interval: r.status_interval,
             reconnect_backoff_min: r.reconnect_backoff_min,
             reconnect_backoff_max: r.reconnect_backoff_max,
+            slot_check_interval: r.slot_check_interval,
         },
         capture: Capture {
             tables: config.capture.tables.iter().map(ToString::to_string).collect(),

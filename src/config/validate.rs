@@ -152,6 +152,7 @@ impl Checker<'_> {
             ));
         }
         self.positive("replication.status_interval", raw.status_interval)?;
+        self.positive("replication.slot_check_interval", raw.slot_check_interval)?;
         self.positive("replication.reconnect_backoff_min", raw.reconnect_backoff_min)?;
         if raw.reconnect_backoff_max < raw.reconnect_backoff_min {
             // Blame the key that was set; a default is not the user's mistake.
@@ -176,6 +177,7 @@ impl Checker<'_> {
             status_interval: raw.status_interval,
             reconnect_backoff_min: raw.reconnect_backoff_min,
             reconnect_backoff_max: raw.reconnect_backoff_max,
+            slot_check_interval: raw.slot_check_interval,
         })
     }
 

@@ -34,7 +34,10 @@ fn failed(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
 
-async fn ask<T>(st: &AppState, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+pub(crate) async fn ask<T>(
+    st: &AppState,
+    cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
     let Some(tx) = &st.dispatch else {
         return Err(disabled());
     };

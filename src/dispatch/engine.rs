@@ -68,6 +68,12 @@ pub struct IntegrationStatus {
     pub retries: u64,
     pub superseded: u64,
     pub dead: u64,
+    /// Dead letters held now (`dead` counts those made since the start).
+    pub dead_letters: usize,
+    /// How long the oldest queued delivery has waited, seconds.
+    pub oldest_age_seconds: Option<f64>,
+    /// Time asked to wait by the target's own rate-limit signals since the start, seconds.
+    pub rate_limited_seconds: f64,
 }
 
 struct Entry {
@@ -76,6 +82,7 @@ struct Entry {
     priority: PriorityName,
     payload: Arc<Payload>,
     queued_at: Instant,
+    commit_time: i64,
     attempts: u32,
     last_status: Option<u16>,
     /// A dead letter sent again on request; tracked by the dead-letter tree, not the floor.
@@ -589,6 +596,8 @@ impl Dispatcher {
                 log.outcome = "delivered".into();
                 integ.stats.delivered += 1;
                 let e = pop(integ, &done.wedding);
+                let now_micros = chrono::Utc::now().timestamp_micros();
+                crate::metrics::delivered_after(&done.integration, (now_micros - e.commit_time) as f64 / 1e6);
                 self.store.set_final(&done.integration, id, Final::Delivered)?;
                 if e.requeued {
                     self.store.remove_dead(&done.integration, id)?;
@@ -605,6 +614,9 @@ impl Dispatcher {
                     integ.breaker.on_failure(now);
                 } else {
                     reopened = integ.breaker.on_answer();
+                    if let Some(wait) = after {
+                        integ.stats.rate_limited_seconds += wait.as_secs_f64();
+                    }
                 }
                 let expired =
                     attempt >= self.cfg.max_attempts || entry.queued_at.elapsed() >= self.cfg.max_age;
@@ -641,6 +653,7 @@ impl Dispatcher {
             }
         }
         self.store.log(&log)?;
+        crate::metrics::delivery(&done.integration, &log.outcome);
         if reopened {
             // the endpoint answers again: weddings waiting for a retry go now, in order
             wake_all(integ);
@@ -779,6 +792,13 @@ impl Dispatcher {
                 queued: i.queued,
                 in_flight: i.in_flight,
                 backpressured: i.overflow.is_some(),
+                dead_letters: self.store.dead_count(&i.id),
+                oldest_age_seconds: i
+                    .weddings
+                    .values()
+                    .filter_map(|w| w.fifo.front())
+                    .map(|e| e.queued_at.elapsed().as_secs_f64())
+                    .reduce(f64::max),
                 ..i.stats.clone()
             })
             .collect();
@@ -822,6 +842,7 @@ fn push(integ: &mut Integ, event: &Queued, payload: Arc<Payload>, requeued: bool
         priority: event.priority,
         payload,
         queued_at: Instant::now(),
+        commit_time: event.commit_time,
         attempts: 0,
         last_status: None,
         requeued,
@@ -959,6 +980,7 @@ fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Option<(Arc<str>, Arc
                     latency_ms: None,
                 })
             });
+        crate::metrics::delivery(&integ.id, "superseded");
         if let Err(err) = logged {
             tracing::error!(integration = %integ.id, "cannot record a superseded delivery: {err}");
         }

@@ -56,6 +56,8 @@ pub struct Queued {
     pub field_id: Option<String>,
     pub priority: PriorityName,
     pub deliveries: Vec<String>,
+    /// The commit time, Unix microseconds (for the commit-to-delivered latency).
+    pub commit_time: i64,
     /// The envelope's JSON, exactly as stored.
     pub body: Bytes,
 }
@@ -66,6 +68,8 @@ struct StoredLine<'a> {
     event: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     deliveries: Vec<String>,
+    #[serde(default)]
+    commit_time: i64,
 }
 
 #[derive(serde::Deserialize)]
@@ -95,6 +99,7 @@ impl Queued {
             field_id: keys.data.field_id,
             priority: keys.data.priority,
             deliveries: stored.deliveries,
+            commit_time: stored.commit_time,
             body: Bytes::copy_from_slice(event.get().as_bytes()),
         }))
     }
@@ -108,6 +113,7 @@ impl Queued {
             field_id: e.data.field_id.clone(),
             priority: e.data.priority,
             deliveries: r.deliveries.clone(),
+            commit_time: r.commit_time,
             body: Bytes::from(serde_json::to_vec(e).expect("envelopes serialize")),
         })
     }

@@ -195,6 +195,13 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// How many dead letters an integration has now.
+    pub fn dead_count(&self, integration: &str) -> usize {
+        let mut prefix = integration.as_bytes().to_vec();
+        prefix.push(0);
+        self.dead.scan_prefix(prefix).count()
+    }
+
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         self.dead
             .iter()

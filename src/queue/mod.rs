@@ -256,6 +256,14 @@ impl Queue {
         read_head(&self.meta)
     }
 
+    /// Writes and flushes a probe key: an error means the queue cannot make records durable.
+    pub fn probe_write(&self) -> Result<(), QueueError> {
+        self.meta
+            .insert("probe", &chrono::Utc::now().timestamp_micros().to_be_bytes())?;
+        self.meta.flush()?;
+        Ok(())
+    }
+
     pub fn summary(&self) -> Result<QueueSummary, QueueError> {
         let head = self.head()?;
         Ok(QueueSummary {

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod error;
+pub mod health;
 pub mod progress;
 pub mod snapshot;
 pub mod stream;

@@ -1,0 +1,99 @@
+//! Slot health, watched over an ordinary SQL connection every `interval`: how far the server's
+//! WAL is ahead of what the slot has confirmed (lag bytes), the slot's `wal_status` and
+//! `safe_wal_size` (how much more WAL may be written before the slot is lost), and whether a
+//! process holds it. Shown in `/metrics` and `/readyz`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::lsn::Lsn;
+use crate::pg::PgTarget;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotHealth {
+    pub slot: String,
+    /// `pg_current_wal_lsn() - confirmed_flush_lsn`.
+    pub lag_bytes: u64,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    pub safe_wal_size: Option<i64>,
+    pub active: bool,
+    pub checked_unix_ms: i64,
+}
+
+/// The newest observation, or why there is none.
+#[derive(Default)]
+pub struct SlotWatch {
+    latest: Mutex<Option<Result<SlotHealth, String>>>,
+}
+
+impl SlotWatch {
+    pub fn latest(&self) -> Option<Result<SlotHealth, String>> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, v: Result<SlotHealth, String>) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    /// Observes the slot every `interval` until `shutdown`.
+    pub async fn run(
+        &self,
+        target: PgTarget,
+        slot: String,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut client: Option<tokio_postgres::Client> = None;
+        loop {
+            if client.as_ref().map_or(true, |c| c.is_closed()) {
+                client = match crate::pg::connect_sql(&target).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.set(Err(format!("cannot connect to read the slot's health: {e}")));
+                        None
+                    }
+                };
+            }
+            if let Some(c) = &client {
+                let observed = observe(c, &slot).await;
+                if observed.is_err() {
+                    client = None;
+                }
+                self.set(observed);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+async fn observe(c: &tokio_postgres::Client, slot: &str) -> Result<SlotHealth, String> {
+    let rows = c
+        .query(
+            "SELECT pg_current_wal_lsn()::text, confirmed_flush_lsn::text, wal_status, safe_wal_size, active
+               FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| format!("reading pg_replication_slots: {e}"))?;
+    let row = rows.first().ok_or_else(|| {
+        format!("slot {slot:?} does not exist (fieldsync creates it when it starts replication)")
+    })?;
+    let lsn = |i: usize| -> Option<Lsn> { row.get::<_, Option<String>>(i)?.parse().ok() };
+    let current = lsn(0).unwrap_or(Lsn::ZERO);
+    let confirmed = lsn(1).unwrap_or(current);
+    Ok(SlotHealth {
+        slot: slot.to_owned(),
+        lag_bytes: current.0.saturating_sub(confirmed.0),
+        wal_status: row.get(2),
+        safe_wal_size: row.get(3),
+        active: row.get(4),
+        checked_unix_ms: chrono::Utc::now().timestamp_millis(),
+    })
+}
