@@ -161,6 +161,49 @@ def main(base, discovery_path):
     changed = events.list(calendarId=calendar, syncToken=second["nextSyncToken"]).execute()
     check([e["id"] for e in changed["items"]] == [other], "sync shows the change", changed)
 
+    step("list filters on a group calendar: timeMin/timeMax, orderBy, q, iCalUID, updatedMin")
+    team = "weddings-team@group.calendar.google.com"
+    day = lambda h: {"dateTime": f"2027-06-19T{h:02d}:00:00Z"}  # noqa: E731
+    plan = {"ceremony": (14, 15), "dinner": (18, 20), "prep": (9, 11), "dance": (21, 23)}
+    ids = {}
+    for name, (a, b) in plan.items():
+        made = events.insert(calendarId=team, body={
+            "summary": f"Amara & Tom {name}", "description": "at Kew" if name == "dinner" else "",
+            "start": day(a), "end": day(b)}).execute()
+        ids[name] = made["id"]
+    window = events.list(calendarId=team, timeMin="2027-06-19T10:30:00Z",
+                         timeMax="2027-06-19T19:00:00Z", singleEvents=True,
+                         orderBy="startTime").execute()
+    check([e["id"] for e in window["items"]] == [ids["prep"], ids["ceremony"], ids["dinner"]],
+          "the window holds the events overlapping it, by start time",
+          [e["summary"] for e in window["items"]])
+    http_error(lambda: events.list(calendarId=team, orderBy="startTime").execute(),
+               400, "badRequest")
+    http_error(lambda: events.list(calendarId=team, timeMin="2027-06-20T00:00:00Z",
+                                   timeMax="2027-06-19T00:00:00Z").execute(),
+               400, "timeRangeEmpty")
+    found = events.list(calendarId=team, q="KEW amara").execute()
+    check([e["id"] for e in found["items"]] == [ids["dinner"]], "q matches every term", found)
+    by_uid = events.list(calendarId=team, iCalUID=f"{ids['dance']}@google.com").execute()
+    check([e["id"] for e in by_uid["items"]] == [ids["dance"]], "iCalUID finds one", by_uid)
+    mark = events.get(calendarId=team, eventId=ids["prep"]).execute()["updated"]
+    events.delete(calendarId=team, eventId=ids["prep"]).execute()
+    recent = events.list(calendarId=team, updatedMin=mark, orderBy="updated").execute()
+    check(ids["prep"] in [e["id"] for e in recent["items"]]
+          and all(e["updated"] >= mark for e in recent["items"]),
+          "updatedMin lists changes since, deletions included", recent)
+
+    step("partial responses with fields")
+    slim = events.get(calendarId=team, eventId=ids["dance"], fields="id,start/dateTime").execute()
+    check(slim == {"id": ids["dance"], "start": {"dateTime": day(21)["dateTime"]}},
+          "fields keeps the selected members", slim)
+    page = events.list(calendarId=team, fields="items(id,summary),nextSyncToken").execute()
+    check(set(page) == {"items", "nextSyncToken"} and all(set(e) == {"id", "summary"}
+                                                          for e in page["items"]),
+          "fields selects inside list items", page)
+    http_error(lambda: events.get(calendarId=team, eventId=ids["dance"], fields="id(").execute(),
+               400, "invalidParameter")
+
     step("delete twice: 204 then 410 deleted")
     check(events.delete(calendarId=calendar, eventId=eid).execute() == "", "delete answers empty")
     http_error(lambda: events.delete(calendarId=calendar, eventId=eid).execute(), 410, "deleted")
