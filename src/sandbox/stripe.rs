@@ -32,6 +32,8 @@ use serde_json::{json, Map, Value};
 
 use super::{lock, Sandbox};
 
+mod search;
+
 const MAX_KEYS: usize = 50;
 const MAX_KEY_CHARS: usize = 40;
 const MAX_VALUE_CHARS: usize = 500;
@@ -390,6 +392,11 @@ async fn create(
             "balance": 0, "currency": null, "delinquent": false,
             "invoice_prefix": super::ulid()[18..].to_uppercase(),
             "metadata": {},
+            "address": null, "shipping": null, "default_source": null, "discount": null,
+            "invoice_settings": {"custom_fields": null, "default_payment_method": null,
+                "footer": null, "rendering_options": null},
+            "next_invoice_sequence": 1, "preferred_locales": [], "tax_exempt": "none",
+            "test_clock": null,
         });
         if let Err(e) = apply(&mut customer, &params) {
             return e;
@@ -549,8 +556,8 @@ async fn list(
     Json(json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data})).into_response()
 }
 
-/// `query=metadata['key']:'value'` (the one search form the sandbox understands; others are a
-/// 400 naming the supported form), paged with `limit`, `page` and `next_page`.
+/// `GET /v1/customers/search`: `query` in the search language ([`search`]; other forms are a 400
+/// with the reason), paged with `limit`, `page` and `next_page`.
 async fn search(
     axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
     headers: HeaderMap,
@@ -582,26 +589,24 @@ async fn search(
             }
         },
     };
-    let query = get_param(&params, "query").unwrap_or("");
-    let parsed = query
-        .strip_prefix("metadata['")
-        .and_then(|rest| rest.split_once("']:'"))
-        .and_then(|(key, rest)| Some((key, rest.strip_suffix('\'')?)));
-    let Some((key, value)) = parsed else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("parameter_invalid_string"),
-            "The sandbox understands search queries of the form metadata['key']:'value'.",
-            Some("query"),
-        );
+    let query = match search::Query::parse(get_param(&params, "query").unwrap_or("")) {
+        Ok(q) => q,
+        Err(why) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_invalid_string"),
+                &format!("Invalid search query: {why}."),
+                Some("query"),
+            )
+        }
     };
     let state = lock(&sandbox.stripe);
     let matching: Vec<&Value> = state
         .customers
         .iter()
         .rev()
-        .filter(|c| c["metadata"][key].as_str() == Some(value))
+        .filter(|c| query.matches(c))
         .collect();
     let data: Vec<Value> = matching.iter().skip(offset).take(limit).map(|c| (*c).clone()).collect();
     let has_more = matching.len() > offset + limit;

@@ -70,6 +70,11 @@ def main(base):
     check(created.metadata["fieldsync_wedding_id"] == wedding, "metadata is stored", created)
     check(created.name == "Amara & Tom", "name is stored", created)
     check(created.livemode is False, "test keys answer livemode=false", created)
+    # attributes client code reads on every customer: absent ones raise AttributeError
+    check(created.address is None and created.default_source is None
+          and created.invoice_settings.default_payment_method is None
+          and created.tax_exempt == "none" and created.preferred_locales == [],
+          "a customer has Stripe's standard attributes", created)
     response = created.last_response
     check(response.request_id and response.request_id.startswith("req_"),
           "answers carry a Request-Id", dict(response.headers))
@@ -112,6 +117,17 @@ def main(base):
     check([c.id for c in found.data] == [created.id], "search finds the customer", found)
     none = customers.search(params={"query": "metadata['fieldsync_wedding_id']:'nobody'"})
     check(none.data == [], "search finds nothing else", none)
+    both = customers.search(params={
+        "query": f"email:'amara@example.com' AND metadata['fieldsync_wedding_id']:'{wedding}'"})
+    check([c.id for c in both.data] == [created.id], "AND-ed clauses", both)
+    either = customers.search(params={"query": f"name~'amara' OR metadata['x']:'{wedding}'"})
+    check(created.id in [c.id for c in either.data], "OR-ed clauses, ~ substring", either)
+    quoted = customers.create(params={"metadata": {"quote": "O'Neil"}})
+    escaped = customers.search(params={"query": "metadata['quote']:'O\\'Neil'"})
+    check([c.id for c in escaped.data] == [quoted.id], "\\' escapes a quote", escaped)
+    e = expect(stripe.InvalidRequestError, lambda: customers.search(
+        params={"query": "email:'a' AND name:'b' OR phone:'c'"}))
+    check(e.param == "query", "a malformed query is a 400 naming query", e.param)
 
     step("list")
     listed = customers.list(params={"limit": 3, "email": "amara@example.com"})
