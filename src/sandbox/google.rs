@@ -10,7 +10,7 @@
 //! tombstones (GET returns them, lists show them with `showDeleted=true` or a `syncToken`);
 //! the `events.list` filters and orderings ([`list_query`]: extended properties AND-ed, as the
 //! discovery document says, time bounds, `updatedMin`, `q`, `orderBy`); partial responses with
-//! `fields` ([`fields`]); paging with
+//! `fields` ([`fields`]); batch requests ([`batch`]); paging with
 //! `nextPageToken`, and `nextSyncToken` on the last page only; 410 `fullSyncRequired` for a sync
 //! token the sandbox no longer knows ([`State::invalidate_sync_tokens`]); push channels
 //! (`events/watch`, `channels/stop`) that POST `sync` first, then `exists` after every change of
@@ -49,6 +49,7 @@ use serde_json::{json, Map, Value};
 
 use super::{lock, Api, Sandbox};
 
+mod batch;
 mod fields;
 mod list_query;
 
@@ -132,18 +133,22 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         .layer(axum::middleware::from_fn(partial_response));
     Router::new()
         .route("/oauth2/token", post(token))
+        .route("/batch/calendar/v3", post(batch::batch))
         .merge(calendar)
 }
 
 /// The `fields` parameter of every calendar method: a successful JSON answer keeps only the
 /// selected members ([`fields`]).
 async fn partial_response(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let selector = request
-        .uri()
-        .query()
-        .and_then(|q| param(&form_pairs(q), "fields").map(str::to_owned));
+    let query = request.uri().query().map(str::to_owned);
+    with_fields(query.as_deref(), next.run(request)).await
+}
+
+/// Runs `answer` and trims it to the `fields` selection of `query`, if any.
+async fn with_fields(query: Option<&str>, answer: impl std::future::Future<Output = Response>) -> Response {
+    let selector = query.and_then(|q| param(&form_pairs(q), "fields").map(str::to_owned));
     let Some(selector) = selector else {
-        return next.run(request).await;
+        return answer.await;
     };
     let selection = match fields::Selection::parse(&selector) {
         Ok(s) => s,
@@ -157,7 +162,7 @@ async fn partial_response(request: axum::extract::Request, next: axum::middlewar
             )
         }
     };
-    let response = next.run(request).await;
+    let response = answer.await;
     if !response.status().is_success() {
         return response;
     }

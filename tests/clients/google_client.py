@@ -204,6 +204,34 @@ def main(base, discovery_path):
     http_error(lambda: events.get(calendarId=team, eventId=ids["dance"], fields="id(").execute(),
                400, "invalidParameter")
 
+    step("batch: a multipart request of several calls, each answered on its own")
+    pointed = dict(document, rootUrl=base + "/google/")  # the batch URL derives from rootUrl
+    batched = build_from_document(pointed, credentials=credentials)
+    results = {}
+    batch = batched.new_batch_http_request(
+        callback=lambda rid, response, exc: results.__setitem__(rid, (response, exc)))
+    fresh = event_id()
+    batch.add(batched.events().insert(calendarId=team, body={
+        "id": fresh, "summary": "Batched", "start": day(10), "end": day(11)}), request_id="new")
+    batch.add(batched.events().insert(calendarId=team, body={
+        "id": fresh, "summary": "Batched twice", "start": day(10), "end": day(11)}),
+        request_id="dup")
+    batch.add(batched.events().get(calendarId=team, eventId=ids["dance"], fields="id,summary"),
+              request_id="get")
+    batch.add(batched.events().delete(calendarId=team, eventId="nosuchevent1"), request_id="gone")
+    batch.execute()
+    check(results["new"][1] is None and results["new"][0]["id"] == fresh, "batched insert",
+          results["new"])
+    dup = results["dup"][1]
+    check(isinstance(dup, HttpError) and dup.status_code == 409
+          and dup.error_details[0]["reason"] == "duplicate", "batched duplicate is 409", dup)
+    check(results["get"][0] == {"id": ids["dance"], "summary": "Amara & Tom dance"},
+          "batched get with fields", results["get"])
+    gone = results["gone"][1]
+    check(isinstance(gone, HttpError) and gone.status_code == 404, "batched 404", gone)
+    check(events.get(calendarId=team, eventId=fresh).execute()["summary"] == "Batched",
+          "the batched insert is stored")
+
     step("delete twice: 204 then 410 deleted")
     check(events.delete(calendarId=calendar, eventId=eid).execute() == "", "delete answers empty")
     http_error(lambda: events.delete(calendarId=calendar, eventId=eid).execute(), 410, "deleted")
