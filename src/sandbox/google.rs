@@ -1,5 +1,6 @@
-//! Sandbox of Google Calendar API v3 (events) and the OAuth2 token endpoint, mounted under
-//! `/google`: `POST /oauth2/token`, `/calendar/v3/calendars/{calendarId}/events[/{eventId}]`.
+//! Sandbox of Google Calendar API v3 (events, `calendars.get`) and the OAuth2 token endpoint,
+//! mounted under `/google`: `POST /oauth2/token`,
+//! `/calendar/v3/calendars/{calendarId}[/events[/{eventId}]]`, `POST /batch/calendar/v3`.
 //!
 //! Facts reproduced (../shared/CRM_APIS.md §4, the v3 discovery document): bearer tokens issued by
 //! the token endpoint (`invalid_client`, `invalid_grant`, `unsupported_grant_type`), 401 `authError`
@@ -123,6 +124,7 @@ impl State {
 
 pub fn routes() -> Router<Arc<Sandbox>> {
     let calendar = Router::new()
+        .route("/calendar/v3/calendars/:calendar", get(get_calendar))
         .route("/calendar/v3/calendars/:calendar/events", get(list).post(insert))
         .route("/calendar/v3/calendars/:calendar/events/watch", post(watch))
         .route("/calendar/v3/channels/stop", post(stop))
@@ -704,6 +706,28 @@ async fn get_event(
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
         Ok(Json(event).into_response())
+    })())
+}
+
+/// `calendars.get`, which clients call to check their access: every calendar exists
+/// (module assumption), owned by the sandbox's user, in UTC.
+async fn get_calendar(
+    AxState(sandbox): AxState<Arc<Sandbox>>,
+    Path(calendar): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    finish((|| {
+        authorize(&sandbox, &headers)?;
+        let id = calendar_email(&calendar);
+        Ok(Json(json!({
+            "kind": "calendar#calendar",
+            "etag": format!("\"c{:x}\"", id.len()),
+            "id": id,
+            "summary": id,
+            "timeZone": "UTC",
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }))
+        .into_response())
     })())
 }
 

@@ -107,6 +107,10 @@ def main(base, discovery_path):
           "the library refreshed its access token", credentials.token)
     check(tokens_issued(base) == before + 1, "one token refresh", tokens_issued(base), before)
 
+    step("calendars.get, the usual access check")
+    cal = service.calendars().get(calendarId="primary").execute()
+    check(cal["kind"] == "calendar#calendar" and cal.get("timeZone"), "calendars.get", cal)
+
     step("insert again: 409 duplicate")
     http_error(lambda: events.insert(calendarId=calendar, body=body).execute(), 409, "duplicate")
 

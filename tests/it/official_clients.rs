@@ -151,7 +151,10 @@ async fn stripes_official_python_library_works_against_the_stripe_sandbox() {
         .iter()
         .map(|e| e.request_headers.get("idempotency-key").cloned())
         .collect();
-    assert!(keys[0].is_some() && keys.iter().all(|k| k == &keys[0]), "{keys:?}");
+    assert!(
+        keys[0].is_some() && keys.iter().all(|k| k == &keys[0]),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,11 @@ struct Part {
 
 fn boundary(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get("content-type")?.to_str().ok()?;
-    if !ct.trim_start().to_ascii_lowercase().starts_with("multipart/mixed") {
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/mixed")
+    {
         return None;
     }
     ct.split(';').find_map(|p| {
@@ -139,6 +143,9 @@ async fn serve(sandbox: Arc<Sandbox>, p: Part) -> Response {
     let query = p.query.clone();
     let answer = async move {
         match (&p.method, s.as_slice()) {
+            (&Method::GET, ["calendar", "v3", "calendars", cal]) => {
+                super::get_calendar(state, Path(cal.to_string()), p.headers).await
+            }
             (&Method::GET, ["calendar", "v3", "calendars", cal, "events"]) => {
                 super::list(state, Path(cal.to_string()), RawQuery(p.query.clone()), p.headers).await
             }
@@ -168,9 +175,16 @@ async fn serve(sandbox: Arc<Sandbox>, p: Part) -> Response {
 }
 
 /// `POST /batch/calendar/v3`.
-pub(super) async fn batch(AxState(sandbox): AxState<Arc<Sandbox>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn batch(
+    AxState(sandbox): AxState<Arc<Sandbox>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(boundary) = boundary(&headers) else {
-        return bad_request("badRequest", "Batch requests must be multipart/mixed with a boundary.");
+        return bad_request(
+            "badRequest",
+            "Batch requests must be multipart/mixed with a boundary.",
+        );
     };
     let text = String::from_utf8_lossy(&body);
     let delimiter = format!("--{boundary}");

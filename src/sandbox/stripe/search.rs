@@ -83,7 +83,14 @@ fn clause(s: &str) -> Result<(Clause, &str), String> {
             return Err("a substring search needs at least 3 characters".into());
         }
     }
-    Ok((Clause { field, substring, value }, rest))
+    Ok((
+        Clause {
+            field,
+            substring,
+            value,
+        },
+        rest,
+    ))
 }
 
 impl Query {
