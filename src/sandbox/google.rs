@@ -137,6 +137,26 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         .route("/oauth2/token", post(token))
         .route("/batch/calendar/v3", post(batch::batch))
         .merge(calendar)
+        .layer(axum::middleware::map_response(utf8_json))
+}
+
+/// Google names the charset of its JSON answers: `application/json; charset=UTF-8`.
+async fn utf8_json(response: Response) -> Response {
+    utf8_header(response)
+}
+
+fn utf8_header(mut response: Response) -> Response {
+    let json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "application/json");
+    if json {
+        response.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+    }
+    response
 }
 
 /// The `fields` parameter of every calendar method: a successful JSON answer keeps only the
@@ -206,11 +226,14 @@ fn error(
         item["locationType"] = json!(kind);
         item["location"] = json!(at);
     }
-    (
-        status,
-        Json(json!({"error": {"errors": [item], "code": status.as_u16(), "message": message}})),
+    // the charset is set here too: injected faults do not pass through the routes' layer
+    utf8_header(
+        (
+            status,
+            Json(json!({"error": {"errors": [item], "code": status.as_u16(), "message": message}})),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 fn auth_error() -> Response {

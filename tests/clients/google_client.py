@@ -111,6 +111,11 @@ def main(base, discovery_path):
     cal = service.calendars().get(calendarId="primary").execute()
     check(cal["kind"] == "calendar#calendar" and cal.get("timeZone"), "calendars.get", cal)
 
+    raw_http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http())
+    resp, _ = raw_http.request(base + "/google/calendar/v3/calendars/primary?alt=json")
+    check(resp.status == 200 and resp["content-type"] == "application/json; charset=UTF-8",
+          "JSON answers name their charset, as Google's do", dict(resp))
+
     step("insert again: 409 duplicate")
     http_error(lambda: events.insert(calendarId=calendar, body=body).execute(), 409, "duplicate")
 

@@ -225,6 +225,11 @@ pub(super) async fn batch(
         ));
         for (k, v) in &head.headers {
             if let Ok(v) = v.to_str() {
+                let v = if v == "application/json" {
+                    "application/json; charset=UTF-8"
+                } else {
+                    v
+                };
                 out.push_str(&format!("{k}: {v}\r\n"));
             }
         }
