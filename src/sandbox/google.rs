@@ -1,5 +1,6 @@
-//! Sandbox of Google Calendar API v3 (events) and the OAuth2 token endpoint, mounted under
-//! `/google`: `POST /oauth2/token`, `/calendar/v3/calendars/{calendarId}/events[/{eventId}]`.
+//! Sandbox of Google Calendar API v3 (events, `calendars.get`) and the OAuth2 token endpoint,
+//! mounted under `/google`: `POST /oauth2/token`,
+//! `/calendar/v3/calendars/{calendarId}[/events[/{eventId}]]`, `POST /batch/calendar/v3`.
 //!
 //! Facts reproduced (../shared/CRM_APIS.md §4, the v3 discovery document): bearer tokens issued by
 //! the token endpoint (`invalid_client`, `invalid_grant`, `unsupported_grant_type`), 401 `authError`
@@ -8,7 +9,9 @@
 //! every write; `If-Match` → 412 `conditionNotMet`; PATCH merges (arrays replaced, `null` deletes);
 //! PUT replaces; DELETE → 204 then 410 `deleted`; deleted events stay as `status: "cancelled"`
 //! tombstones (GET returns them, lists show them with `showDeleted=true` or a `syncToken`);
-//! `privateExtendedProperty` constraints (AND-ed, as the discovery document says); paging with
+//! the `events.list` filters and orderings ([`list_query`]: extended properties AND-ed, as the
+//! discovery document says, time bounds, `updatedMin`, `q`, `orderBy`); partial responses with
+//! `fields` ([`fields`]); batch requests ([`batch`]); paging with
 //! `nextPageToken`, and `nextSyncToken` on the last page only; 410 `fullSyncRequired` for a sync
 //! token the sandbox no longer knows ([`State::invalidate_sync_tokens`]); push channels
 //! (`events/watch`, `channels/stop`) that POST `sync` first, then `exists` after every change of
@@ -21,9 +24,9 @@
 //! against the tz database; end before start is checked when both times can be compared (offsets,
 //! or local times in the same zone); `sequence` grows when start, end or status change; push
 //! channels accept http addresses (Google requires https) and a new channel lives 7 days unless
-//! it asks for less; failed notifications are not retried; list parameters other than
-//! `privateExtendedProperty`, `showDeleted`, `maxResults`, `pageToken` and `syncToken` (e.g.
-//! `timeMin`, `q`, `orderBy`) are accepted and ignored; a calendar's `timeZone` is `UTC`.
+//! it asks for less; failed notifications are not retried; list parameters the sandbox has no
+//! use for (`timeZone`, `maxAttendees`, `showHiddenInvitations`, …) are accepted and ignored;
+//! a calendar's `timeZone` is `UTC`.
 //!
 //! Invariant: events are never removed from a calendar, only cancelled; `changed` is the sandbox's
 //! write counter at an event's last write, which the sync tokens compare against.
@@ -46,6 +49,10 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{lock, Api, Sandbox};
+
+mod batch;
+mod fields;
+mod list_query;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/calendar.events";
 const OWNER_EMAIL: &str = "sandbox-owner@fieldsync.test";
@@ -116,8 +123,8 @@ impl State {
 }
 
 pub fn routes() -> Router<Arc<Sandbox>> {
-    Router::new()
-        .route("/oauth2/token", post(token))
+    let calendar = Router::new()
+        .route("/calendar/v3/calendars/:calendar", get(get_calendar))
         .route("/calendar/v3/calendars/:calendar/events", get(list).post(insert))
         .route("/calendar/v3/calendars/:calendar/events/watch", post(watch))
         .route("/calendar/v3/channels/stop", post(stop))
@@ -125,6 +132,68 @@ pub fn routes() -> Router<Arc<Sandbox>> {
             "/calendar/v3/calendars/:calendar/events/:event",
             get(get_event).put(update).patch(patch).delete(delete_event),
         )
+        .layer(axum::middleware::from_fn(partial_response));
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/batch/calendar/v3", post(batch::batch))
+        .merge(calendar)
+        .layer(axum::middleware::map_response(utf8_json))
+}
+
+/// Google names the charset of its JSON answers: `application/json; charset=UTF-8`.
+async fn utf8_json(response: Response) -> Response {
+    utf8_header(response)
+}
+
+fn utf8_header(mut response: Response) -> Response {
+    let json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "application/json");
+    if json {
+        response.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+    }
+    response
+}
+
+/// The `fields` parameter of every calendar method: a successful JSON answer keeps only the
+/// selected members ([`fields`]).
+async fn partial_response(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let query = request.uri().query().map(str::to_owned);
+    with_fields(query.as_deref(), next.run(request)).await
+}
+
+/// Runs `answer` and trims it to the `fields` selection of `query`, if any.
+async fn with_fields(query: Option<&str>, answer: impl std::future::Future<Output = Response>) -> Response {
+    let selector = query.and_then(|q| param(&form_pairs(q), "fields").map(str::to_owned));
+    let Some(selector) = selector else {
+        return answer.await;
+    };
+    let selection = match fields::Selection::parse(&selector) {
+        Ok(s) => s,
+        Err(why) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "global",
+                "invalidParameter",
+                &format!("Invalid field selection {selector}: {why}"),
+                Some(("parameter", "fields")),
+            )
+        }
+    };
+    let response = answer.await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => (parts.status, Json(selection.apply(&v))).into_response(),
+        Err(_) => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 /// An injected failure in Google's error shape (no `Retry-After`: Google does not promise one).
@@ -157,11 +226,14 @@ fn error(
         item["locationType"] = json!(kind);
         item["location"] = json!(at);
     }
-    (
-        status,
-        Json(json!({"error": {"errors": [item], "code": status.as_u16(), "message": message}})),
+    // the charset is set here too: injected faults do not pass through the routes' layer
+    utf8_header(
+        (
+            status,
+            Json(json!({"error": {"errors": [item], "code": status.as_u16(), "message": message}})),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 fn auth_error() -> Response {
@@ -660,6 +732,28 @@ async fn get_event(
     })())
 }
 
+/// `calendars.get`, which clients call to check their access: every calendar exists
+/// (module assumption), owned by the sandbox's user, in UTC.
+async fn get_calendar(
+    AxState(sandbox): AxState<Arc<Sandbox>>,
+    Path(calendar): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    finish((|| {
+        authorize(&sandbox, &headers)?;
+        let id = calendar_email(&calendar);
+        Ok(Json(json!({
+            "kind": "calendar#calendar",
+            "etag": format!("\"c{:x}\"", id.len()),
+            "id": id,
+            "summary": id,
+            "timeZone": "UTC",
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }))
+        .into_response())
+    })())
+}
+
 /// PUT and PATCH: the new fields from the stored event and the body.
 fn write(
     sandbox: &Sandbox,
@@ -892,14 +986,7 @@ async fn list(
                 _ => return Err(bad_request("invalid", "Invalid value for: maxResults")),
             },
         };
-        let constraints: Vec<(String, String)> = q
-            .iter()
-            .filter(|(k, _)| k == "privateExtendedProperty")
-            .map(|(_, v)| match v.split_once('=') {
-                Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-                None => Err(bad_request("invalid", "Invalid extended property constraint.")),
-            })
-            .collect::<Result<_, _>>()?;
+        let filter = list_query::Filter::parse(&q, bool_param("singleEvents")?)?;
         let state = lock(&sandbox.google);
         let since = match param(&q, "syncToken") {
             None => None,
@@ -947,7 +1034,7 @@ async fn list(
         };
         let empty = Calendar::default();
         let cal = state.calendars.get(&calendar).unwrap_or(&empty);
-        let matching: Vec<&Value> = cal
+        let mut matching: Vec<&Value> = cal
             .events
             .iter()
             .filter(|e| match since {
@@ -958,14 +1045,11 @@ async fn list(
                         .unwrap_or(0)
                         > w
                 }
-                None => show_deleted || e["status"] != "cancelled",
+                None => show_deleted || filter.lists_deleted() || e["status"] != "cancelled",
             })
-            .filter(|e| {
-                constraints
-                    .iter()
-                    .all(|(k, v)| e["extendedProperties"]["private"][k].as_str() == Some(v.as_str()))
-            })
+            .filter(|e| filter.matches(e))
             .collect();
+        filter.sort(&mut matching);
         let page: Vec<Value> = matching
             .iter()
             .skip(offset)

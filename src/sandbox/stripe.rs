@@ -6,17 +6,26 @@
 //! 500-character values, and the idempotency layer: the first answer to an `Idempotency-Key` is
 //! saved and replayed (with `Idempotent-Replayed: true`), a reuse with other parameters is a 400
 //! `idempotency_error`, validation failures are not saved. Rate limits (injected) answer 429
-//! before the idempotency layer, as Stripe's limiters do.
+//! before the idempotency layer, as Stripe's limiters do. Every answer carries `Request-Id` and
+//! `Stripe-Version`, POSTs echo their `Idempotency-Key`; `expand[]`/`expand[N]` of customer
+//! properties is accepted (nothing here is expandable into an object) and other paths refused;
+//! lists page newest first with `limit`, `starting_after`/`ending_before` and `has_more`, search
+//! with `page`/`next_page`, as the official libraries' auto-paging expects.
 //!
 //! Assumptions (not documented by Stripe): search is immediately consistent here (Stripe's
 //! is eventually consistent, about a minute); `Stripe-Should-Retry: true` is sent on injected
-//! 5xx; the concurrent same-key 409 is not reproduced (requests are served one at a time).
+//! 5xx; the concurrent same-key 409 is not reproduced (requests are served one at a time);
+//! `Original-Request` (the first answer's `Request-Id`) is sent on answers to keyed POSTs; the
+//! default `Stripe-Version` is [`DEFAULT_VERSION`]; search page tokens are `page_<offset>`.
+
+// Error answers are whole responses, built at most once per request: boxing them buys nothing.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, RawQuery};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, RawQuery};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,6 +34,8 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::{lock, Sandbox};
+
+mod search;
 
 const MAX_KEYS: usize = 50;
 const MAX_KEY_CHARS: usize = 40;
@@ -45,6 +56,8 @@ struct Saved {
     fingerprint: String,
     status: StatusCode,
     body: Value,
+    /// The `Request-Id` of the first answer, sent as `Original-Request` on replays.
+    request_id: String,
 }
 
 type Params = Vec<(String, String)>;
@@ -54,6 +67,33 @@ pub fn routes() -> Router<Arc<Sandbox>> {
         .route("/v1/customers", post(create).get(list))
         .route("/v1/customers/search", get(search))
         .route("/v1/customers/:id", post(update).get(retrieve).delete(delete))
+        .layer(axum::middleware::from_fn(stripe_headers))
+}
+
+/// The API version answers name when the request names none (an account's default version).
+const DEFAULT_VERSION: &str = "2025-09-30.clover";
+
+/// The headers Stripe puts on every answer: `Request-Id`, `Stripe-Version` (the one requested,
+/// else the account's) and, on POSTs that sent one, the `Idempotency-Key` echoed.
+async fn stripe_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let version = request
+        .headers()
+        .get("stripe-version")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(DEFAULT_VERSION));
+    let key = (request.method() == Method::POST)
+        .then(|| request.headers().get("idempotency-key").cloned())
+        .flatten();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key("request-id") {
+        headers.insert("request-id", request_id().parse().expect("ascii"));
+    }
+    headers.insert("stripe-version", version);
+    if let Some(key) = key {
+        headers.insert("idempotency-key", key);
+    }
+    response
 }
 
 /// An error in Stripe's envelope.
@@ -180,11 +220,13 @@ fn idempotent(
             r.headers_mut()
                 .insert("idempotent-replayed", "true".parse().expect("ascii"));
             r.headers_mut()
-                .insert("idempotency-key", key.parse().expect("ascii key"));
+                .insert("original-request", saved.request_id.parse().expect("ascii"));
             return r;
         }
     }
     let (status, body, save) = run(&mut state);
+    let id = request_id();
+    let has_key = key.is_some();
     if let (Some(key), true) = (key, save) {
         state.saved.insert(
             key,
@@ -192,13 +234,17 @@ fn idempotent(
                 fingerprint,
                 status,
                 body: body.clone(),
+                request_id: id.clone(),
             },
         );
         state.idempotency_keys = state.saved.len();
     }
     let mut r = (status, Json(body)).into_response();
-    r.headers_mut()
-        .insert("request-id", request_id().parse().expect("ascii"));
+    r.headers_mut().insert("request-id", id.parse().expect("ascii"));
+    if has_key {
+        r.headers_mut()
+            .insert("original-request", id.parse().expect("ascii"));
+    }
     r
 }
 
@@ -217,10 +263,71 @@ fn invalid(message: &str, param: &str) -> (StatusCode, Value, bool) {
     )
 }
 
+/// The customer properties Stripe can expand. None of them holds an object in the sandbox, so
+/// expanding one changes nothing; another path is refused as Stripe refuses it.
+const EXPANDABLE: &[&str] = &[
+    "cash_balance",
+    "default_source",
+    "discount.coupon",
+    "invoice_credit_balance",
+    "invoice_settings.default_payment_method",
+    "sources",
+    "subscriptions",
+    "tax",
+    "tax_ids",
+    "test_clock",
+];
+
+/// `expand[]=x` or `expand[0]=x` (the official libraries send either form): `None` when `name`
+/// is no expand parameter, else whether `value` can be expanded.
+fn expand_param(name: &str, value: &str) -> Option<Result<(), (StatusCode, Value, bool)>> {
+    let index = name.strip_prefix("expand[")?.strip_suffix(']')?;
+    if !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if EXPANDABLE.contains(&value) {
+        return Some(Ok(()));
+    }
+    Some(Err((
+        StatusCode::BAD_REQUEST,
+        json!({"error": {"type": "invalid_request_error",
+            "message": format!("This property cannot be expanded ({value}).")}}),
+        false,
+    )))
+}
+
+/// Refuses query parameters other than `allowed` and valid `expand[]` entries.
+fn check_query(raw: Option<&str>, allowed: &[&str]) -> Result<Params, Response> {
+    let params: Params = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    for (name, value) in &params {
+        match expand_param(name, value) {
+            Some(Ok(())) => continue,
+            Some(Err((status, body, _))) => return Err((status, Json(body)).into_response()),
+            None if allowed.contains(&name.split('[').next().unwrap_or_default()) => continue,
+            None => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("parameter_unknown"),
+                    &format!("Received unknown parameter: {name}"),
+                    Some(name),
+                ))
+            }
+        }
+    }
+    Ok(params)
+}
+
 /// Applies form parameters to a customer; an error names the parameter.
 fn apply(customer: &mut Value, params: &Params) -> Result<(), (StatusCode, Value, bool)> {
     let mut metadata: Map<String, Value> = customer["metadata"].as_object().cloned().unwrap_or_default();
     for (name, value) in params {
+        if let Some(expand) = expand_param(name, value) {
+            expand?;
+            continue;
+        }
         if let Some(rest) = name.strip_prefix("metadata[") {
             let Some(key) = rest
                 .strip_suffix(']')
@@ -287,6 +394,11 @@ async fn create(
             "balance": 0, "currency": null, "delinquent": false,
             "invoice_prefix": super::ulid()[18..].to_uppercase(),
             "metadata": {},
+            "address": null, "shipping": null, "default_source": null, "discount": null,
+            "invoice_settings": {"custom_fields": null, "default_payment_method": null,
+                "footer": null, "rendering_options": null},
+            "next_invoice_sequence": 1, "preferred_locales": [], "tax_exempt": "none",
+            "test_clock": null,
         });
         if let Err(e) = apply(&mut customer, &params) {
             return e;
@@ -333,8 +445,12 @@ async fn retrieve(
     axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    if let Err(r) = check_query(raw.as_deref(), &[]) {
         return r;
     }
     let state = lock(&sandbox.stripe);
@@ -365,49 +481,93 @@ async fn delete(
     Json(json!({"id": id, "object": "customer", "deleted": true})).into_response()
 }
 
-fn page(url: &str, data: Vec<Value>, search: bool) -> Response {
-    let mut body = json!({"object": if search { "search_result" } else { "list" }, "url": url, "has_more": false, "data": data});
-    if search {
-        body["next_page"] = Value::Null;
-    }
-    Json(body).into_response()
-}
-
-async fn list(
-    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(r) = unauthorized(&sandbox, &headers) {
-        return r;
-    }
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10usize);
-    if !(1..=100).contains(&limit) {
-        return error(
+/// The `limit` parameter: 1 to 100, 10 when absent.
+fn limit(params: &Params) -> Result<usize, Response> {
+    let Some((_, text)) = params.iter().find(|(k, _)| k == "limit") else {
+        return Ok(10);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             Some("parameter_invalid_integer"),
             "This value must be between 1 and 100.",
             Some("limit"),
-        );
+        )),
     }
-    let state = lock(&sandbox.stripe);
-    let data = state
-        .customers
-        .iter()
-        .rev()
-        .filter(|c| {
-            q.get("email")
-                .map_or(true, |e| c["email"].as_str() == Some(e.as_str()))
-        })
-        .take(limit)
-        .cloned()
-        .collect();
-    page("/v1/customers", data, false)
 }
 
-/// `query=metadata['key']:'value'` (the one search form the sandbox understands; others are a
-/// 400 naming the supported form).
+fn get_param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// `GET /v1/customers`: newest first, `limit`, cursor paging with `starting_after` /
+/// `ending_before` and `has_more`, filtered by `email`.
+async fn list(
+    axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Some(r) = unauthorized(&sandbox, &headers) {
+        return r;
+    }
+    let allowed = [
+        "limit",
+        "email",
+        "starting_after",
+        "ending_before",
+        "created",
+        "test_clock",
+    ];
+    let params = match check_query(raw.as_deref(), &allowed) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let limit = match limit(&params) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let state = lock(&sandbox.stripe);
+    let email = get_param(&params, "email");
+    let shown = |c: &&Value| email.map_or(true, |e| c["email"].as_str() == Some(e));
+    let newest_first: Vec<&Value> = state.customers.iter().rev().collect();
+    let cursor = |param: &str| -> Result<Option<usize>, Response> {
+        let Some(id) = get_param(&params, param) else {
+            return Ok(None);
+        };
+        match newest_first.iter().position(|c| c["id"] == id) {
+            Some(i) => Ok(Some(i)),
+            None => {
+                let (status, mut body, _) = no_such_customer(id);
+                body["error"]["param"] = json!(param);
+                Err((status, Json(body)).into_response())
+            }
+        }
+    };
+    let (after, before) = match (cursor("starting_after"), cursor("ending_before")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let (data, has_more): (Vec<&Value>, bool) = match (after, before) {
+        (_, Some(at)) => {
+            let head: Vec<&Value> = newest_first[..at].iter().copied().filter(shown).collect();
+            let from = head.len().saturating_sub(limit);
+            (head[from..].to_vec(), from > 0)
+        }
+        (at, None) => {
+            let from = at.map_or(0, |i| i + 1);
+            let rest: Vec<&Value> = newest_first[from..].iter().copied().filter(shown).collect();
+            (rest.iter().take(limit).copied().collect(), rest.len() > limit)
+        }
+    };
+    let data: Vec<Value> = data.into_iter().cloned().collect();
+    Json(json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data}))
+        .into_response()
+}
+
+/// `GET /v1/customers/search`: `query` in the search language ([`search`]; other forms are a 400
+/// with the reason), paged with `limit`, `page` and `next_page`.
 async fn search(
     axum::extract::State(sandbox): axum::extract::State<Arc<Sandbox>>,
     headers: HeaderMap,
@@ -416,33 +576,61 @@ async fn search(
     if let Some(r) = unauthorized(&sandbox, &headers) {
         return r;
     }
-    let params: Params = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
-    let query = params
-        .iter()
-        .find(|(k, _)| k == "query")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    let parsed = query
-        .strip_prefix("metadata['")
-        .and_then(|rest| rest.split_once("']:'"))
-        .and_then(|(key, rest)| Some((key, rest.strip_suffix('\'')?)));
-    let Some((key, value)) = parsed else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("parameter_invalid_string"),
-            "The sandbox understands search queries of the form metadata['key']:'value'.",
-            Some("query"),
-        );
+    let params = match check_query(raw.as_deref(), &["query", "limit", "page"]) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let limit = match limit(&params) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let offset = match get_param(&params, "page") {
+        None => 0,
+        Some(token) => match token.strip_prefix("page_").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    None,
+                    "Invalid page token.",
+                    Some("page"),
+                )
+            }
+        },
+    };
+    let query = match search::Query::parse(get_param(&params, "query").unwrap_or("")) {
+        Ok(q) => q,
+        Err(why) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("parameter_invalid_string"),
+                &format!("Invalid search query: {why}."),
+                Some("query"),
+            )
+        }
     };
     let state = lock(&sandbox.stripe);
-    let data = state
+    let matching: Vec<&Value> = state
         .customers
         .iter()
-        .filter(|c| c["metadata"][key].as_str() == Some(value))
-        .cloned()
+        .rev()
+        .filter(|c| query.matches(c))
         .collect();
-    page("/v1/customers/search", data, true)
+    let data: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| (*c).clone())
+        .collect();
+    let has_more = matching.len() > offset + limit;
+    Json(json!({
+        "object": "search_result",
+        "url": "/v1/customers/search",
+        "has_more": has_more,
+        "next_page": if has_more { json!(format!("page_{}", offset + limit)) } else { Value::Null },
+        "data": data,
+    }))
+    .into_response()
 }

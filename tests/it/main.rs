@@ -10,6 +10,7 @@ mod devdb;
 mod dispatch;
 mod events;
 mod memory;
+mod official_clients;
 mod ops;
 mod sandbox_google;
 mod sandbox_lightblue;
