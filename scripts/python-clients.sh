@@ -10,6 +10,14 @@ requirements=tests/clients/requirements.txt
 venv="${FIELDSYNC_CLIENTS_VENV:-target/py-clients}"
 python="${PYTHON:-python3}"
 
+# a fresh Debian machine: install Python with venv and pip when we may (root with apt-get)
+if ! { command -v "$python" >/dev/null 2>&1 && "$python" -c 'import venv, ensurepip' 2>/dev/null; }; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "python-clients: installing python3, python3-venv and python3-pip" >&2
+        apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip >&2
+        python=python3
+    fi
+fi
 if ! command -v "$python" >/dev/null 2>&1; then
     echo "python-clients: $python not found: install Python 3 with venv and pip (Debian: apt-get install python3 python3-venv python3-pip)" >&2
     exit 1
