@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::app::{AppError, Daemon};
 use crate::config::Config;
 use crate::devdb::{Cluster, ClusterOptions, DevDbError};
-use crate::queue::record::{ChangeRecord, ColumnValue, EventId, Op};
+use crate::queue::record::{ChangeRecord, ColumnValue, EventId};
 use crate::queue::QueueError;
 
 #[derive(Debug, thiserror::Error)]
@@ -284,22 +284,13 @@ fn print_new(daemon: &Daemon, last: &mut Option<EventId>) -> Result<usize, DemoE
         let ms = (now - r.commit_time).max(0) as f64 / 1000.0;
         println!(
             "   captured {:<9} {:<32} {}  ({ms:.1} ms after commit)",
-            op(r.op),
+            r.op.as_str(),
             format!("{}.{}", r.schema, r.table),
             summary(r)
         );
         *last = Some(r.id);
     }
     Ok(records.len())
-}
-
-fn op(op: Op) -> &'static str {
-    match op {
-        Op::Insert => "insert",
-        Op::Update => "update",
-        Op::Delete => "delete",
-        Op::Truncate => "truncate",
-    }
 }
 
 /// A short description: the changed columns of an update, or the row's key facts.

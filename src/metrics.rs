@@ -39,9 +39,9 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// One captured row change.
-pub fn captured(table: &str, op: &'static str) {
-    counter!("fieldsync_changes_total", "table" => table.to_owned(), "op" => op).increment(1);
+/// `n` captured row changes of one table and operation.
+pub fn captured(table: &str, op: &'static str, n: u64) {
+    counter!("fieldsync_changes_total", "table" => table.to_owned(), "op" => op).increment(n);
 }
 
 /// One event whose value failed validation.

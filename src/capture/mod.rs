@@ -9,7 +9,7 @@
 //! transaction (captured or not), so ids do not change when the table list does.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::ser::SerializeMap;
@@ -74,6 +74,11 @@ pub struct Capture {
     writer: QueueWriter,
     txn: Option<OpenTxn>,
     buf: Vec<u8>,
+    /// Row changes of the open transaction by (relation, operation), counted into the metrics
+    /// at commit (one counter update per table and operation, not per row).
+    counted: HashMap<(u32, &'static str), u64>,
+    /// `schema.table` of each counted relation.
+    names: HashMap<u32, String>,
 }
 
 impl Capture {
@@ -90,6 +95,8 @@ impl Capture {
             writer,
             txn: None,
             buf: Vec::with_capacity(4096),
+            counted: HashMap::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -101,6 +108,7 @@ impl Capture {
     /// PostgreSQL sends both again after reconnecting.
     pub fn reset(&mut self) -> Result<(), CaptureError> {
         self.relations.clear();
+        self.counted.clear();
         match self.txn.take() {
             Some(txn) if !txn.replay => {
                 let removed = self.writer.discard(txn.commit_lsn)?;
@@ -190,6 +198,11 @@ impl Capture {
                     origin: txn.origin,
                     records: txn.records,
                 })?;
+                for ((oid, op), n) in self.counted.drain() {
+                    if let Some(table) = self.names.get(&oid) {
+                        crate::metrics::captured(table, op, n);
+                    }
+                }
                 Ok(Step::Committed {
                     end_lsn: c.end_lsn,
                     stored: true,
@@ -284,6 +297,10 @@ impl Capture {
         if txn.replay || !self.tables.contains(&(rel.namespace.clone(), rel.name.clone())) {
             return Ok(());
         }
+        *self.counted.entry((rel.oid, op.as_str())).or_insert(0) += 1;
+        self.names
+            .entry(rel.oid)
+            .or_insert_with(|| format!("{}.{}", rel.namespace, rel.name));
         let id = EventId {
             commit_lsn: txn.commit_lsn,
             index,

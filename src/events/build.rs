@@ -245,6 +245,9 @@ impl EventBuilder {
                     &ctx,
                     &self.rules_today(),
                 );
+                if !checked.valid {
+                    crate::metrics::invalid_event(&field_type_text);
+                }
                 (
                     checked.valid,
                     checked.normalized,

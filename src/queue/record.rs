@@ -93,6 +93,17 @@ pub enum Op {
     Truncate,
 }
 
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+        }
+    }
+}
+
 /// What the old row image holds: only the replica identity key columns, or the full row
 /// (`REPLICA IDENTITY FULL`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

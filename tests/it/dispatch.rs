@@ -14,9 +14,9 @@ use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ORG: &str = "0d000000-0000-4000-8000-000000000001";
-const INTEGRATION: &str = "0d000000-0000-4000-8000-0000000000e1";
+pub(crate) const INTEGRATION: &str = "0d000000-0000-4000-8000-0000000000e1";
 
 /// Fast retries and a short timeout, so failure paths finish in seconds.
 fn dispatch_toml(max_attempts: u32) -> String {
@@ -33,7 +33,7 @@ breaker_cooldown = "200ms"
     )
 }
 
-fn wedding(n: usize) -> String {
+pub(crate) fn wedding(n: usize) -> String {
     format!("0d000000-0000-4000-8000-{n:012x}")
 }
 
@@ -42,7 +42,7 @@ fn field(n: usize) -> String {
 }
 
 /// The organisation, `weddings` weddings and the webhook integration pointing at `url`.
-async fn seed(db: &tokio_postgres::Client, weddings: usize, url: &str) {
+pub(crate) async fn seed(db: &tokio_postgres::Client, weddings: usize, url: &str) {
     db.batch_execute(&format!(
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Hooked Weddings');
          INSERT INTO organization_integrations (id, organization_id, integration_type, config, is_active)
@@ -65,7 +65,7 @@ async fn seed(db: &tokio_postgres::Client, weddings: usize, url: &str) {
 
 /// `n` random edits (upserts and some deletes) of `fields` fields of `weddings` weddings, some in
 /// multi-row transactions.
-async fn edit(db: &tokio_postgres::Client, seed: u64, n: usize, weddings: usize, fields: usize) {
+pub(crate) async fn edit(db: &tokio_postgres::Client, seed: u64, n: usize, weddings: usize, fields: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut done = 0;
     while done < n {

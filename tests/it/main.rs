@@ -10,6 +10,7 @@ mod devdb;
 mod dispatch;
 mod events;
 mod memory;
+mod metrics;
 mod official_clients;
 mod ops;
 mod sandbox_google;
