@@ -191,3 +191,29 @@ backpressure = \"pause\"
     .await;
     assert!(daemon.terminate().success());
 }
+
+/// The alert rules and the dashboard name only series fieldsync exports.
+#[test]
+fn operator_files_name_only_exported_series() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exporter = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
+    for file in ["deploy/prometheus-alerts.yml", "deploy/grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut names = 0;
+        for (at, _) in text.match_indices("fieldsync_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(
+                exporter.contains(&format!("\"{base}\"")),
+                "{file} names {name}, which fieldsync does not export"
+            );
+            names += 1;
+        }
+        assert!(names >= 8, "{file} names {names} series");
+    }
+}
