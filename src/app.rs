@@ -97,6 +97,12 @@ impl Daemon {
             let (every, stop) = (config.replication.slot_check_interval, shutdown_rx.clone());
             async move { slot.run(target, name, every, stop).await }
         });
+        tokio::spawn(crate::source::health::heartbeat(
+            config.postgres.clone(),
+            config.replication.heartbeat_interval,
+            status.clone(),
+            shutdown_rx.clone(),
+        ));
         let state = AppState {
             queue: queue.clone(),
             slot,

@@ -85,6 +85,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
             None => "replication is not connected yet".to_owned(),
         });
     }
+    if let Some(stalled) = source.stalled {
+        reasons.push(stalled);
+    }
     if let Err(e) = st.queue.probe_write() {
         reasons.push(format!("the queue does not take writes: {e}"));
     }

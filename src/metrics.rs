@@ -83,6 +83,10 @@ pub fn render(
         gauge!("fieldsync_replication_last_message_age_seconds")
             .set((now_ms - source.last_message_unix_ms).max(0) as f64 / 1000.0);
     }
+    gauge!("fieldsync_replication_stalled").set(f64::from(u8::from(source.stalled.is_some())));
+    if let Some(latency) = source.heartbeat_latency_seconds {
+        gauge!("fieldsync_heartbeat_latency_seconds").set(latency);
+    }
     if let Some(s) = slot {
         gauge!("fieldsync_replication_lag_bytes").set(s.lag_bytes as f64);
         if let Some(safe) = s.safe_wal_size {

@@ -72,6 +72,8 @@ pub struct ReplicationConfig {
     pub reconnect_backoff_max: Duration,
     /// How often the slot's lag, `wal_status` and `safe_wal_size` are read (metrics, `/readyz`).
     pub slot_check_interval: Duration,
+    /// A stalled stream is detected within this (heartbeats every half of it).
+    pub heartbeat_interval: Duration,
 }
 
 /// A schema-qualified table name.

@@ -33,6 +33,7 @@ pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_SLOT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_TABLES: &[&str] = &[
     "public.organizations",
@@ -107,6 +108,8 @@ pub struct RawReplication {
     pub reconnect_backoff_max: Duration,
     #[serde(with = "humantime_serde")]
     pub slot_check_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for RawReplication {
@@ -119,6 +122,7 @@ impl Default for RawReplication {
             reconnect_backoff_min: DEFAULT_RECONNECT_BACKOFF_MIN,
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
             slot_check_interval: DEFAULT_SLOT_CHECK_INTERVAL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
         }
     }
 }

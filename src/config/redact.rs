@@ -53,6 +53,8 @@ struct Replication<'a> {
     reconnect_backoff_max: Duration,
     #[serde(with = "humantime_serde")]
     slot_check_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    heartbeat_interval: Duration,
 }
 
 #[derive(Serialize)]
@@ -98,6 +100,7 @@ pub(super) fn render(config: &Config) -> String {
             reconnect_backoff_min: r.reconnect_backoff_min,
             reconnect_backoff_max: r.reconnect_backoff_max,
             slot_check_interval: r.slot_check_interval,
+            heartbeat_interval: r.heartbeat_interval,
         },
         capture: Capture {
             tables: config.capture.tables.iter().map(ToString::to_string).collect(),

@@ -153,6 +153,7 @@ impl Checker<'_> {
         }
         self.positive("replication.status_interval", raw.status_interval)?;
         self.positive("replication.slot_check_interval", raw.slot_check_interval)?;
+        self.positive("replication.heartbeat_interval", raw.heartbeat_interval)?;
         self.positive("replication.reconnect_backoff_min", raw.reconnect_backoff_min)?;
         if raw.reconnect_backoff_max < raw.reconnect_backoff_min {
             // Blame the key that was set; a default is not the user's mistake.
@@ -178,6 +179,7 @@ impl Checker<'_> {
             reconnect_backoff_min: raw.reconnect_backoff_min,
             reconnect_backoff_max: raw.reconnect_backoff_max,
             slot_check_interval: raw.slot_check_interval,
+            heartbeat_interval: raw.heartbeat_interval,
         })
     }
 

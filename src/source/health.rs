@@ -1,7 +1,14 @@
-//! Slot health, watched over an ordinary SQL connection every `interval`: how far the server's
-//! WAL is ahead of what the slot has confirmed (lag bytes), the slot's `wal_status` and
-//! `safe_wal_size` (how much more WAL may be written before the slot is lost), and whether a
-//! process holds it. Shown in `/metrics` and `/readyz`.
+//! Slot health, watched over ordinary SQL connections:
+//! - every `slot_check_interval`: how far the server's WAL is ahead of what the slot has
+//!   confirmed (lag bytes), the slot's `wal_status` and `safe_wal_size` (how much more WAL may
+//!   be written before the slot is lost), and whether a process holds it;
+//! - every half `heartbeat_interval`: a heartbeat, a non-transactional logical message
+//!   (`pg_logical_emit_message(false, 'fieldsync_heartbeat', <Unix µs>)`) that comes back
+//!   through the replication stream. Its round trip is the ingestion latency; one not back after
+//!   half the interval means the stream is stalled (a connection silently blocked, a walsender
+//!   stuck), so a stall shows within `heartbeat_interval`.
+//!
+//! Shown in `/metrics`, `/status` and `/readyz`.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,6 +18,46 @@ use tokio::sync::watch;
 
 use crate::lsn::Lsn;
 use crate::pg::PgTarget;
+
+/// The prefix of heartbeat messages.
+pub const HEARTBEAT_PREFIX: &str = "fieldsync_heartbeat";
+
+/// Writes a heartbeat every half `interval` until `shutdown`; `status` learns when each was
+/// written and, from the stream, when it came back.
+pub async fn heartbeat(
+    target: PgTarget,
+    interval: Duration,
+    status: std::sync::Arc<crate::source::progress::SourceStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    status.heartbeat_started(interval / 2);
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        if client.as_ref().map_or(true, |c| c.is_closed()) {
+            client = crate::pg::connect_sql(&target).await.ok();
+        }
+        if let Some(c) = &client {
+            let now = chrono::Utc::now().timestamp_micros();
+            let sent = c
+                .execute(
+                    "SELECT pg_logical_emit_message(false, $1, $2)",
+                    &[&HEARTBEAT_PREFIX, &now.to_string()],
+                )
+                .await;
+            match sent {
+                Ok(_) => status.heartbeat_sent(now),
+                Err(e) => {
+                    tracing::warn!("cannot write a heartbeat: {e}");
+                    client = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval / 2) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SlotHealth {

@@ -73,6 +73,18 @@ pub struct SourceStatus {
     reconnects: AtomicU64,
     last_message_unix_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    heartbeat: Heartbeat,
+}
+
+/// The heartbeat's bookkeeping (see `source::health`): when the oldest heartbeat not yet seen
+/// in the stream was written, and the newest ingestion latency.
+#[derive(Default)]
+struct Heartbeat {
+    /// Unix microseconds of the oldest heartbeat written and not yet received; 0 when none waits.
+    pending_since: AtomicI64,
+    latency_micros: AtomicI64,
+    /// A heartbeat older than this is overdue: the stream is stalled. 0: heartbeats are off.
+    overdue_after_ms: AtomicI64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -84,6 +96,10 @@ pub struct SourceSnapshot {
     pub reconnects: u64,
     pub last_message_unix_ms: i64,
     pub last_error: Option<String>,
+    /// Commit-to-received time of the newest heartbeat, seconds.
+    pub heartbeat_latency_seconds: Option<f64>,
+    /// Why the stream counts as stalled: a heartbeat written that long ago has not come back.
+    pub stalled: Option<String>,
 }
 
 impl SourceStatus {
@@ -109,7 +125,56 @@ impl SourceStatus {
         self.last_message_unix_ms.store(unix_ms, Ordering::Relaxed);
     }
 
+    /// Heartbeats are written every half of `overdue_after`; one not received after that long
+    /// marks the stream as stalled.
+    pub fn heartbeat_started(&self, overdue_after: std::time::Duration) {
+        let ms = i64::try_from(overdue_after.as_millis()).unwrap_or(i64::MAX);
+        self.heartbeat.overdue_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn heartbeat_sent(&self, unix_micros: i64) {
+        let _ = self.heartbeat.pending_since.compare_exchange(
+            0,
+            unix_micros,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A heartbeat written at `sent` (Unix microseconds) came through the stream at `now`.
+    pub fn heartbeat_received(&self, sent: i64, now: i64) {
+        self.heartbeat
+            .latency_micros
+            .store((now - sent).max(0), Ordering::Relaxed);
+        let pending = self.heartbeat.pending_since.load(Ordering::Relaxed);
+        if pending != 0 && sent >= pending {
+            let _ = self.heartbeat.pending_since.compare_exchange(
+                pending,
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn stalled(&self, now_micros: i64) -> Option<String> {
+        let overdue_ms = self.heartbeat.overdue_after_ms.load(Ordering::Relaxed);
+        let pending = self.heartbeat.pending_since.load(Ordering::Relaxed);
+        if overdue_ms == 0 || pending == 0 {
+            return None;
+        }
+        let waited_ms = (now_micros - pending) / 1000;
+        (waited_ms > overdue_ms).then(|| {
+            format!(
+                "replication stream stalled: a heartbeat written {:.1} s ago has not come through the stream (overdue after {:.1} s)",
+                waited_ms as f64 / 1000.0,
+                overdue_ms as f64 / 1000.0
+            )
+        })
+    }
+
     pub fn snapshot(&self) -> SourceSnapshot {
+        let latency = self.heartbeat.latency_micros.load(Ordering::Relaxed);
         SourceSnapshot {
             connected: self.connected.load(Ordering::Relaxed),
             received_lsn: Lsn(self.received.load(Ordering::Relaxed)),
@@ -118,6 +183,8 @@ impl SourceStatus {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             last_message_unix_ms: self.last_message_unix_ms.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("status lock").clone(),
+            heartbeat_latency_seconds: (latency > 0).then(|| latency as f64 / 1e6),
+            stalled: self.stalled(chrono::Utc::now().timestamp_micros()),
         }
     }
 }

@@ -193,6 +193,14 @@ impl Source {
 
     fn apply(&mut self, lsn: Lsn, data: &Bytes) -> Result<(), StreamError> {
         let msg = pgoutput::decode(data).map_err(|source| StreamError::Decode { lsn, source })?;
+        if let pgoutput::Message::Message(m) = &msg {
+            if !m.transactional && m.prefix == super::health::HEARTBEAT_PREFIX {
+                if let Some(sent) = std::str::from_utf8(&m.content).ok().and_then(|t| t.parse().ok()) {
+                    self.status
+                        .heartbeat_received(sent, chrono::Utc::now().timestamp_micros());
+                }
+            }
+        }
         if let Step::Committed { end_lsn, .. } = self.capture.apply(msg, lsn)? {
             self.progress.observe_received(end_lsn);
         }

@@ -9,6 +9,7 @@ mod demo;
 mod devdb;
 mod dispatch;
 mod events;
+mod health;
 mod memory;
 mod metrics;
 mod official_clients;

@@ -4,6 +4,7 @@
 
 pub mod crm;
 pub mod daemon;
+pub mod proxy;
 pub mod receiver;
 pub mod spec;
 
