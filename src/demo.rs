@@ -74,7 +74,8 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         crate::sandbox::Accounts::default(),
     )?;
     let toml = format!(
-        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [dispatch]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nbreaker_cooldown = \"1s\"\nmax_attempts = 50\n",
         cluster.url("postgres", "postgres"),
         dir.path().join("queue").display()
     );
@@ -131,6 +132,8 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     delivered(&daemon).await?;
     print_crms(&sandbox.state());
     println!();
+    outage_and_invalid_value(&daemon, &sandbox, &db, &mut last).await?;
+    println!();
     println!("try it yourself:");
     println!("  psql '{}'", cluster.url("postgres", "postgres"));
     println!("    UPDATE form_field_values SET value = '{{\"adults\": 90}}' WHERE field_type = 'guest_count_matrix';");
@@ -138,6 +141,7 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     println!("  curl 'http://{}/queue?last=5'", daemon.http_addr);
     println!("  curl http://{}/deliveries", daemon.http_addr);
     println!("  curl {}/_sandbox/state", sandbox.url());
+    println!("  curl http://{}/metrics     (Prometheus)", daemon.http_addr);
     if exit_after_script {
         return Ok(daemon.stop().await?);
     }
@@ -189,20 +193,115 @@ fn integrations_sql(sandbox: &crate::sandbox::Running, dir: &std::path::Path) ->
         .collect())
 }
 
+/// A JSON endpoint of the daemon (`Null` when it does not answer).
+async fn daemon_json(daemon: &Daemon, path: &str) -> serde_json::Value {
+    let url = format!("http://{}{path}", daemon.http_addr);
+    match reqwest::get(&url).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+/// Tave goes down while the guest count changes (the others are not held up, Tave gets it once
+/// back), then a value that fails validation becomes a dead letter that names the rule.
+async fn outage_and_invalid_value(
+    daemon: &Daemon,
+    sandbox: &crate::sandbox::Running,
+    db: &tokio_postgres::Client,
+    last: &mut Option<EventId>,
+) -> Result<(), DemoError> {
+    let guests = |adults: i64| {
+        format!("UPDATE form_field_values SET value = '{{\"adults\": {adults}, \"children\": 12, \"infants\": 3}}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'")
+    };
+    println!("-- Tave is down (its sandbox answers 503) when the couple change the guest count again");
+    sandbox.set_faults(crate::sandbox::Faults {
+        api: Some(crate::sandbox::Api::Tave),
+        error_rate: 1.0,
+        status: Some(503),
+        ..Default::default()
+    });
+    db.batch_execute(&guests(140))
+        .await
+        .map_err(|e| DemoError::Sql(e.to_string()))?;
+    show_captured(daemon, last).await?;
+    let tave = |status: &serde_json::Value| {
+        status["integrations"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["integration_type"] == "tave").cloned())
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    let held = loop {
+        let t = tave(&daemon_json(daemon, "/deliveries").await);
+        if t["retries"].as_u64() >= Some(2) {
+            break t;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(DemoError::Timeout("Tave's outage was not retried".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "   Tave: {} retries so far, breaker {}; the other systems are not held up",
+        held["retries"], held["breaker"]
+    );
+    sandbox.clear_faults();
+    delivered(daemon).await?;
+    let job = sandbox.state()["tave"]["jobs"][0].clone();
+    println!(
+        "   Tave is back: guestCount {} arrived once it answered",
+        job["guestCount"]
+    );
+
+    println!("-- a value the app should not have accepted: adults = -3");
+    db.batch_execute(&guests(-3))
+        .await
+        .map_err(|e| DemoError::Sql(e.to_string()))?;
+    show_captured(daemon, last).await?;
+    let start = std::time::Instant::now();
+    let dead = loop {
+        let dead = daemon_json(daemon, "/deliveries/dead").await;
+        if let Some(first) = dead.as_array().and_then(|d| d.first().cloned()) {
+            break first;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(DemoError::Timeout(
+                "the invalid value did not become a dead letter".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "   dead letter, nothing sent to the CRMs: {}",
+        dead["error"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+/// Prints the next captured change once it is durable.
+async fn show_captured(daemon: &Daemon, last: &mut Option<EventId>) -> Result<(), DemoError> {
+    let mut durable = daemon.queue.durable();
+    let start = std::time::Instant::now();
+    while print_new(daemon, last)? == 0 {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(DemoError::Timeout("the change was not captured".into()));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), durable.changed()).await;
+    }
+    Ok(())
+}
+
 /// Waits until every integration has delivered what it was given.
 async fn delivered(daemon: &Daemon) -> Result<(), DemoError> {
-    let url = format!("http://{}/deliveries", daemon.http_addr);
-    let client = reqwest::Client::new();
     let start = std::time::Instant::now();
     loop {
-        let status: Option<serde_json::Value> = match client.get(&url).send().await {
-            Ok(r) => r.bytes().await.ok().and_then(|b| serde_json::from_slice(&b).ok()),
-            Err(_) => None,
-        };
-        let integrations = status
-            .as_ref()
-            .and_then(|s| s["integrations"].as_array().cloned())
-            .unwrap_or_default();
+        let status = daemon_json(daemon, "/deliveries").await;
+        let integrations = status["integrations"].as_array().cloned().unwrap_or_default();
         let done = integrations.len() == INTEGRATIONS.len()
             && integrations
                 .iter()
