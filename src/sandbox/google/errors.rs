@@ -16,9 +16,9 @@ pub fn fault(status: StatusCode) -> Response {
         503 => ("global", "backendError", "The service is currently unavailable."),
         400 => ("global", "badRequest", "Bad Request"),
         401 => return auth_error(),
-        404 => ("global", "notFound", "Not Found"),
+        404 => return not_found(),
         409 => ("global", "conflict", "Conflict"),
-        410 => ("global", "deleted", "Resource has been deleted"),
+        410 => return deleted(),
         412 => ("global", "conditionNotMet", "Precondition Failed"),
         _ => ("global", "backendError", "Backend Error"),
     };
@@ -71,4 +71,27 @@ pub(super) fn bad_request(reason: &str, message: &str) -> Response {
 
 pub(super) fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "global", "notFound", "Not Found", None)
+}
+
+/// 410 `deleted`: the event was deleted (it is a cancelled tombstone).
+pub(super) fn deleted() -> Response {
+    error(
+        StatusCode::GONE,
+        "global",
+        "deleted",
+        "Resource has been deleted",
+        None,
+    )
+}
+
+/// 400 `timeRangeEmpty`: an event's end before its start, or a list's `timeMax` not after
+/// `timeMin` (`location` names that parameter).
+pub(super) fn time_range_empty(location: Option<(&str, &str)>) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "calendar",
+        "timeRangeEmpty",
+        "The specified time range is empty.",
+        location,
+    )
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::auth::authorize;
-use super::errors::{bad_request, error, not_found};
+use super::errors::{bad_request, deleted, error, not_found};
 use super::resource::{find, merge, store, strip_nulls_map, writable};
 use super::validate::{new_event_id, valid_event_id, validate};
 use super::{finish, parse_body, Answer};
@@ -35,6 +35,13 @@ fn precondition(headers: &HeaderMap, event: &Value) -> Result<(), Response> {
     ))
 }
 
+/// The fields a write would store, `null`s dropped, once they pass the API's checks.
+fn checked(mut fields: Map<String, Value>) -> Result<Map<String, Value>, Response> {
+    strip_nulls_map(&mut fields);
+    validate(&Value::Object(fields.clone()))?;
+    Ok(fields)
+}
+
 pub(super) async fn insert(
     AxState(sandbox): AxState<Arc<Sandbox>>,
     Path(calendar): Path<String>,
@@ -49,9 +56,7 @@ pub(super) async fn insert(
             Some(Value::String(id)) if valid_event_id(id) => id.clone(),
             Some(_) => return Err(bad_request("invalid", "Invalid resource id value.")),
         };
-        let mut fields = writable(&body);
-        strip_nulls_map(&mut fields);
-        validate(&Value::Object(fields.clone()))?;
+        let fields = checked(writable(&body))?;
         let mut state = lock(&sandbox.google);
         if find(&state, &calendar, &id).is_some() {
             return Err(error(
@@ -98,7 +103,7 @@ fn write(
     let mut state = lock(&sandbox.google);
     let existing = find(&state, calendar, id).ok_or_else(not_found)?;
     precondition(headers, &existing)?;
-    let mut fields = if patch {
+    let fields = if patch {
         let mut merged = Value::Object(writable(&existing));
         merge(&mut merged, &Value::Object(writable(&body)));
         match merged {
@@ -108,8 +113,7 @@ fn write(
     } else {
         writable(&body)
     };
-    strip_nulls_map(&mut fields);
-    validate(&Value::Object(fields.clone()))?;
+    let fields = checked(fields)?;
     let event = store(&mut state, calendar, id, fields, Some(&existing));
     Ok(Json(event).into_response())
 }
@@ -142,13 +146,7 @@ pub(super) async fn delete_event(
         let mut state = lock(&sandbox.google);
         let existing = find(&state, &calendar, &id).ok_or_else(not_found)?;
         if existing["status"] == "cancelled" {
-            return Err(error(
-                StatusCode::GONE,
-                "global",
-                "deleted",
-                "Resource has been deleted",
-                None,
-            ));
+            return Err(deleted());
         }
         precondition(&headers, &existing)?;
         let mut fields = writable(&existing);

@@ -1,12 +1,11 @@
 //! The checks the API makes on an event before it stores it: client-supplied ids, `start`/`end`
 //! (date or dateTime, time zones by shape, `timeRangeEmpty`), `status`, extended properties.
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde_json::Value;
 
-use super::errors::{bad_request, error};
+use super::errors::{bad_request, time_range_empty};
 
 /// A client-supplied event id: base32hex characters, 5 to 1024 of them.
 pub fn valid_event_id(id: &str) -> bool {
@@ -121,13 +120,7 @@ pub(super) fn validate(event: &Value) -> Result<(), Response> {
         _ => false,
     };
     if empty {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "calendar",
-            "timeRangeEmpty",
-            "The specified time range is empty.",
-            None,
-        ));
+        return Err(time_range_empty(None));
     }
     if let Some(status) = event.get("status") {
         if !matches!(status.as_str(), Some("confirmed" | "tentative" | "cancelled")) {
