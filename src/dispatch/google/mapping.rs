@@ -28,38 +28,27 @@ impl Call<'_> {
             None => None,
         };
         let existing = self.wedding_events(&w.id).await?;
-        let ours = |e: &&Value| {
-            e["extendedProperties"]["private"]["fieldsync_kind"] == KIND_TIMELINE
-                && e["status"] != "cancelled"
-        };
+        let ours = |e: &&Value| is_kind(e, KIND_TIMELINE) && e["status"] != "cancelled";
         let Some((items, zone)) = items else {
             for e in existing.iter().filter(ours) {
                 self.remove(e).await?;
             }
             return Ok(());
         };
-        let location = w.venue.as_ref().and_then(crm::venue_line);
         let mut keep = HashSet::new();
         for item in &items {
-            let id = event_id(&w.id, KIND_TIMELINE, &item.key);
-            let mut desired = json!({
-                "id": id,
-                "status": "confirmed",
-                "summary": format!("{} · {}", item.title, couple(change)),
-                "start": {"dateTime": local(item.start), "timeZone": zone},
-                "end": {"dateTime": local(item.end), "timeZone": zone},
-                "extendedProperties": {"private": {
-                    "fieldsync_wedding": w.id,
-                    "fieldsync_kind": KIND_TIMELINE,
-                    "fieldsync_item": item.key,
-                }},
-            });
+            let mut desired = desired(
+                change,
+                KIND_TIMELINE,
+                &item.key,
+                &item.title,
+                json!({"dateTime": local(item.start), "timeZone": zone}),
+                json!({"dateTime": local(item.end), "timeZone": zone}),
+            );
             if let Some(d) = &item.description {
                 desired["description"] = json!(d);
             }
-            if let Some(l) = &location {
-                desired["location"] = json!(l);
-            }
+            let id = desired["id"].as_str().unwrap_or_default().to_owned();
             let known = existing.iter().find(|e| e["id"] == id);
             self.upsert(&desired, known).await?;
             keep.insert(id);
@@ -93,27 +82,17 @@ impl Call<'_> {
             return Ok(());
         };
         let next = date.succ_opt().unwrap_or(date);
-        let mut desired = json!({
-            "id": id,
-            "status": "confirmed",
-            "summary": format!("Wedding · {}", couple(change)),
-            "start": {"date": date.to_string()},
-            "end": {"date": next.to_string()},
-            "transparency": "transparent",
-            "extendedProperties": {"private": {
-                "fieldsync_wedding": w.id,
-                "fieldsync_kind": KIND_DATE,
-                "fieldsync_item": KIND_DATE,
-            }},
-        });
-        if let Some(l) = w.venue.as_ref().and_then(crm::venue_line) {
-            desired["location"] = json!(l);
-        }
+        let mut desired = desired(
+            change,
+            KIND_DATE,
+            KIND_DATE,
+            "Wedding",
+            json!({"date": date.to_string()}),
+            json!({"date": next.to_string()}),
+        );
+        desired["transparency"] = json!("transparent");
         self.upsert(&desired, known).await?;
-        for e in existing
-            .iter()
-            .filter(|e| e["extendedProperties"]["private"]["fieldsync_kind"] == KIND_TIMELINE)
-        {
+        for e in existing.iter().filter(|e| is_kind(e, KIND_TIMELINE)) {
             self.modify(e, |ev| move_to(ev, date)).await?;
         }
         Ok(())
@@ -143,6 +122,33 @@ impl Call<'_> {
         }
         Ok(())
     }
+}
+
+/// One event of ours as the calendar should have it: the deterministic id, `title · couple` as
+/// the summary, our private properties (wedding, kind, key) and the venue as its location.
+fn desired(change: &Change, kind: &str, key: &str, title: &str, start: Value, end: Value) -> Value {
+    let w = &change.wedding;
+    let mut event = json!({
+        "id": event_id(&w.id, kind, key),
+        "status": "confirmed",
+        "summary": format!("{title} · {}", couple(change)),
+        "start": start,
+        "end": end,
+        "extendedProperties": {"private": {
+            "fieldsync_wedding": w.id,
+            "fieldsync_kind": kind,
+            "fieldsync_item": key,
+        }},
+    });
+    if let Some(l) = w.venue.as_ref().and_then(crm::venue_line) {
+        event["location"] = json!(l);
+    }
+    event
+}
+
+/// Is this one of our events of `kind` (by its private `fieldsync_kind`)?
+fn is_kind(event: &Value, kind: &str) -> bool {
+    event["extendedProperties"]["private"]["fieldsync_kind"] == kind
 }
 
 fn couple(change: &Change) -> &str {
