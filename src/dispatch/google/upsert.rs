@@ -47,39 +47,47 @@ impl Call<'_> {
         event: &Value,
         change: impl Fn(&mut Value) -> bool,
     ) -> Result<(), Outcome> {
-        let id = event["id"].as_str().unwrap_or_default().to_owned();
-        let mut current = Some(event.clone());
-        for _ in 0..MAX_REAPPLY {
-            let Some(existing) = current.take().filter(|e| e["status"] != "cancelled") else {
-                return Ok(());
-            };
-            let mut next = writable(&existing);
-            if !change(&mut next) {
-                return Ok(());
-            }
-            match self.put(&id, &next, existing["etag"].as_str()).await? {
-                Written::Done | Written::Missing => return Ok(()),
-                _ => current = self.get(&id).await?,
-            }
-        }
-        Err(kept_changing())
+        self.reapply(event, |existing| {
+            let mut next = writable(existing);
+            change(&mut next).then_some(Op::Put(next))
+        })
+        .await
     }
 
     /// Deletes a live event of ours; already gone is fine.
     pub(super) async fn remove(&self, event: &Value) -> Result<(), Outcome> {
+        self.reapply(event, |_| Some(Op::Delete)).await
+    }
+
+    /// The conditional-write loop of `modify` and `remove`: `op` decides, from the event as last
+    /// read, what to write (nothing: done); the write carries that version's etag, and a 412
+    /// re-reads the event and decides again. An event that is cancelled or gone needs nothing.
+    async fn reapply(&self, event: &Value, op: impl Fn(&Value) -> Option<Op>) -> Result<(), Outcome> {
         let id = event["id"].as_str().unwrap_or_default().to_owned();
         let mut current = Some(event.clone());
         for _ in 0..MAX_REAPPLY {
             let Some(existing) = current.take().filter(|e| e["status"] != "cancelled") else {
                 return Ok(());
             };
-            match self.delete(&id, existing["etag"].as_str()).await? {
+            let etag = existing["etag"].as_str();
+            let written = match op(&existing) {
+                None => return Ok(()),
+                Some(Op::Put(next)) => self.put(&id, &next, etag).await?,
+                Some(Op::Delete) => self.delete(&id, etag).await?,
+            };
+            match written {
                 Written::Stale => current = self.get(&id).await?,
                 _ => return Ok(()),
             }
         }
         Err(kept_changing())
     }
+}
+
+/// A conditional write of an existing event.
+enum Op {
+    Put(Value),
+    Delete,
 }
 
 fn vanished(id: &str) -> Outcome {
