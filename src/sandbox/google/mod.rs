@@ -224,6 +224,7 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// The calendar's id as Google shows it: `primary` is the owner's address.
 fn calendar_email(calendar: &str) -> String {
     if calendar == "primary" {
         OWNER_EMAIL.to_owned()
@@ -244,6 +245,7 @@ fn now_millis() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A handler's answer: `Err` is an error answer, returned early with `?`.
 type Answer = Result<Response, Response>;
 
 fn finish(r: Answer) -> Response {
