@@ -340,6 +340,93 @@ async fn a_stale_etag_is_refetched_and_the_update_reapplied() {
     conforms(&running);
 }
 
+/// Delivers `payload` with every answer slow and, once the adapter has listed the wedding's
+/// events, gives the live event of timeline item `key` a new etag (an edit in the calendar).
+async fn deliver_while_edited(running: &Running, g: &Arc<Google>, payload: Payload, key: &str) -> Outcome {
+    let lists = |r: &Running| {
+        r.exchanges(Api::Google)
+            .iter()
+            .filter(|e| e.method == "GET" && e.path.ends_with("/events"))
+            .count()
+    };
+    let before = lists(running);
+    running.set_faults(Faults {
+        api: Some(Api::Google),
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let delivery = {
+        let g = g.clone();
+        tokio::spawn(async move { deliver(&g, &payload).await })
+    };
+    crate::support::wait_for_async(Duration::from_secs(10), "the adapter's list", || {
+        let n = lists(running);
+        async move { n > before }
+    })
+    .await;
+    {
+        let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
+        let id = event_id(W, "timeline", key);
+        let e = state
+            .calendars
+            .get_mut("primary")
+            .unwrap()
+            .events
+            .iter_mut()
+            .find(|e| e["id"] == id)
+            .unwrap();
+        e["etag"] = json!("\"1\"");
+    }
+    let outcome = delivery.await.unwrap();
+    running.clear_faults();
+    outcome
+}
+
+/// The statuses the sandbox answered to `method` requests, in order.
+fn statuses(running: &Running, method: &str) -> Vec<u16> {
+    running
+        .exchanges(Api::Google)
+        .iter()
+        .filter(|e| e.method == method)
+        .map(|e| e.status)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_etags_on_venue_updates_and_removals_are_refetched_and_reapplied() {
+    let running = sandbox().await;
+    let g = Arc::new(adapter(&running));
+    let mut w = wedding(W);
+    let mut ev = Events::default();
+    let created = ev.payload("field.created", "timeline_builder", "f-tl", day(), &w);
+    assert_eq!(deliver(&g, &created).await, Outcome::Delivered { status: 200 });
+
+    // given the ceremony changes in the calendar while a new venue is written to every event
+    let venue = json!({"name": "Syon Park", "formatted_address": "Brentford TW8 8JF, UK"});
+    w["venue"] = venue.clone();
+    let moved = ev.payload("field.updated", "venue_selector", "f-venue", venue, &w);
+    let outcome = deliver_while_edited(&running, &g, moved, "ceremony").await;
+
+    // then its stale write is re-read and re-applied
+    assert_eq!(outcome, Outcome::Delivered { status: 200 });
+    let puts = statuses(&running, "PUT");
+    assert_eq!(puts.iter().filter(|s| **s == 412).count(), 1, "{puts:?}");
+    assert_eq!(puts.iter().filter(|s| **s == 200).count(), 3, "{puts:?}");
+    for e in live(&running) {
+        assert_eq!(e["location"], "Syon Park, Brentford TW8 8JF, UK", "{e}");
+    }
+
+    // given the same while the timeline is deleted, then the stale delete is re-read and repeated
+    let gone = ev.payload("field.deleted", "timeline_builder", "f-tl", Value::Null, &w);
+    let outcome = deliver_while_edited(&running, &g, gone, "last-dance").await;
+    assert_eq!(outcome, Outcome::Delivered { status: 200 });
+    let deletes = statuses(&running, "DELETE");
+    assert_eq!(deletes.iter().filter(|s| **s == 412).count(), 1, "{deletes:?}");
+    assert_eq!(deletes.iter().filter(|s| **s == 204).count(), 3, "{deletes:?}");
+    assert!(live(&running).is_empty());
+    conforms(&running);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_for_many_weddings_share_one_token_refresh() {
     let running = sandbox().await;

@@ -12,7 +12,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use super::{bad_request, error, param, Response, StatusCode};
+use super::errors::time_range_empty;
+use super::{bad_request, param, Response};
 
 pub(super) enum Order {
     StartTime,
@@ -58,13 +59,7 @@ impl Filter {
         let time_max = bound(q, "timeMax")?;
         if let (Some(min), Some(max)) = (time_min, time_max) {
             if min >= max {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "calendar",
-                    "timeRangeEmpty",
-                    "The specified time range is empty.",
-                    Some(("parameter", "timeMax")),
-                ));
+                return Err(time_range_empty(Some(("parameter", "timeMax"))));
             }
         }
         let order = match param(q, "orderBy") {
