@@ -59,6 +59,7 @@ pub(super) async fn all(client: &Client, config: &Config, out: &mut Vec<CheckRes
         Ok(facts) => out.push(slot::slot_result(
             slot,
             config.replication.create_slot,
+            config.replication.on_slot_lost == crate::config::SlotLostPolicy::Recreate,
             &config.postgres.dbname,
             facts.as_ref(),
         )),

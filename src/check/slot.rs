@@ -53,6 +53,7 @@ pub(super) async fn slot_facts(client: &Client, slot: &str) -> Sql<Option<SlotFa
 pub(super) fn slot_result(
     slot: &str,
     create_slot: bool,
+    recreate_lost: bool,
     dbname: &str,
     facts: Option<&SlotFacts>,
 ) -> CheckResult {
@@ -101,6 +102,17 @@ pub(super) fn slot_result(
         "slot {slot:?} (pgoutput, database {database:?}): confirmed_flush_lsn {confirmed}, WAL \
          retained: {retained}, wal_status {wal_status}"
     );
+    if wal_status == "lost" && recreate_lost {
+        return CheckResult::warn(
+            NAME,
+            format!(
+                "{summary}\nthe slot is invalidated; [replication] on_slot_lost = \"recreate\": fieldsync drops it, \
+                 creates a fresh one and takes a fresh snapshot (changes in between are re-sent as the rows' \
+                 current values)"
+            ),
+            None,
+        );
+    }
     if wal_status == "lost" {
         return CheckResult::fail(
             NAME,
@@ -188,8 +200,8 @@ mod tests {
 
     #[test]
     fn a_missing_slot_is_fine_when_fieldsync_may_create_it() {
-        assert_eq!(slot_result("fs", true, "wed", None).status, Status::Ok);
-        let r = slot_result("fs", false, "wed", None);
+        assert_eq!(slot_result("fs", true, false, "wed", None).status, Status::Ok);
+        let r = slot_result("fs", false, false, "wed", None);
         assert_eq!(r.status, Status::Fail);
         assert!(r
             .fix
@@ -199,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_healthy_slot_shows_its_position_and_retained_wal() {
-        let r = slot_result("fs", true, "wed", Some(&logical_slot()));
+        let r = slot_result("fs", true, false, "wed", Some(&logical_slot()));
         assert_eq!(r.status, Status::Ok);
         assert!(
             r.detail.contains("confirmed_flush_lsn 0/16B3748") && r.detail.contains("WAL retained: 3.0 MiB"),
@@ -214,7 +226,7 @@ mod tests {
             wal_status: Some("lost".into()),
             ..logical_slot()
         };
-        let r = slot_result("fs", true, "wed", Some(&s));
+        let r = slot_result("fs", true, false, "wed", Some(&s));
         assert_eq!(r.status, Status::Fail);
         assert_eq!(r.fix.as_deref(), Some("SELECT pg_drop_replication_slot('fs');"));
         assert!(r.detail.contains("snapshot"), "{}", r.detail);
@@ -226,7 +238,10 @@ mod tests {
             plugin: Some("test_decoding".into()),
             ..logical_slot()
         };
-        assert_eq!(slot_result("fs", true, "wed", Some(&plugin)).status, Status::Fail);
+        assert_eq!(
+            slot_result("fs", true, false, "wed", Some(&plugin)).status,
+            Status::Fail
+        );
         let physical = SlotFacts {
             slot_type: "physical".into(),
             plugin: None,
@@ -234,10 +249,10 @@ mod tests {
             ..logical_slot()
         };
         assert_eq!(
-            slot_result("fs", true, "wed", Some(&physical)).status,
+            slot_result("fs", true, false, "wed", Some(&physical)).status,
             Status::Fail
         );
-        let r = slot_result("fs", true, "other", Some(&logical_slot()));
+        let r = slot_result("fs", true, false, "other", Some(&logical_slot()));
         assert_eq!(r.status, Status::Fail);
         assert!(r.detail.contains("belongs to database \"wed\""), "{}", r.detail);
     }
@@ -248,13 +263,16 @@ mod tests {
             wal_status: Some("unreserved".into()),
             ..logical_slot()
         };
-        assert_eq!(slot_result("fs", true, "wed", Some(&s)).status, Status::Warn);
+        assert_eq!(
+            slot_result("fs", true, false, "wed", Some(&s)).status,
+            Status::Warn
+        );
         let s = SlotFacts {
             active_pid: Some(4242),
             holder_application: Some("other".into()),
             ..logical_slot()
         };
-        let r = slot_result("fs", true, "wed", Some(&s));
+        let r = slot_result("fs", true, false, "wed", Some(&s));
         assert_eq!(r.status, Status::Warn);
         assert!(
             r.detail.contains("PID 4242") && r.detail.contains("\"other\""),

@@ -74,6 +74,17 @@ pub struct ReplicationConfig {
     pub slot_check_interval: Duration,
     /// A stalled stream is detected within this (heartbeats every half of it).
     pub heartbeat_interval: Duration,
+    /// What to do with an invalidated slot (`wal_status = lost`).
+    pub on_slot_lost: SlotLostPolicy,
+}
+
+/// An invalidated slot cannot stream the changes whose WAL was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotLostPolicy {
+    /// Stop with the command that fixes it (drop the slot; a fresh snapshot re-syncs).
+    Error,
+    /// Drop it, create a fresh slot and take a fresh snapshot (re-sync of the current rows).
+    Recreate,
 }
 
 /// A schema-qualified table name.

@@ -110,6 +110,7 @@ pub struct RawReplication {
     pub slot_check_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    pub on_slot_lost: String,
 }
 
 impl Default for RawReplication {
@@ -123,6 +124,7 @@ impl Default for RawReplication {
             reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
             slot_check_interval: DEFAULT_SLOT_CHECK_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            on_slot_lost: "error".to_owned(),
         }
     }
 }

@@ -55,6 +55,7 @@ struct Replication<'a> {
     slot_check_interval: Duration,
     #[serde(with = "humantime_serde")]
     heartbeat_interval: Duration,
+    on_slot_lost: &'a str,
 }
 
 #[derive(Serialize)]
@@ -101,6 +102,10 @@ pub(super) fn render(config: &Config) -> String {
             reconnect_backoff_max: r.reconnect_backoff_max,
             slot_check_interval: r.slot_check_interval,
             heartbeat_interval: r.heartbeat_interval,
+            on_slot_lost: match r.on_slot_lost {
+                crate::config::SlotLostPolicy::Error => "error",
+                crate::config::SlotLostPolicy::Recreate => "recreate",
+            },
         },
         capture: Capture {
             tables: config.capture.tables.iter().map(ToString::to_string).collect(),

@@ -154,6 +154,16 @@ impl Checker<'_> {
         self.positive("replication.status_interval", raw.status_interval)?;
         self.positive("replication.slot_check_interval", raw.slot_check_interval)?;
         self.positive("replication.heartbeat_interval", raw.heartbeat_interval)?;
+        let on_slot_lost = match raw.on_slot_lost.as_str() {
+            "error" => super::SlotLostPolicy::Error,
+            "recreate" => super::SlotLostPolicy::Recreate,
+            other => {
+                return Err(self.err(
+                    "replication.on_slot_lost",
+                    format!("{other:?} is not a policy: use \"error\" (stop with the fix) or \"recreate\" (new slot and a fresh snapshot)"),
+                ))
+            }
+        };
         self.positive("replication.reconnect_backoff_min", raw.reconnect_backoff_min)?;
         if raw.reconnect_backoff_max < raw.reconnect_backoff_min {
             // Blame the key that was set; a default is not the user's mistake.
@@ -180,6 +190,7 @@ impl Checker<'_> {
             reconnect_backoff_max: raw.reconnect_backoff_max,
             slot_check_interval: raw.slot_check_interval,
             heartbeat_interval: raw.heartbeat_interval,
+            on_slot_lost,
         })
     }
 

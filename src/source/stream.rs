@@ -307,6 +307,24 @@ impl Source {
                 "choose another [replication] slot name for this database".into(),
             ));
         }
+        if field(3) == "lost" && rc.on_slot_lost == crate::config::SlotLostPolicy::Recreate {
+            // a fresh snapshot replaces the slot (snapshot::take drops it and creates a new one);
+            // without snapshots the slot is dropped here and created again at the current WAL
+            tracing::warn!(
+                slot = %rc.slot,
+                "the slot was invalidated (wal_status = lost); on_slot_lost = recreate: dropping it for a fresh slot and snapshot"
+            );
+            if self.config.events.snapshot == SnapshotMode::Never {
+                conn.simple_query(&format!(
+                    "SELECT pg_drop_replication_slot({})",
+                    quote_literal(&rc.slot)
+                ))
+                .await?;
+            } else {
+                self.queue.set_snapshot_state(SnapshotState::Started)?;
+            }
+            return Ok(None);
+        }
         if field(3) == "lost" {
             return Err(unusable(
                 "was invalidated (wal_status = lost): the WAL it needed was removed".into(),

@@ -19,5 +19,6 @@ mod sandbox_lightblue;
 mod sandbox_stripe;
 mod sandbox_tave;
 mod sandbox_zapier;
+mod slot;
 mod source_conn;
 mod support;
