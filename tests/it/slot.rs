@@ -37,6 +37,16 @@ async fn add_field(db: &tokio_postgres::Client, field: &str, adults: u32) {
     .unwrap();
 }
 
+async fn wal_status(db: &tokio_postgres::Client) -> Option<String> {
+    db.query_one(
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// WAL past the limit while nothing reads the slot, then a checkpoint removes what it needed.
 async fn invalidate(db: &tokio_postgres::Client) {
     for _ in 0..4 {
@@ -46,14 +56,7 @@ async fn invalidate(db: &tokio_postgres::Client) {
     }
     wait_for_async(DEADLINE, "the slot to be lost", || async {
         db.batch_execute("CHECKPOINT").await.unwrap();
-        let status: Option<String> = db
-            .query_one(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let status = wal_status(db).await;
         status.as_deref() == Some("lost")
     })
     .await;
@@ -119,14 +122,7 @@ async fn a_lost_slot_stops_with_the_fix_or_is_recreated_with_a_fresh_snapshot() 
     wait_for(DEADLINE, "ready on a fresh slot", || {
         http_get(work.http, "/readyz").is_some_and(|(code, _)| code == 200)
     });
-    let status: Option<String> = db
-        .query_one(
-            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let status = wal_status(&db).await;
     assert_ne!(status.as_deref(), Some("lost"));
     assert!(daemon.terminate().success());
     let snapshot_of_missed = read_queue(&work.queue).into_iter().any(|r| {
