@@ -57,6 +57,8 @@ impl Daemon {
     /// Checks prerequisites (writing nothing when they fail), then opens the queue and starts.
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
         check::preflight(&config).await.map_err(AppError::Preflight)?;
+        // before any task records a metric: handles taken earlier would record nowhere
+        crate::metrics::install();
         let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -86,7 +88,6 @@ impl Daemon {
         } else {
             (None, None)
         };
-        crate::metrics::install();
         let slot = Arc::new(SlotWatch::default());
         tokio::spawn({
             let (slot, target, name) = (

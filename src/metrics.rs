@@ -39,9 +39,9 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// `n` captured row changes of one table and operation.
-pub fn captured(table: &str, op: &'static str, n: u64) {
-    counter!("fieldsync_changes_total", "table" => table.to_owned(), "op" => op).increment(n);
+/// The counter of captured row changes of one table and operation.
+pub fn changes_counter(table: &str, op: &'static str) -> metrics::Counter {
+    counter!("fieldsync_changes_total", "table" => table.to_owned(), "op" => op)
 }
 
 /// One event whose value failed validation.

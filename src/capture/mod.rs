@@ -74,9 +74,11 @@ pub struct Capture {
     writer: QueueWriter,
     txn: Option<OpenTxn>,
     buf: Vec<u8>,
-    /// Row changes of the open transaction by (relation, operation), counted into the metrics
-    /// at commit (one counter update per table and operation, not per row).
+    /// Row changes of the open transaction by (relation, operation), added to the metrics at
+    /// commit: one atomic add per table and operation, not a registry lookup per row.
     counted: HashMap<(u32, &'static str), u64>,
+    /// The metrics counter of each (relation, operation) seen, registered on first use.
+    counters: HashMap<(u32, &'static str), metrics::Counter>,
     /// `schema.table` of each counted relation.
     names: HashMap<u32, String>,
 }
@@ -96,6 +98,7 @@ impl Capture {
             txn: None,
             buf: Vec::with_capacity(4096),
             counted: HashMap::new(),
+            counters: HashMap::new(),
             names: HashMap::new(),
         }
     }
@@ -198,10 +201,17 @@ impl Capture {
                     origin: txn.origin,
                     records: txn.records,
                 })?;
-                for ((oid, op), n) in self.counted.drain() {
-                    if let Some(table) = self.names.get(&oid) {
-                        crate::metrics::captured(table, op, n);
-                    }
+                for (key, n) in self.counted.drain() {
+                    let names = &self.names;
+                    self.counters
+                        .entry(key)
+                        .or_insert_with(|| {
+                            crate::metrics::changes_counter(
+                                names.get(&key.0).map_or("", String::as_str),
+                                key.1,
+                            )
+                        })
+                        .increment(n);
                 }
                 Ok(Step::Committed {
                     end_lsn: c.end_lsn,
