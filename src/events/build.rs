@@ -81,7 +81,7 @@ pub struct EventBuilder {
     /// Wedding id → context as in the store. Capture is the store's only writer and invalidates
     /// entries as it writes, so the cache never serves a stale context.
     cache: RefCell<HashMap<String, Option<WeddingContext>>>,
-    /// Facts learnt from field values (guest total, venue capacity) not yet written to the store:
+    /// Facts learnt from field values (guest total, venue and its capacity) not yet written to the store:
     /// written once per network read ([`EventBuilder::persist_learned`]), not once per row.
     learned: RefCell<HashMap<String, Facts>>,
     /// (organisation, field type) → the integrations its events go to; cleared when an
@@ -368,18 +368,26 @@ impl EventBuilder {
                 id: id.to_owned(),
                 ..WeddingContext::default()
             });
-        let merged = Facts {
-            guest_total: facts.guest_total.or(ctx.guest_total),
-            venue: facts.venue.or_else(|| ctx.venue.clone()),
-            venue_capacity: facts.venue_capacity.or(ctx.venue_capacity),
-        };
-        if (merged.guest_total, &merged.venue, merged.venue_capacity)
-            != (ctx.guest_total, &ctx.venue, ctx.venue_capacity)
-        {
-            ctx.guest_total = merged.guest_total;
-            ctx.venue = merged.venue.clone();
-            ctx.venue_capacity = merged.venue_capacity;
-            self.learned.borrow_mut().insert(id.to_owned(), merged);
+        // only what changed is cloned and queued for the store (a venue only when it changed)
+        let mut changed = Facts::default();
+        if facts.guest_total.is_some() && facts.guest_total != ctx.guest_total {
+            ctx.guest_total = facts.guest_total;
+            changed.guest_total = facts.guest_total;
+        }
+        if facts.venue_capacity.is_some() && facts.venue_capacity != ctx.venue_capacity {
+            ctx.venue_capacity = facts.venue_capacity;
+            changed.venue_capacity = facts.venue_capacity;
+        }
+        if let Some(venue) = facts.venue.filter(|v| ctx.venue.as_ref() != Some(v)) {
+            ctx.venue = Some(venue.clone());
+            changed.venue = Some(venue);
+        }
+        if changed != Facts::default() {
+            let mut learned = self.learned.borrow_mut();
+            let entry = learned.entry(id.to_owned()).or_default();
+            entry.guest_total = changed.guest_total.or(entry.guest_total);
+            entry.venue_capacity = changed.venue_capacity.or(entry.venue_capacity);
+            entry.venue = changed.venue.or(entry.venue.take());
         }
         Ok(())
     }
