@@ -351,6 +351,16 @@ impl Running {
         lock(&self.sandbox.faults).insert(api, (faults, None));
     }
 
+    /// The next `n` requests to `api` are answered with `status` in that API's error shape.
+    pub fn fail_next(&self, api: Api, n: u32, status: u16) {
+        self.set_faults(Faults {
+            api: Some(api),
+            fail_next: n,
+            status: Some(status),
+            ..Faults::default()
+        });
+    }
+
     pub fn clear_faults(&self) {
         lock(&self.sandbox.faults).clear();
     }

@@ -464,12 +464,7 @@ async fn rate_limits_and_backend_errors_are_retried_then_delivered() {
     let first = ev.payload("field.created", "timeline_builder", "f-tl", day(), &w);
     assert_eq!(deliver(&g, &first).await, Outcome::Delivered { status: 200 });
 
-    running.set_faults(Faults {
-        api: Some(Api::Google),
-        fail_next: 1,
-        status: Some(403),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Google, 1, 403);
     let venue = json!({"name": "Syon Park", "formatted_address": "Brentford TW8 8JF, UK"});
     let p = ev.payload("field.updated", "venue_selector", "f-venue", venue, &w);
     match deliver(&g, &p).await {
@@ -488,12 +483,7 @@ async fn rate_limits_and_backend_errors_are_retried_then_delivered() {
     assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
 
     // a backend error is retried and counts against the endpoint
-    running.set_faults(Faults {
-        api: Some(Api::Google),
-        fail_next: 1,
-        status: Some(500),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Google, 1, 500);
     assert!(matches!(
         deliver(&g, &p).await,
         Outcome::Retry {
@@ -583,12 +573,7 @@ async fn a_wrong_client_secret_disables_and_an_unknown_calendar_is_rejected() {
     // an assumption of the sandbox: any calendar id exists, so a 404 is injected here
     let g = adapter(&running);
     assert_eq!(deliver(&g, &p).await, Outcome::Delivered { status: 200 });
-    running.set_faults(Faults {
-        api: Some(Api::Google),
-        fail_next: 1,
-        status: Some(404),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Google, 1, 404);
     match deliver(&g, &p).await {
         Outcome::Reject {
             status: Some(404),

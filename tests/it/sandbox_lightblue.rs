@@ -4,7 +4,7 @@
 use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::lightblue::LightBlue;
 use fieldsync::dispatch::outcome::Outcome;
-use fieldsync::sandbox::{Accounts, Api, Faults, Running};
+use fieldsync::sandbox::{Accounts, Api, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{client, sandbox, wedding, Events, TIMEOUT};
@@ -96,12 +96,7 @@ async fn light_blue_codes_map_to_outcomes() {
         }
         other => panic!("{other:?}"),
     }
-    running.set_faults(Faults {
-        api: Some(Api::Lightblue),
-        fail_next: 1,
-        status: Some(502),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Lightblue, 1, 502);
     let lb = adapter(&running, "sandbox-lightblue-key");
     assert!(matches!(
         lb.deliver(&http, &p, TIMEOUT).await,
@@ -112,12 +107,7 @@ async fn light_blue_codes_map_to_outcomes() {
     ));
     // Light Blue documents no rate limit; a 429 from a proxy in front of it waits, not counted
     // against the endpoint
-    running.set_faults(Faults {
-        api: Some(Api::Lightblue),
-        fail_next: 1,
-        status: Some(429),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Lightblue, 1, 429);
     assert!(matches!(
         lb.deliver(&http, &p, TIMEOUT).await,
         Outcome::Retry {

@@ -4,7 +4,7 @@
 use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::outcome::Outcome;
 use fieldsync::dispatch::stripe::Stripe;
-use fieldsync::sandbox::{Api, Faults, Running};
+use fieldsync::sandbox::{Api, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{client, json as body_json, sandbox, wedding, Events, TIMEOUT};
@@ -141,12 +141,7 @@ async fn rate_limits_server_errors_and_should_retry_are_honoured() {
     let mut events = Events::default();
     let p = events.payload("field.updated", "guest_count_matrix", "f", guests(100), &w);
 
-    running.set_faults(Faults {
-        api: Some(Api::Stripe),
-        fail_next: 1,
-        status: Some(429),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Stripe, 1, 429);
     match stripe.deliver(&http, &p, TIMEOUT).await {
         Outcome::Retry {
             status: Some(429),
@@ -155,12 +150,7 @@ async fn rate_limits_server_errors_and_should_retry_are_honoured() {
         } => {}
         other => panic!("429 is a rate limit to wait out: {other:?}"),
     }
-    running.set_faults(Faults {
-        api: Some(Api::Stripe),
-        fail_next: 1,
-        status: Some(503),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Stripe, 1, 503);
     match stripe.deliver(&http, &p, TIMEOUT).await {
         Outcome::Retry {
             status: Some(503),

@@ -978,12 +978,7 @@ async fn server_errors_and_outages_are_retried_against_the_endpoint(running: &Ru
     let tave = adapter(running, KEY);
     let w = wedding(WEDDING);
     let p = Events::default().payload("field.created", "wedding_date", "f-date", json!("2027-06-19"), &w);
-    running.set_faults(Faults {
-        api: Some(Api::Tave),
-        fail_next: 1,
-        status: Some(503),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Tave, 1, 503);
     match deliver(&tave, &p).await {
         Outcome::Retry {
             status: Some(503),

@@ -4,7 +4,7 @@
 use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::honeybook::HoneyBook;
 use fieldsync::dispatch::outcome::Outcome;
-use fieldsync::sandbox::{Api, Faults};
+use fieldsync::sandbox::Api;
 use serde_json::json;
 
 use crate::support::crm::{client, sandbox, wedding, Events, TIMEOUT};
@@ -79,12 +79,7 @@ async fn each_change_is_one_signed_flat_record_for_the_zap() {
             ..
         }
     ));
-    running.set_faults(Faults {
-        api: Some(Api::Zapier),
-        fail_next: 1,
-        status: Some(503),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Zapier, 1, 503);
     assert!(matches!(
         hb.deliver(&http, &guests, TIMEOUT).await,
         Outcome::Retry {
@@ -92,12 +87,7 @@ async fn each_change_is_one_signed_flat_record_for_the_zap() {
             ..
         }
     ));
-    running.set_faults(Faults {
-        api: Some(Api::Zapier),
-        fail_next: 1,
-        status: Some(429),
-        ..Faults::default()
-    });
+    running.fail_next(Api::Zapier, 1, 429);
     assert!(matches!(
         hb.deliver(&http, &guests, TIMEOUT).await,
         Outcome::Retry {
