@@ -24,8 +24,9 @@ pub enum AppError {
     Preflight(CheckResult),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error("cannot listen on {addr} ([http] listen): {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Listen {
+        key: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -45,6 +46,8 @@ pub enum AppError {
 /// A running daemon.
 pub struct Daemon {
     pub http_addr: SocketAddr,
+    /// The SQL admin port, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub queue: Queue,
     pub status: Arc<SourceStatus>,
     shutdown: watch::Sender<bool>,
@@ -63,9 +66,21 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| AppError::Listen {
+                key: "[http] listen",
                 addr: config.http.listen,
                 source,
             })?;
+        let admin_listener =
+            match &config.admin {
+                Some(a) => Some(tokio::net::TcpListener::bind(a.listen).await.map_err(|source| {
+                    AppError::Listen {
+                        key: "[admin] listen",
+                        addr: a.listen,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let http_addr = listener.local_addr().map_err(AppError::Http)?;
         let status = Arc::new(SourceStatus::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -112,11 +127,35 @@ impl Daemon {
             stream_token: config.http.stream_token.clone(),
             shutdown: shutdown_rx.clone(),
         };
+        let admin_addr = match (admin_listener, &config.admin) {
+            (Some(listener), Some(admin)) => {
+                let addr = listener.local_addr().map_err(AppError::Http)?;
+                let views = Arc::new(crate::admin::Views {
+                    state: state.clone(),
+                    slot: config.replication.slot.clone(),
+                    publication: config.replication.publication.clone(),
+                    started_at: chrono::Utc::now(),
+                });
+                tokio::spawn(crate::admin::serve(
+                    listener,
+                    views,
+                    admin.user.clone(),
+                    admin.password.clone(),
+                    shutdown_rx.clone(),
+                ));
+                Some(addr)
+            }
+            _ => None,
+        };
         let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
         let source = tokio::spawn(source.run(shutdown_rx));
-        tracing::info!(http = %http_addr, "fieldsync started");
+        match admin_addr {
+            Some(admin) => tracing::info!(http = %http_addr, %admin, "fieldsync started"),
+            None => tracing::info!(http = %http_addr, "fieldsync started"),
+        }
         Ok(Daemon {
             http_addr,
+            admin_addr,
             queue,
             status,
             shutdown,

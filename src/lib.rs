@@ -6,6 +6,7 @@
 //! (transactions of row changes) → `queue` (sled, durable watermark) → back to `source` as the only
 //! LSN it may confirm.
 
+pub mod admin;
 pub mod app;
 pub mod capture;
 pub mod check;

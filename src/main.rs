@@ -105,6 +105,10 @@ enum Deliveries {
         integration: Option<String>,
         event_ids: Vec<String>,
     },
+    /// Stop sending to an integration (its deliveries wait, in order) until `resume`.
+    Pause { integration: String },
+    /// Send to a paused integration again.
+    Resume { integration: String },
 }
 
 #[derive(Subcommand)]
@@ -327,7 +331,19 @@ fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
             format!("?{}", q.join("&"))
         }
     };
+    let pause_body = |integration: &String| {
+        let req = fieldsync::dispatch::api::PauseRequest {
+            integration_id: integration.clone(),
+        };
+        Some(serde_json::to_string(&req).expect("serializes"))
+    };
     let (method, path, body) = match &what {
+        Deliveries::Pause { integration } => {
+            ("POST", "/deliveries/pause".to_owned(), pause_body(integration))
+        }
+        Deliveries::Resume { integration } => {
+            ("POST", "/deliveries/resume".to_owned(), pause_body(integration))
+        }
         Deliveries::Status => ("GET", "/deliveries".to_owned(), None),
         Deliveries::Dead { integration } => (
             "GET",
@@ -434,7 +450,26 @@ fn offline_deliveries(queue: &Queue, what: Deliveries) -> Result<String, QueueEr
             queue.flush_blocking()?;
             format!("{{\"requeued\": {n}, \"note\": \"sent when the daemon next starts\"}}")
         }
+        Deliveries::Pause { integration } => set_paused(queue, &integration, true)?,
+        Deliveries::Resume { integration } => set_paused(queue, &integration, false)?,
     })
+}
+
+/// Pauses or resumes an integration in the store; the daemon reads it when it starts.
+fn set_paused(queue: &Queue, integration: &str, pause: bool) -> Result<String, QueueError> {
+    if !queue.context()?.integrations()?.contains_key(integration) {
+        return Ok(format!(
+            "no integration with id {integration:?} (as of the daemon's last run)"
+        ));
+    }
+    let store = queue.deliveries()?;
+    let changed = store.paused(integration)?.is_some() != pause;
+    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if changed {
+        store.set_paused(integration, pause.then_some(since.as_str()))?;
+        queue.flush_blocking()?;
+    }
+    Ok(serde_json::json!({"paused": pause, "changed": changed}).to_string())
 }
 
 fn display(p: &Path) -> String {

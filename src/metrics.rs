@@ -111,6 +111,8 @@ pub fn render(
             let disabled = i.disabled.is_some() || i.config_error.is_some();
             gauge!("fieldsync_integration_disabled", "integration" => id.clone())
                 .set(f64::from(u8::from(disabled)));
+            gauge!("fieldsync_integration_paused", "integration" => id.clone())
+                .set(f64::from(u8::from(i.paused_since.is_some())));
             for state in ["closed", "open", "half-open"] {
                 gauge!("fieldsync_circuit_open", "integration" => id.clone(), "state" => state)
                     .set(f64::from(u8::from(i.breaker == state)));

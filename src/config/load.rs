@@ -105,6 +105,7 @@ pub(super) fn load(
         capture: section(&mut doc, "capture", &origins)?,
         queue: section(&mut doc, "queue", &origins)?,
         http: section(&mut doc, "http", &origins)?,
+        admin: section(&mut doc, "admin", &origins)?,
         log: section(&mut doc, "log", &origins)?,
         mapping: section(&mut doc, "mapping", &origins)?,
         events: section(&mut doc, "events", &origins)?,

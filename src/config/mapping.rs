@@ -189,6 +189,16 @@ pub enum PriorityName {
     Optional,
 }
 
+impl PriorityName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriorityName::Critical => "critical",
+            PriorityName::Important => "important",
+            PriorityName::Optional => "optional",
+        }
+    }
+}
+
 /// The checked `[events]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventsConfig {

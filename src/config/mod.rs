@@ -47,6 +47,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub queue: QueueConfig,
     pub http: HttpConfig,
+    /// `None` when `[admin] listen` is not set.
+    pub admin: Option<AdminConfig>,
     pub log: LogConfig,
     pub mapping: Mapping,
     pub events: EventsConfig,
@@ -112,6 +114,14 @@ pub struct QueueConfig {
     pub path: PathBuf,
     /// sled page cache size; bounds the queue's memory.
     pub cache_capacity_bytes: u64,
+}
+
+/// The SQL admin port.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub user: String,
+    pub password: crate::secret::Secret<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -59,6 +59,7 @@ pub struct RawConfig {
     pub capture: RawCapture,
     pub queue: RawQueue,
     pub http: RawHttp,
+    pub admin: RawAdmin,
     pub log: RawLog,
     pub mapping: super::mapping::RawMapping,
     pub events: super::mapping::RawEvents,
@@ -178,6 +179,25 @@ impl Default for RawHttp {
     }
 }
 
+/// `[admin]`: the SQL admin port (off unless `listen` is set).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub user: String,
+    pub password: crate::secret::Secret<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: String::new(),
+            user: "fieldsync".to_owned(),
+            password: crate::secret::Secret::default(),
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawLog {
@@ -208,6 +228,7 @@ pub fn section_keys(section: &str) -> Option<&'static [&'static str]> {
         "capture" => field_names::<RawCapture>(),
         "queue" => field_names::<RawQueue>(),
         "http" => field_names::<RawHttp>(),
+        "admin" => field_names::<RawAdmin>(),
         "log" => field_names::<RawLog>(),
         "mapping" => field_names::<super::mapping::RawMapping>(),
         "events" => field_names::<super::mapping::RawEvents>(),

@@ -21,6 +21,8 @@ struct Rendered<'a> {
     capture: Capture,
     queue: Queue,
     http: Http,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin: Option<Admin<'a>>,
     log: Log<'a>,
     mapping: &'a crate::config::mapping::RawMapping,
     events: &'a crate::config::mapping::RawEvents,
@@ -76,6 +78,13 @@ struct Http {
 }
 
 #[derive(Serialize)]
+struct Admin<'a> {
+    listen: String,
+    user: &'a str,
+    password: &'static str,
+}
+
+#[derive(Serialize)]
 struct Log<'a> {
     level: &'a str,
     format: LogFormat,
@@ -122,6 +131,11 @@ pub(super) fn render(config: &Config) -> String {
                 ""
             },
         },
+        admin: config.admin.as_ref().map(|a| Admin {
+            listen: a.listen.to_string(),
+            user: &a.user,
+            password: "***",
+        }),
         log: Log {
             level: &config.log.level,
             format: config.log.format,

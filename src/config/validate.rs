@@ -8,10 +8,11 @@ use std::time::Duration;
 use crate::config::load::Origins;
 use crate::config::pgurl;
 use crate::config::raw::{
-    self, RawCapture, RawConfig, RawHttp, RawLog, RawPostgres, RawQueue, RawReplication,
+    self, RawAdmin, RawCapture, RawConfig, RawHttp, RawLog, RawPostgres, RawQueue, RawReplication,
 };
 use crate::config::{
-    CaptureConfig, Config, ConfigError, HttpConfig, LogConfig, QueueConfig, ReplicationConfig, TableName,
+    AdminConfig, CaptureConfig, Config, ConfigError, HttpConfig, LogConfig, QueueConfig, ReplicationConfig,
+    TableName,
 };
 use crate::pg::{PgTarget, TlsMode};
 
@@ -37,6 +38,7 @@ impl RawConfig {
             capture,
             queue: c.queue(self.queue)?,
             http: c.http(self.http)?,
+            admin: c.admin(self.admin)?,
             log: c.log(self.log)?,
             mapping,
             events,
@@ -250,6 +252,40 @@ impl Checker<'_> {
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
         Ok(HttpConfig { listen, stream_token })
+    }
+
+    fn admin(&self, raw: RawAdmin) -> Result<Option<AdminConfig>, ConfigError> {
+        if raw.listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            self.err(
+                "admin.listen",
+                format!(
+                    "{:?} is not a socket address: use IP:port, e.g. \"127.0.0.1:6433\" (port 0 picks a free port)",
+                    raw.listen
+                ),
+            )
+        })?;
+        if raw.user.is_empty() {
+            return Err(self.err(
+                "admin.user",
+                "must not be empty when admin.listen is set".to_owned(),
+            ));
+        }
+        if raw.password.expose().len() < 12 {
+            return Err(self.err(
+                "admin.password",
+                "must be set, at least 12 characters, when admin.listen is set: put it in \
+                 FIELDSYNC__ADMIN__PASSWORD rather than in the file"
+                    .to_owned(),
+            ));
+        }
+        Ok(Some(AdminConfig {
+            listen,
+            user: raw.user,
+            password: raw.password,
+        }))
     }
 
     fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {

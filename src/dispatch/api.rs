@@ -1,6 +1,7 @@
 //! HTTP endpoints of the dispatcher, on the `[http]` listener: `GET /deliveries` (per-integration
 //! status), `GET /deliveries/dead` (dead letters), `GET /deliveries/log` (attempts) and
-//! `POST /deliveries/requeue`. The `fieldsync deliveries` CLI calls them on the running daemon.
+//! `POST /deliveries/requeue`, `POST /deliveries/pause` and `POST /deliveries/resume`. The
+//! `fieldsync deliveries` CLI calls them on the running daemon.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -20,6 +21,8 @@ pub fn routes() -> Router<AppState> {
         .route("/deliveries/dead", get(dead))
         .route("/deliveries/log", get(log))
         .route("/deliveries/requeue", post(requeue))
+        .route("/deliveries/pause", post(|st, req| pause(st, req, true)))
+        .route("/deliveries/resume", post(|st, req| pause(st, req, false)))
 }
 
 fn disabled() -> Response {
@@ -120,6 +123,26 @@ async fn requeue(State(st): State<AppState>, Json(req): Json<RequeueRequest>) ->
     match answer {
         Ok(Ok(n)) => Json(serde_json::json!({"requeued": n})).into_response(),
         Ok(Err(e)) => bad_request(e),
+        Err(r) => r,
+    }
+}
+
+/// `POST /deliveries/pause` and `/deliveries/resume` body.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PauseRequest {
+    pub integration_id: String,
+}
+
+async fn pause(State(st): State<AppState>, Json(req): Json<PauseRequest>, pause: bool) -> Response {
+    let answer = ask(&st, |reply| Command::Pause {
+        integration: req.integration_id,
+        pause,
+        reply,
+    })
+    .await;
+    match answer {
+        Ok(Ok(changed)) => Json(serde_json::json!({"paused": pause, "changed": changed})).into_response(),
+        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
         Err(r) => r,
     }
 }

@@ -40,6 +40,31 @@ pub enum Command {
         events: Option<Vec<EventId>>,
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// Pause (true) or resume (false) an integration's deliveries; answers whether that changed
+    /// anything, or why the integration is unknown.
+    Pause {
+        integration: String,
+        pause: bool,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+    /// The deliveries waiting in memory, per integration and wedding in delivery order.
+    Waiting(oneshot::Sender<Vec<WaitingDelivery>>),
+}
+
+/// A delivery the dispatcher holds: queued, waiting for a retry, or in flight.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingDelivery {
+    pub integration_id: String,
+    pub event_id: EventId,
+    pub wedding_id: Option<String>,
+    pub field_id: Option<String>,
+    pub priority: &'static str,
+    /// `in_flight`, `retry_wait` or `queued`.
+    pub state: &'static str,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub waiting_seconds: f64,
+    pub requeued: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +83,8 @@ pub struct IntegrationStatus {
     /// Why the integration cannot be used as configured (no values).
     pub config_error: Option<String>,
     pub disabled: Option<String>,
+    /// Paused by an operator since then (RFC 3339): deliveries wait, nothing is sent.
+    pub paused_since: Option<String>,
     pub breaker: &'static str,
     /// Deliveries waiting in memory (more may wait in the queue when backpressured).
     pub queued: usize,
@@ -119,6 +146,8 @@ struct Integ {
     /// No start before then (rate limit or open breaker).
     blocked_until: Option<Instant>,
     disabled: Option<String>,
+    /// Paused by an operator since then (RFC 3339).
+    paused: Option<String>,
     in_flight: usize,
     stats: IntegrationStatus,
 }
@@ -460,6 +489,7 @@ impl Dispatcher {
             bucket: None,
             blocked_until: None,
             disabled: None,
+            paused: self.store.paused(&id)?,
             in_flight: 0,
             stats: IntegrationStatus {
                 id: id.to_string(),
@@ -491,8 +521,8 @@ impl Dispatcher {
                 return;
             }
             let integ = self.integrations.get_mut(&id).expect("ordered ids exist");
-            let adapter = match (&integ.adapter, &integ.disabled) {
-                (Ok(a), None) => a.clone(),
+            let adapter = match (&integ.adapter, &integ.disabled, &integ.paused) {
+                (Ok(a), None, None) => a.clone(),
                 _ => continue,
             };
             while self.in_flight < self.cfg.max_in_flight {
@@ -771,8 +801,75 @@ impl Dispatcher {
                 }
                 let _ = reply.send(Ok(n));
             }
+            Command::Pause {
+                integration,
+                pause,
+                reply,
+            } => {
+                let _ = reply.send(self.pause(&integration, pause)?);
+            }
+            Command::Waiting(reply) => {
+                let _ = reply.send(self.waiting());
+            }
         }
         Ok(())
+    }
+
+    fn pause(&mut self, integration: &str, pause: bool) -> Result<Result<bool, String>, QueueError> {
+        if !self.integrations.contains_key(integration)
+            && !self.context.integrations()?.contains_key(integration)
+        {
+            return Ok(Err(format!("no integration with id {integration:?}")));
+        }
+        let id = self.integration(integration)?;
+        let integ = self.integrations.get_mut(&id).expect("just ensured");
+        if integ.paused.is_some() == pause {
+            return Ok(Ok(false));
+        }
+        if pause {
+            let at = now_rfc3339();
+            self.store.set_paused(&id, Some(&at))?;
+            integ.paused = Some(at);
+            tracing::info!(integration = %id, "integration paused by an operator: its deliveries wait");
+        } else {
+            self.store.set_paused(&id, None)?;
+            integ.paused = None;
+            tracing::info!(integration = %id, "integration resumed by an operator");
+            wake_all(integ);
+        }
+        Ok(Ok(true))
+    }
+
+    fn waiting(&self) -> Vec<WaitingDelivery> {
+        let mut out = Vec::new();
+        let mut ids: Vec<&Arc<str>> = self.integrations.keys().collect();
+        ids.sort();
+        for id in ids {
+            let integ = &self.integrations[id];
+            let mut weddings: Vec<(&Arc<str>, &WeddingQ)> = integ.weddings.iter().collect();
+            weddings.sort_by_key(|(_, w)| w.fifo.front().map(|e| e.id));
+            for (wedding, w) in weddings {
+                for (n, e) in w.fifo.iter().enumerate() {
+                    out.push(WaitingDelivery {
+                        integration_id: id.to_string(),
+                        event_id: e.id,
+                        wedding_id: wedding_id(wedding),
+                        field_id: e.field.as_deref().map(str::to_owned),
+                        priority: e.priority.as_str(),
+                        state: match (n, w.in_flight, w.not_before.is_some()) {
+                            (0, true, _) => "in_flight",
+                            (0, _, true) => "retry_wait",
+                            _ => "queued",
+                        },
+                        attempts: e.attempts,
+                        last_status: e.last_status,
+                        waiting_seconds: e.queued_at.elapsed().as_secs_f64(),
+                        requeued: e.requeued,
+                    });
+                }
+            }
+        }
+        out
     }
 
     fn status(&self) -> DispatchStatus {
@@ -784,6 +881,7 @@ impl Dispatcher {
                 endpoint: i.adapter.as_ref().ok().map(|a| a.endpoint()),
                 config_error: i.adapter.as_ref().err().cloned(),
                 disabled: i.disabled.clone(),
+                paused_since: i.paused.clone(),
                 breaker: match i.breaker.state() {
                     BreakerState::Closed => "closed",
                     BreakerState::Open { .. } => "open",

@@ -231,6 +231,23 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// When an operator paused the integration (RFC 3339), if paused.
+    pub fn paused(&self, integration: &str) -> Result<Option<String>, QueueError> {
+        match self.meta.get(format!("paused/{integration}"))? {
+            Some(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_paused(&self, integration: &str, since: Option<&str>) -> Result<(), QueueError> {
+        let k = format!("paused/{integration}");
+        match since {
+            Some(at) => self.meta.insert(k, at.as_bytes())?,
+            None => self.meta.remove(k)?,
+        };
+        Ok(())
+    }
+
     /// Appends an entry to the log (written with the next floor, or when the log is read).
     pub fn log(&self, e: &LogEntry) -> Result<(), QueueError> {
         let mut p = self.pending();
@@ -259,27 +276,43 @@ impl DeliveryStore {
         event: Option<EventId>,
         last: usize,
     ) -> Result<Vec<LogEntry>, QueueError> {
-        let buffered = std::mem::take(&mut self.pending().log);
-        self.write_log(buffered)?;
         let mut out = Vec::new();
-        'chunks: for item in self.log.iter().rev() {
-            let (_, chunk) = item?;
-            for line in chunk.split(|b| *b == b'\n').rev().filter(|l| !l.is_empty()) {
-                if out.len() >= last {
-                    break 'chunks;
-                }
-                let e: LogEntry =
-                    serde_json::from_slice(line).map_err(|e| corrupt("delivery log entry", e))?;
-                if integration.is_some_and(|i| i != e.integration_id)
-                    || event.is_some_and(|id| id != e.event_id)
-                {
-                    continue;
-                }
+        for e in self.log_newest_first()? {
+            if out.len() >= last {
+                break;
+            }
+            let e = e?;
+            if integration.map_or(true, |i| i == e.integration_id)
+                && event.map_or(true, |id| id == e.event_id)
+            {
                 out.push(e);
             }
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The log, newest entry first (buffered entries included), read one chunk at a time.
+    pub fn log_newest_first(&self) -> Result<impl Iterator<Item = Result<LogEntry, QueueError>>, QueueError> {
+        let buffered = std::mem::take(&mut self.pending().log);
+        self.write_log(buffered)?;
+        Ok(self
+            .log
+            .iter()
+            .rev()
+            .flat_map(|item| -> Vec<Result<LogEntry, QueueError>> {
+                match item {
+                    Err(e) => vec![Err(e.into())],
+                    Ok((_, chunk)) => chunk
+                        .split(|b| *b == b'\n')
+                        .rev()
+                        .filter(|l| !l.is_empty())
+                        .map(|line| {
+                            serde_json::from_slice(line).map_err(|e| corrupt("delivery log entry", e))
+                        })
+                        .collect(),
+                }
+            }))
     }
 
     /// Removes log chunks whose newest entry is older than `retention`; returns how many.

@@ -63,6 +63,17 @@ pub(crate) async fn seed(db: &tokio_postgres::Client, weddings: usize, url: &str
     }
 }
 
+/// One new `number` field of wedding `w`.
+pub(crate) async fn add_field(db: &tokio_postgres::Client, w: &str) {
+    db.execute(
+        "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+         SELECT organization_id, id, gen_random_uuid(), 'number', '7' FROM weddings WHERE id = $1::text::uuid",
+        &[&w],
+    )
+    .await
+    .unwrap();
+}
+
 /// `n` random edits (upserts and some deletes) of `fields` fields of `weddings` weddings, some in
 /// multi-row transactions.
 pub(crate) async fn edit(db: &tokio_postgres::Client, seed: u64, n: usize, weddings: usize, fields: usize) {

@@ -1,6 +1,7 @@
 //! Integration tests, built as one binary. Each module is one area; `support` holds the throwaway
 //! PostgreSQL cluster and wait helpers they share.
 
+mod admin;
 mod capture;
 mod cli;
 mod crash;

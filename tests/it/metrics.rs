@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::dispatch::{edit, seed, wedding, INTEGRATION, SECRET};
+use crate::dispatch::{add_field, edit, seed, wedding, INTEGRATION, SECRET};
 use crate::support::daemon::{http_get, sql, DaemonProcess, Workdir};
 use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async};
@@ -131,16 +131,7 @@ backpressure = \"pause\"
         reject_wedding: Some(wedding(2)),
         ..Faults::default()
     });
-    db.execute(
-        &format!(
-            "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
-             SELECT organization_id, id, gen_random_uuid(), 'number', '7' FROM weddings WHERE id = '{}'",
-            wedding(2)
-        ),
-        &[],
-    )
-    .await
-    .unwrap();
+    add_field(&db, &wedding(2)).await;
     wait_metric(
         &daemon,
         "a dead letter",

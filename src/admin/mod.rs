@@ -1,0 +1,10 @@
+//! The SQL admin port (`[admin] listen`): PostgreSQL's wire protocol, so a DBA can
+//! `psql -h 127.0.0.1 -p PORT -U USER` into the daemon, read its views (`status`, `integrations`,
+//! `queue`, `dead_letters`, `deliveries`) and act with `requeue(...)`, `pause(...)`, `resume(...)`.
+
+pub mod server;
+pub mod sql;
+pub mod views;
+
+pub use server::serve;
+pub use views::Views;

@@ -1,0 +1,393 @@
+use std::cell::RefCell;
+
+use super::*;
+
+/// Two small views and one admin function that records its calls.
+struct Fixture {
+    calls: RefCell<Vec<Vec<Value>>>,
+}
+
+const ITEMS: &[Column] = &[
+    Column {
+        name: "name",
+        ty: Type::Text,
+    },
+    Column {
+        name: "n",
+        ty: Type::Int,
+    },
+    Column {
+        name: "score",
+        ty: Type::Float,
+    },
+    Column {
+        name: "ok",
+        ty: Type::Bool,
+    },
+    Column {
+        name: "at",
+        ty: Type::Time,
+    },
+];
+
+impl Catalog for Fixture {
+    fn views(&self) -> &'static [&'static str] {
+        &["items"]
+    }
+
+    fn columns(&self, view: &str) -> Option<&'static [Column]> {
+        (view == "items").then_some(ITEMS)
+    }
+
+    fn scan(&self, _view: &str) -> Result<Rows<'_>, SqlError> {
+        let at = |s: &str| Value::Time(value::parse_time(s).unwrap());
+        let rows = vec![
+            vec![
+                Value::text("a"),
+                Value::Int(3),
+                Value::Float(1.5),
+                Value::Bool(true),
+                at("2026-11-26 10:00:00"),
+            ],
+            vec![
+                Value::text("b"),
+                Value::Int(1),
+                Value::Null,
+                Value::Bool(false),
+                at("2026-11-26 11:00:00"),
+            ],
+            vec![
+                Value::text("a"),
+                Value::Int(2),
+                Value::Float(0.5),
+                Value::Null,
+                at("2026-11-25 09:30:00"),
+            ],
+            vec![
+                Value::Null,
+                Value::Int(7),
+                Value::Float(2.0),
+                Value::Bool(true),
+                Value::Null,
+            ],
+        ];
+        Ok(Box::new(rows.into_iter().map(Ok)))
+    }
+
+    fn function(&self, name: &str) -> Option<Function> {
+        (name == "poke").then_some(Function {
+            name: "poke",
+            min_args: 1,
+            max_args: 2,
+            returns: Type::Int,
+        })
+    }
+
+    fn call(&self, _name: &str, args: &[Value]) -> Result<Value, SqlError> {
+        if args[0] == Value::text("missing") {
+            return Err(SqlError::new(state::UNDEFINED_OBJECT, "no such thing"));
+        }
+        self.calls.borrow_mut().push(args.to_vec());
+        Ok(Value::Int(1))
+    }
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        calls: RefCell::new(Vec::new()),
+    }
+}
+
+fn query_with(sql: &str, params: &[Value]) -> Result<(Plan, Vec<Vec<Value>>), SqlError> {
+    let f = fixture();
+    let mut stmts = parse(sql, &f)?;
+    assert_eq!(stmts.len(), 1);
+    let Statement::Query(plan) = stmts.remove(0) else {
+        panic!("not a query: {sql}")
+    };
+    let rows = run(&plan, params, &f)?;
+    Ok((*plan, rows))
+}
+
+fn rows(sql: &str) -> Vec<Vec<Value>> {
+    query_with(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).1
+}
+
+fn rendered(sql: &str) -> Vec<String> {
+    rows(sql)
+        .iter()
+        .map(|r| r.iter().map(Value::render).collect::<Vec<_>>().join("|"))
+        .collect()
+}
+
+fn error(sql: &str) -> SqlError {
+    match query_with(sql, &[]) {
+        Ok(_) => panic!("{sql} succeeded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn where_order_limit_offset() {
+    assert_eq!(
+        rendered("SELECT name, n FROM items WHERE n > 1 ORDER BY n DESC"),
+        ["|7", "a|3", "a|2"]
+    );
+    assert_eq!(
+        rendered("select N from ITEMS where name = 'a' order by 1 limit 1"),
+        ["2"]
+    );
+    assert_eq!(
+        rendered("SELECT n FROM items ORDER BY n LIMIT 2 OFFSET 1"),
+        ["2", "3"]
+    );
+    assert_eq!(
+        rendered("SELECT n FROM items WHERE name IS NULL OR score IS NULL ORDER BY n"),
+        ["1", "7"]
+    );
+    assert_eq!(
+        rendered("SELECT n FROM items WHERE name IN ('b', 'c') OR n BETWEEN 6 AND 8 ORDER BY n"),
+        ["1", "7"]
+    );
+    assert_eq!(
+        rendered("SELECT n FROM items WHERE name LIKE 'a%' OR name ILIKE 'B'"),
+        ["3", "1", "2"]
+    );
+    assert_eq!(rendered("SELECT n FROM items WHERE NOT ok"), ["1"]);
+    assert_eq!(
+        rendered("SELECT n FROM items WHERE ok IS NOT TRUE ORDER BY n"),
+        ["1", "2"]
+    );
+    assert_eq!(
+        rendered("SELECT n FROM items ORDER BY score NULLS FIRST, n"),
+        ["1", "2", "3", "7"]
+    );
+    assert_eq!(
+        rendered("SELECT items.n AS x FROM fieldsync.items AS i WHERE i.n < 2"),
+        ["1"]
+    );
+    assert_eq!(
+        rendered("SELECT DISTINCT name FROM items WHERE name IS NOT NULL ORDER BY name"),
+        ["a", "b"]
+    );
+}
+
+#[test]
+fn times_and_intervals_compare_with_text() {
+    assert_eq!(
+        rendered("SELECT n FROM items WHERE at >= '2026-11-26' ORDER BY at"),
+        ["3", "1"]
+    );
+    assert_eq!(
+        rendered(
+            "SELECT n FROM items WHERE at > timestamptz '2026-11-26 10:30:00+00' - interval '30 minutes'"
+        ),
+        ["1"]
+    );
+    assert_eq!(
+        rendered(
+            "SELECT n FROM items WHERE '2026-11-27 12:00'::timestamptz - at > interval '1 day' ORDER BY n"
+        ),
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        rendered("SELECT '2026-11-26 10:00:00'::timestamptz - '2026-11-26 08:30:00'::timestamptz"),
+        ["01:30:00"]
+    );
+    assert_eq!(
+        error("SELECT n FROM items WHERE at > 'yesterday-ish'").code,
+        state::INVALID_DATETIME_FORMAT
+    );
+}
+
+#[test]
+fn aggregates_and_groups() {
+    assert_eq!(
+        rendered("SELECT count(*), count(score), sum(n), max(at) FROM items"),
+        ["4|3|13|2026-11-26 11:00:00+00"]
+    );
+    assert_eq!(
+        rendered("SELECT name, count(*) AS c, avg(n) FROM items GROUP BY name ORDER BY c DESC, name"),
+        ["a|2|2.5", "b|1|1", "|1|7"]
+    );
+    assert_eq!(
+        rendered("SELECT name FROM items GROUP BY 1 HAVING count(*) > 1"),
+        ["a"]
+    );
+    assert_eq!(rendered("SELECT count(*) FROM items WHERE n > 100"), ["0"]);
+    assert_eq!(
+        error("SELECT name, n FROM items GROUP BY name").code,
+        state::GROUPING_ERROR
+    );
+    assert_eq!(
+        error("SELECT n FROM items WHERE count(*) > 1").code,
+        state::GROUPING_ERROR
+    );
+    assert_eq!(
+        error("SELECT sum(name) FROM items").code,
+        state::UNDEFINED_FUNCTION
+    );
+}
+
+#[test]
+fn scalar_functions_and_casts() {
+    assert_eq!(
+        rendered("SELECT upper(name) || '-' || n::text FROM items WHERE n = 3"),
+        ["A-3"]
+    );
+    assert_eq!(
+        rendered("SELECT coalesce(NULL, 'none'), length('héllo'), round(2.5), abs(-4)"),
+        ["none|5|3|4"]
+    );
+    assert_eq!(
+        rendered("SELECT CAST('42' AS integer) + 1, 7 / 2, 7.0 / 2, 7 % 3"),
+        ["43|3|3.5|1"]
+    );
+    assert_eq!(error("SELECT 1 / 0").code, state::DIVISION_BY_ZERO);
+    assert_eq!(error("SELECT 'x'::int").code, state::INVALID_TEXT_REPRESENTATION);
+}
+
+#[test]
+fn parameters_take_the_type_of_what_they_meet() {
+    let (plan, got) = query_with(
+        "SELECT name FROM items WHERE n > $1 AND at < $2 LIMIT $3",
+        &[Value::Int(1), Value::text("2026-11-27"), Value::Int(5)],
+    )
+    .unwrap();
+    assert_eq!(plan.params, [Type::Int, Type::Time, Type::Int]);
+    assert_eq!(got.len(), 2);
+    assert_eq!(plan.columns, [("name".to_owned(), Type::Text)]);
+    let e = query_with("SELECT name FROM items WHERE n > $1", &[]).unwrap_err();
+    assert_eq!(e.code, state::UNDEFINED_PARAMETER);
+}
+
+#[test]
+fn admin_functions_run_per_row_and_their_errors_pass_through() {
+    let f = fixture();
+    let Statement::Query(plan) = parse("SELECT poke(name, n::text) FROM items WHERE ok", &f)
+        .unwrap()
+        .remove(0)
+    else {
+        panic!()
+    };
+    assert_eq!(plan.columns, [("poke".to_owned(), Type::Int)]);
+    let got = run(&plan, &[], &f);
+    // the row with a NULL name is refused, after the first row was done
+    assert_eq!(got.unwrap_err().code, state::INVALID_PARAMETER_VALUE);
+    assert_eq!(*f.calls.borrow(), [vec![Value::text("a"), Value::text("3")]]);
+    assert_eq!(error("SELECT poke('missing')").code, state::UNDEFINED_OBJECT);
+    assert_eq!(error("SELECT poke()").code, state::UNDEFINED_FUNCTION);
+}
+
+#[test]
+fn errors_carry_sqlstates_and_hints() {
+    let e = error("SELECT * FROM nowhere");
+    assert_eq!(e.code, state::UNDEFINED_TABLE);
+    assert!(e.hint.unwrap().contains("items"));
+    let e = error("SELECT nope FROM items");
+    assert_eq!(e.code, state::UNDEFINED_COLUMN);
+    assert!(e.hint.unwrap().contains("name, n, score, ok, at"));
+    assert_eq!(error("SELEC 1").code, state::SYNTAX_ERROR);
+    assert_eq!(
+        error("SELECT n FROM items a JOIN items b ON true").code,
+        state::FEATURE_NOT_SUPPORTED
+    );
+    assert_eq!(
+        error("SELECT n FROM items WHERE n IN (SELECT 1)").code,
+        state::FEATURE_NOT_SUPPORTED
+    );
+    assert_eq!(
+        error("SELECT n FROM items WHERE name").code,
+        state::DATATYPE_MISMATCH
+    );
+    assert_eq!(
+        error("SELECT n FROM items LIMIT -1").code,
+        state::INVALID_ROW_COUNT
+    );
+    assert_eq!(error("SELECT nope()").code, state::UNDEFINED_FUNCTION);
+    assert_eq!(
+        error("SELECT n FROM items WHERE ok = 3").code,
+        state::UNDEFINED_FUNCTION
+    );
+    let f = fixture();
+    let e = parse("UPDATE items SET n = 1", &f).unwrap_err();
+    assert_eq!(e.code, state::READ_ONLY_TRANSACTION);
+    assert!(e.hint.unwrap().contains("requeue"));
+    assert_eq!(
+        parse("DROP TABLE items", &f).unwrap_err().code,
+        state::FEATURE_NOT_SUPPORTED
+    );
+    assert_eq!(
+        parse("SHOW nonsense", &f).unwrap_err().code,
+        state::UNDEFINED_OBJECT
+    );
+}
+
+#[test]
+fn driver_statements_are_accepted() {
+    let f = fixture();
+    let stmts = parse(
+        "SET extra_float_digits = 3; BEGIN; SHOW server_version; COMMIT; ROLLBACK",
+        &f,
+    )
+    .unwrap();
+    assert!(matches!(stmts[0], Statement::Set(_)));
+    assert!(matches!(stmts[1], Statement::Begin));
+    let Statement::Query(show) = &stmts[2] else {
+        panic!()
+    };
+    assert!(run(show, &[], &f).unwrap()[0][0].render().starts_with("15"));
+    assert!(matches!(stmts[3], Statement::Commit));
+    assert!(matches!(stmts[4], Statement::Rollback));
+}
+
+#[test]
+fn like_matches_sql_patterns() {
+    for (s, p, want) in [
+        ("tave", "t%", true),
+        ("tave", "%v_", true),
+        ("tave", "%x%", false),
+        ("", "%", true),
+        ("abc", "a%c%", true),
+        ("abc", "a_", false),
+        ("aXbXc", "a%b%c", true),
+    ] {
+        assert_eq!(eval_like(s, p), want, "{s} LIKE {p}");
+    }
+}
+
+fn eval_like(s: &str, p: &str) -> bool {
+    let sql = format!("SELECT '{s}' LIKE '{p}'");
+    rows(&sql)[0][0] == Value::Bool(true)
+}
+
+#[test]
+fn no_input_panics() {
+    let f = fixture();
+    for sql in [
+        "",
+        ";",
+        "SELECT",
+        "SELECT ((((((((((1))))))))))",
+        "SELECT $0",
+        "SELECT $99999999999",
+        "SELECT 9223372036854775807 + 1",
+        "SELECT -9223372036854775808",
+        "SELECT abs(-9223372036854775807 - 1)",
+        "SELECT n FROM items ORDER BY 9",
+        "SELECT interval '99999999999999 days'",
+        "SELECT round(1e300)",
+        "SELECT count(*) FROM items GROUP BY count(*)",
+        "SELECT * ",
+        "SELECT sum(sum(n)) FROM items",
+    ] {
+        if let Ok(stmts) = parse(sql, &f) {
+            for s in stmts {
+                if let Statement::Query(p) = s {
+                    let params = vec![Value::Null; p.params.len()];
+                    let _ = run(&p, &params, &f);
+                }
+            }
+        }
+    }
+}
