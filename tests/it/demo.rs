@@ -1,6 +1,7 @@
 //! The README's first command: `fieldsync demo` shows the scripted edits captured, delivered to
-//! every CRM sandbox, and cleans up.
+//! every CRM sandbox (each delivery as it happens, with its latency), and cleans up.
 
+use std::collections::HashSet;
 use std::process::Command;
 
 use crate::support::daemon::binary;
@@ -40,10 +41,105 @@ fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
         "{stdout}"
     );
     assert!(!stdout.contains("typo"), "a rolled-back edit was shown: {stdout}");
+    the_live_view_shows_each_delivery_with_its_latency(&stdout);
     let queue_dir = stdout
         .lines()
         .find_map(|l| l.split("queue in ").nth(1))
         .map(std::path::PathBuf::from)
         .expect("the demo names its queue directory");
     assert!(!queue_dir.exists(), "the demo removed {}", queue_dir.display());
+}
+
+const INTEGRATIONS: [&str; 5] = ["tave", "google_calendar", "stripe", "lightblue", "honeybook"];
+
+/// Each delivery is shown once, under its change's number, with commit->CRM and request times;
+/// Tave's outage shows as retries, the invalid value as dead letters, and the summary after the
+/// script counts what was shown for every system.
+fn the_live_view_shows_each_delivery_with_its_latency(stdout: &str) {
+    // `  #8   -> lightblue       delivered    commit->CRM 2 ms (request 1.5 ms)`
+    let attempts: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() > 3 && w[0].starts_with('#') && w[1] == "->")
+        .collect();
+    let unnumbered = stdout
+        .lines()
+        .find(|l| l.contains("   -> ") && !l.trim_start().starts_with('#'));
+    assert_eq!(
+        unnumbered, None,
+        "an attempt shown before its change in:\n{stdout}"
+    );
+    let delivered: Vec<&Vec<&str>> = attempts.iter().filter(|w| w[3] == "delivered").collect();
+    let mut once = HashSet::new();
+    for w in &delivered {
+        assert!(
+            w.len() == 10
+                && w[4] == "commit->CRM"
+                && w[5].parse::<u64>().is_ok()
+                && w[6] == "ms"
+                && w[7] == "(request"
+                && w[8].parse::<f64>().is_ok(),
+            "a delivered line without its latencies: {w:?} in\n{stdout}"
+        );
+        assert!(once.insert((w[0], w[2])), "{w:?} shown twice in\n{stdout}");
+    }
+    let count = |name: &str| delivered.iter().filter(|w| w[2] == name).count();
+    for name in INTEGRATIONS {
+        assert!(count(name) > 0, "no delivery to {name} shown in\n{stdout}");
+    }
+    let retry_503 = |w: &&Vec<&str>| w[2] == "tave" && w[3] == "retry" && w.get(6) == Some(&"503");
+    assert!(attempts.iter().filter(retry_503).count() >= 2, "{stdout}");
+    let dead = |w: &&Vec<&str>| w[3] == "dead" && w.join(" ").contains("adults (non_negative_integer)");
+    assert!(attempts.iter().filter(dead).count() >= 4, "{stdout}");
+
+    // every delivery to Light Blue and HoneyBook before the CRMs are shown is one thing they hold
+    let before_crms = stdout
+        .split("delivered; what each CRM holds now:")
+        .next()
+        .unwrap();
+    let shown_before = |name: &str| {
+        before_crms
+            .lines()
+            .filter(|l| l.contains(&format!("-> {name} ")) && l.contains(" delivered "))
+            .count()
+    };
+    for (name, holds) in [
+        ("lightblue", "Light Blue inbox: {} submissions"),
+        ("honeybook", "HoneyBook (Zapier catch hook): {} records"),
+    ] {
+        let holds = holds.replace("{}", &shown_before(name).to_string());
+        assert!(stdout.contains(&holds), "{holds:?} missing from:\n{stdout}");
+    }
+
+    // `   tave              5 delivered   median     9 ms   max  1370 ms   (retries: 2, ...)`
+    let summary: Vec<Vec<&str>> = stdout
+        .split("commit->CRM latency per system")
+        .nth(1)
+        .expect("a latency summary after the script")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        summary.iter().map(|w| w[0]).collect::<Vec<_>>(),
+        INTEGRATIONS,
+        "{stdout}"
+    );
+    for w in &summary {
+        assert_eq!(
+            w[1].parse::<usize>().ok(),
+            Some(count(w[0])),
+            "{w:?} in\n{stdout}"
+        );
+        assert!(
+            w[2] == "delivered"
+                && w[3] == "median"
+                && w[4].parse::<u64>().is_ok()
+                && w[5] == "ms"
+                && w[6] == "max"
+                && w[7].parse::<u64>().is_ok(),
+            "{w:?} in\n{stdout}"
+        );
+    }
 }

@@ -3,19 +3,25 @@
 //! Starts a private cluster with `sql/schema.sql` and `sql/setup.sql`, the CRM sandboxes, and the
 //! daemon; the studio connects Tave, Google Calendar, Stripe, Light Blue and HoneyBook (the
 //! sandboxes, credentials by file reference); a few scripted wedding edits follow (and some that
-//! must *not* be captured: a rolled-back transaction, an unpublished table). Each captured change
-//! is printed as it becomes durable, with its commit-to-durable time, then what each CRM holds
-//! once delivered. Then it keeps watching so the person can make their own edits with psql, until
+//! must *not* be captured: a rolled-back transaction, an unpublished table), then Tave goes down
+//! and comes back, and a value that fails validation becomes a dead letter. A live view
+//! ([`live_view`]) prints each captured change as it becomes durable, with its commit-to-durable
+//! time, and each delivery attempt to each integration as it happens, with its commit-to-CRM
+//! latency; the demo shows what each CRM holds once delivered and, after the script, the latency
+//! per system. Then the view keeps going so the person can make their own edits with psql, until
 //! Ctrl-C; the cluster, the queue and the sandboxes are removed on exit.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::app::{AppError, Daemon};
 use crate::config::Config;
 use crate::devdb::{Cluster, ClusterOptions, DevDbError};
-use crate::queue::record::{ChangeRecord, ColumnValue, EventId};
 use crate::queue::QueueError;
+
+mod live_view;
+
+use live_view::LiveView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -35,23 +41,24 @@ pub enum DemoError {
     Io(#[from] std::io::Error),
 }
 
-/// The scripted edits: what a couple and their planner might do in the app.
-const SCRIPT: &[(&str, &str)] = &[
-    ("the planner's studio signs up", "INSERT INTO organizations (id, name, timezone) VALUES ('0a000000-0000-4000-8000-000000000001', 'Petals & Vows', 'Europe/London')"),
-    ("a wedding is created", "INSERT INTO weddings (id, organization_id, couple_names, wedding_date, timezone) VALUES ('0b000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', 'Amara & Tom', '2027-06-19', 'Europe/London')"),
-    ("the couple answer the guest-count question", "INSERT INTO form_field_values (id, organization_id, wedding_id, field_id, field_type, value) VALUES ('0f000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', '0c000000-0000-4000-8000-000000000001', 'guest_count_matrix', '{\"adults\": 120, \"children\": 14, \"infants\": 3}')"),
-    ("they change the guest count", "UPDATE form_field_values SET value = '{\"adults\": 128, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'"),
-    ("they pick a venue", "UPDATE weddings SET venue = '{\"name\": \"Kew Gardens\", \"formatted_address\": \"Richmond, London TW9 3AE, UK\"}', updated_at = now() WHERE id = '0b000000-0000-4000-8000-000000000001'"),
-    ("an edit that is rolled back (never captured)", "BEGIN; UPDATE weddings SET couple_names = 'typo' WHERE id = '0b000000-0000-4000-8000-000000000001'; ROLLBACK"),
-    ("a table outside the publication changes (never captured)", "CREATE TABLE IF NOT EXISTS app_sessions (id serial, seen timestamptz); INSERT INTO app_sessions (seen) VALUES (now())"),
-    ("the timeline is added and the guest count changed again in one transaction", "BEGIN; INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value) VALUES ('0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', gen_random_uuid(), 'timeline_builder', '{\"events\": [{\"time\": \"13:00\", \"duration\": 45, \"title\": \"Ceremony\"}, {\"time\": \"18:30\", \"duration\": 120, \"title\": \"Dinner\"}]}'); UPDATE form_field_values SET value = '{\"adults\": 130, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'; COMMIT"),
+/// The scripted edits: what a couple and their planner might do in the app, and how many row
+/// changes each leaves in the queue.
+const SCRIPT: &[(&str, &str, usize)] = &[
+    ("the planner's studio signs up", "INSERT INTO organizations (id, name, timezone) VALUES ('0a000000-0000-4000-8000-000000000001', 'Petals & Vows', 'Europe/London')", 1),
+    ("a wedding is created", "INSERT INTO weddings (id, organization_id, couple_names, wedding_date, timezone) VALUES ('0b000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', 'Amara & Tom', '2027-06-19', 'Europe/London')", 1),
+    ("the couple answer the guest-count question", "INSERT INTO form_field_values (id, organization_id, wedding_id, field_id, field_type, value) VALUES ('0f000000-0000-4000-8000-000000000001', '0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', '0c000000-0000-4000-8000-000000000001', 'guest_count_matrix', '{\"adults\": 120, \"children\": 14, \"infants\": 3}')", 1),
+    ("they change the guest count", "UPDATE form_field_values SET value = '{\"adults\": 128, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'", 1),
+    ("they pick a venue", "UPDATE weddings SET venue = '{\"name\": \"Kew Gardens\", \"formatted_address\": \"Richmond, London TW9 3AE, UK\"}', updated_at = now() WHERE id = '0b000000-0000-4000-8000-000000000001'", 1),
+    ("an edit that is rolled back (never captured)", "BEGIN; UPDATE weddings SET couple_names = 'typo' WHERE id = '0b000000-0000-4000-8000-000000000001'; ROLLBACK", 0),
+    ("a table outside the publication changes (never captured)", "CREATE TABLE IF NOT EXISTS app_sessions (id serial, seen timestamptz); INSERT INTO app_sessions (seen) VALUES (now())", 0),
+    ("the timeline is added and the guest count changed again in one transaction", "BEGIN; INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value) VALUES ('0a000000-0000-4000-8000-000000000001', '0b000000-0000-4000-8000-000000000001', gen_random_uuid(), 'timeline_builder', '{\"events\": [{\"time\": \"13:00\", \"duration\": 45, \"title\": \"Ceremony\"}, {\"time\": \"18:30\", \"duration\": 120, \"title\": \"Dinner\"}]}'); UPDATE form_field_values SET value = '{\"adults\": 130, \"children\": 12, \"infants\": 3}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'; COMMIT", 2),
 ];
 
 /// The integrations the studio connects, all pointing at the sandboxes.
 const INTEGRATIONS: [&str; 5] = ["tave", "google_calendar", "stripe", "lightblue", "honeybook"];
 
-/// How many records the script produces (one per captured row change).
-const SCRIPT_RECORDS: usize = 7 + INTEGRATIONS.len();
+/// How long the demo waits for a capture or a delivery before it gives up.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs the demo until `stop` resolves; with `exit_after_script`, returns once the script is shown.
 pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Result<(), DemoError> {
@@ -96,14 +103,16 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     let db = crate::pg::connect_sql(&target)
         .await
         .map_err(|e| DemoError::Sql(e.to_string()))?;
-    let mut last: Option<EventId> = None;
-    let mut shown = 0;
+    let mut view = LiveView::new(&daemon.queue)?;
     let connect = integrations_sql(&sandbox, dir.path())?;
-    for (n, (what, sql)) in SCRIPT.iter().enumerate() {
+    let mut expected = 0;
+    for (n, (what, sql, captures)) in SCRIPT.iter().enumerate() {
         println!("-- {what}");
         db.batch_execute(sql)
             .await
             .map_err(|e| DemoError::Sql(format!("{what}: {e}")))?;
+        expected += captures;
+        captured(&mut view, expected).await?;
         if n == 0 {
             println!(
                 "-- the studio connects Tave, Google Calendar, Stripe, Light Blue and HoneyBook (sandboxes at {})",
@@ -112,27 +121,23 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
             db.batch_execute(&connect)
                 .await
                 .map_err(|e| DemoError::Sql(format!("connecting the integrations: {e}")))?;
+            expected += INTEGRATIONS.len();
+            captured(&mut view, expected).await?;
         }
     }
-    let mut durable = daemon.queue.durable();
-    while shown < SCRIPT_RECORDS {
-        if tokio::time::timeout(Duration::from_secs(30), durable.changed())
-            .await
-            .is_err()
-        {
-            return Err(DemoError::Timeout(format!(
-                "only {shown} of {SCRIPT_RECORDS} scripted changes were captured"
-            )));
-        }
-        shown += print_new(&daemon, &mut last)?;
-    }
+    println!(
+        "{} changes captured: rolled-back work and unpublished tables left nothing behind.",
+        view.captured()
+    );
+    delivered(&daemon, &mut view).await?;
     println!();
-    println!("{shown} changes captured: rolled-back work and unpublished tables left nothing behind.");
-    println!();
-    delivered(&daemon).await?;
     print_crms(&sandbox.state());
     println!();
-    outage_and_invalid_value(&daemon, &sandbox, &db, &mut last).await?;
+    outage_and_invalid_value(&daemon, &sandbox, &db, &mut view).await?;
+    // the dead letters of the other integrations
+    delivered(&daemon, &mut view).await?;
+    println!();
+    view.print_summary(&INTEGRATIONS);
     println!();
     println!("try it yourself:");
     println!("  psql '{}'", cluster.url("postgres", "postgres"));
@@ -145,16 +150,18 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     if exit_after_script {
         return Ok(daemon.stop().await?);
     }
-    println!("watching for changes; Ctrl-C stops the demo and removes everything it created.");
+    println!("watching for changes (captures and deliveries show as they happen); Ctrl-C stops the demo and removes everything it created.");
+    let shown = view.deliveries_shown();
     tokio::pin!(stop);
-    loop {
+    while !view.is_closed() {
         tokio::select! {
             _ = &mut stop => break,
-            changed = durable.changed() => {
-                if changed.is_err() { break; }
-                print_new(&daemon, &mut last)?;
-            }
+            step = view.step() => step?,
         }
+    }
+    if view.deliveries_shown() > shown {
+        println!();
+        view.print_summary(&INTEGRATIONS);
     }
     daemon.stop().await?;
     println!("demo stopped; the throwaway cluster and queue are removed.");
@@ -213,7 +220,7 @@ async fn outage_and_invalid_value(
     daemon: &Daemon,
     sandbox: &crate::sandbox::Running,
     db: &tokio_postgres::Client,
-    last: &mut Option<EventId>,
+    view: &mut LiveView,
 ) -> Result<(), DemoError> {
     let guests = |adults: i64| {
         format!("UPDATE form_field_values SET value = '{{\"adults\": {adults}, \"children\": 12, \"infants\": 3}}', updated_at = now() WHERE id = '0f000000-0000-4000-8000-000000000001'")
@@ -228,30 +235,27 @@ async fn outage_and_invalid_value(
     db.batch_execute(&guests(140))
         .await
         .map_err(|e| DemoError::Sql(e.to_string()))?;
-    show_captured(daemon, last).await?;
-    let tave = |status: &serde_json::Value| {
-        status["integrations"]
+    let next = view.captured() + 1;
+    captured(view, next).await?;
+    let held = until(view, || async move {
+        let status = daemon_json(daemon, "/deliveries").await;
+        let tave = status["integrations"]
             .as_array()
             .and_then(|all| all.iter().find(|i| i["integration_type"] == "tave").cloned())
-            .unwrap_or_default()
-    };
-    let start = std::time::Instant::now();
-    let held = loop {
-        let t = tave(&daemon_json(daemon, "/deliveries").await);
-        if t["retries"].as_u64() >= Some(2) {
-            break t;
+            .unwrap_or_default();
+        if tave["retries"].as_u64() >= Some(2) {
+            Ok(tave)
+        } else {
+            Err("Tave's outage was not retried".to_owned())
         }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(DemoError::Timeout("Tave's outage was not retried".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await?;
     println!(
         "   Tave: {} retries so far, breaker {}; the other systems are not held up",
         held["retries"], held["breaker"]
     );
     sandbox.clear_faults();
-    delivered(daemon).await?;
+    delivered(daemon, view).await?;
     let job = sandbox.state()["tave"]["jobs"][0].clone();
     println!(
         "   Tave is back: guestCount {} arrived once it answered",
@@ -262,20 +266,15 @@ async fn outage_and_invalid_value(
     db.batch_execute(&guests(-3))
         .await
         .map_err(|e| DemoError::Sql(e.to_string()))?;
-    show_captured(daemon, last).await?;
-    let start = std::time::Instant::now();
-    let dead = loop {
+    let next = view.captured() + 1;
+    captured(view, next).await?;
+    let dead = until(view, || async move {
         let dead = daemon_json(daemon, "/deliveries/dead").await;
-        if let Some(first) = dead.as_array().and_then(|d| d.first().cloned()) {
-            break first;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(DemoError::Timeout(
-                "the invalid value did not become a dead letter".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        dead.as_array()
+            .and_then(|d| d.first().cloned())
+            .ok_or_else(|| "the invalid value did not become a dead letter".to_owned())
+    })
+    .await?;
     println!(
         "   dead letter, nothing sent to the CRMs: {}",
         dead["error"].as_str().unwrap_or("")
@@ -283,23 +282,44 @@ async fn outage_and_invalid_value(
     Ok(())
 }
 
-/// Prints the next captured change once it is durable.
-async fn show_captured(daemon: &Daemon, last: &mut Option<EventId>) -> Result<(), DemoError> {
-    let mut durable = daemon.queue.durable();
+/// Keeps the live view going until `count` changes in all were captured.
+async fn captured(view: &mut LiveView, count: usize) -> Result<(), DemoError> {
     let start = std::time::Instant::now();
-    while print_new(daemon, last)? == 0 {
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(DemoError::Timeout("the change was not captured".into()));
+    view.print_new()?;
+    while view.captured() < count {
+        if start.elapsed() > DEADLINE {
+            return Err(DemoError::Timeout(format!(
+                "only {} of {count} changes were captured",
+                view.captured()
+            )));
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), durable.changed()).await;
+        view.step().await?;
     }
     Ok(())
 }
 
-/// Waits until every integration has delivered what it was given.
-async fn delivered(daemon: &Daemon) -> Result<(), DemoError> {
+/// Keeps the live view going until `check` answers `Ok`; its last `Err` says what did not happen.
+async fn until<T, F, Fut>(view: &mut LiveView, mut check: F) -> Result<T, DemoError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let start = std::time::Instant::now();
     loop {
+        match check().await {
+            Ok(answer) => {
+                view.print_new()?;
+                return Ok(answer);
+            }
+            Err(missing) if start.elapsed() > DEADLINE => return Err(DemoError::Timeout(missing)),
+            Err(_) => view.step().await?,
+        }
+    }
+}
+
+/// Keeps the live view going until every integration has delivered what it was given.
+async fn delivered(daemon: &Daemon, view: &mut LiveView) -> Result<(), DemoError> {
+    until(view, || async move {
         let status = daemon_json(daemon, "/deliveries").await;
         let integrations = status["integrations"].as_array().cloned().unwrap_or_default();
         let done = integrations.len() == INTEGRATIONS.len()
@@ -307,16 +327,15 @@ async fn delivered(daemon: &Daemon) -> Result<(), DemoError> {
                 .iter()
                 .all(|i| i["queued"] == 0 && i["in_flight"] == 0 && i["delivered"].as_u64() > Some(0));
         if done {
-            return Ok(());
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(DemoError::Timeout(format!(
+            Ok(())
+        } else {
+            Err(format!(
                 "deliveries did not finish: {}",
                 serde_json::Value::Array(integrations)
-            )));
+            ))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// What each CRM sandbox holds now.
@@ -375,61 +394,6 @@ fn print_crms(state: &serde_json::Value) {
     println!("   HoneyBook (Zapier catch hook): {caught} records");
 }
 
-/// Prints the records that became durable since `last`; returns how many.
-fn print_new(daemon: &Daemon, last: &mut Option<EventId>) -> Result<usize, DemoError> {
-    let records = daemon.queue.records_after(*last, 1000)?;
-    let now = unix_micros();
-    for r in &records {
-        let ms = (now - r.commit_time).max(0) as f64 / 1000.0;
-        println!(
-            "   captured {:<9} {:<32} {}  ({ms:.1} ms after commit)",
-            r.op.as_str(),
-            format!("{}.{}", r.schema, r.table),
-            summary(r)
-        );
-        *last = Some(r.id);
-    }
-    Ok(records.len())
-}
-
-/// A short description: the changed columns of an update, or the row's key facts.
-fn summary(r: &ChangeRecord) -> String {
-    let text = |row: &crate::queue::record::Row, col: &str| match row.get(col) {
-        Some(ColumnValue::Text(t)) => t.clone(),
-        Some(ColumnValue::Null) => "null".into(),
-        Some(ColumnValue::Unchanged) => "(unchanged)".into(),
-        None => String::new(),
-    };
-    match (&r.old, &r.new) {
-        (Some(old), Some(new)) => {
-            let changed: Vec<String> = new
-                .iter()
-                .filter(|(k, v)| old.get(*k) != Some(v) && *k != "updated_at")
-                .map(|(k, _)| format!("{k}: {} -> {}", text(old, k), text(new, k)))
-                .collect();
-            changed.join(", ")
-        }
-        (_, Some(new)) if r.table == "organization_integrations" => text(new, "integration_type"),
-        (_, Some(new)) if r.table == "form_field_values" => {
-            format!("{} = {}", text(new, "field_type"), text(new, "value"))
-        }
-        (_, Some(new)) => new
-            .get("name")
-            .or(new.get("couple_names"))
-            .map(|_| {
-                let key = if new.contains_key("name") {
-                    "name"
-                } else {
-                    "couple_names"
-                };
-                text(new, key)
-            })
-            .unwrap_or_default(),
-        (Some(old), None) => format!("removed {}", text(old, "field_type")),
-        (None, None) => String::new(),
-    }
-}
-
 async fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<(), DemoError> {
     let start = std::time::Instant::now();
     while !f() {
@@ -439,10 +403,4 @@ async fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-fn unix_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
