@@ -284,7 +284,7 @@ impl Views {
         let events = match args.get(1) {
             Some(v) => Some(vec![v.render().parse::<EventId>().map_err(|e| {
                 SqlError::new(state::INVALID_TEXT_REPRESENTATION, format!("invalid event id: {e}"))
-                    .hint("event ids look like 0/16B3748:0 (commit LSN and index), as the dead_letters view shows them")
+                    .hint("event ids look like 0000000001529158:00000000 (commit LSN and index in hex), as the dead_letters view shows them")
             })?]),
             None => None,
         };

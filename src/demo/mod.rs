@@ -80,8 +80,10 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         crate::sandbox::Accounts::default(),
     )?;
+    let admin_password = format!("{:032x}", rand::random::<u128>());
     let toml = format!(
         "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\nuser = \"fieldsync\"\npassword = \"{admin_password}\"\n\
          [dispatch]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nbreaker_cooldown = \"1s\"\nmax_attempts = 50\n",
         cluster.url("postgres", "postgres"),
         dir.path().join("queue").display()
@@ -139,9 +141,18 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     println!();
     view.print_summary(&INTEGRATIONS);
     println!();
+    let admin = daemon.admin_addr.expect("the demo configures the admin port");
+    admin_view(admin, &admin_password).await?;
+    println!();
     println!("try it yourself:");
     println!("  psql '{}'", cluster.url("postgres", "postgres"));
     println!("    UPDATE form_field_values SET value = '{{\"adults\": 90}}' WHERE field_type = 'guest_count_matrix';");
+    println!(
+        "  PGPASSWORD={admin_password} psql -h {} -p {} -U fieldsync     (the admin port)",
+        admin.ip(),
+        admin.port()
+    );
+    println!("    SELECT * FROM status;  SELECT * FROM dead_letters;  SELECT pause('<integration_id>');");
     println!("  curl http://{}/status", daemon.http_addr);
     println!("  curl 'http://{}/queue?last=5'", daemon.http_addr);
     println!("  curl http://{}/deliveries", daemon.http_addr);
@@ -279,6 +290,44 @@ async fn outage_and_invalid_value(
         "   dead letter, nothing sent to the CRMs: {}",
         dead["error"].as_str().unwrap_or("")
     );
+    Ok(())
+}
+
+/// What a DBA sees through the admin port: each integration's state and counts.
+async fn admin_view(admin: std::net::SocketAddr, password: &str) -> Result<(), DemoError> {
+    let failed = |e: tokio_postgres::Error| DemoError::Sql(format!("admin port: {e}"));
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user=fieldsync password={password} dbname=fieldsync",
+            admin.ip(),
+            admin.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .map_err(failed)?;
+    tokio::spawn(conn);
+    let query = "SELECT integration_type, state, delivered, retries, dead_letters FROM integrations ORDER BY integration_type";
+    println!(
+        "-- the DBA asks the admin port (psql -h {} -p {} -U fieldsync):",
+        admin.ip(),
+        admin.port()
+    );
+    println!("   fieldsync=> {query};");
+    println!(
+        "   {:<16} {:<8} {:>9} {:>7} {:>12}",
+        "integration_type", "state", "delivered", "retries", "dead_letters"
+    );
+    for row in client.query(query, &[]).await.map_err(failed)? {
+        println!(
+            "   {:<16} {:<8} {:>9} {:>7} {:>12}",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4)
+        );
+    }
     Ok(())
 }
 

@@ -29,6 +29,7 @@ fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
         "HoneyBook (Zapier catch hook): ",
         "Tave is back: guestCount 155 arrived once it answered",
         "dead letter, nothing sent to the CRMs: the guest_count_matrix value failed validation: adults (non_negative_integer)",
+        "fieldsync=> SELECT integration_type, state, delivered, retries, dead_letters FROM integrations",
     ] {
         assert!(stdout.contains(crm), "{crm:?} missing from:\n{stdout}");
     }
@@ -41,6 +42,16 @@ fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
         "{stdout}"
     );
     assert!(!stdout.contains("typo"), "a rolled-back edit was shown: {stdout}");
+    // the admin port's answer: every integration active, each with its one dead letter (the
+    // invalid value) except Google Calendar, which takes only the timeline
+    for kind in INTEGRATIONS {
+        let row = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(kind) && l.contains("active"))
+            .unwrap_or_else(|| panic!("no admin port row for {kind} in:\n{stdout}"));
+        let dead: u32 = row.split_whitespace().last().unwrap().parse().unwrap();
+        assert_eq!(dead, u32::from(kind != "google_calendar"), "{row}");
+    }
     the_live_view_shows_each_delivery_with_its_latency(&stdout);
     let queue_dir = stdout
         .lines()
