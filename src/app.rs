@@ -130,6 +130,9 @@ impl Daemon {
         let admin_addr = match (admin_listener, &config.admin) {
             (Some(listener), Some(admin)) => {
                 let addr = listener.local_addr().map_err(AppError::Http)?;
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(admin = %addr, "the admin port has no TLS: off loopback, its results cross the network in clear (the password does not: SCRAM)");
+                }
                 let views = Arc::new(crate::admin::Views {
                     state: state.clone(),
                     slot: config.replication.slot.clone(),
