@@ -15,8 +15,8 @@ use pgwire::api::copy::NoopCopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo,
-    QueryResponse, Response, Tag,
+    DataRowEncoder, DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldFormat,
+    FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, NoopErrorHandler, PgWireServerHandlers, Type as PgType};
@@ -181,8 +181,12 @@ impl Handler {
             .into_iter()
             .map(|row| {
                 let mut enc = DataRowEncoder::new(schema.clone());
-                for v in row {
+                for (i, v) in row.into_iter().enumerate() {
                     match v {
+                        // text as PostgreSQL writes it (the encoder's own form keeps trailing zeros)
+                        Value::Time(_) if schema[i].format() == FieldFormat::Text => {
+                            enc.encode_field(&v.render())?
+                        }
                         Value::Null => enc.encode_field(&None::<i8>)?,
                         Value::Bool(b) => enc.encode_field(&b)?,
                         Value::Int(n) => enc.encode_field(&n)?,

@@ -138,7 +138,17 @@ impl Value {
             Value::Int(n) => n.to_string(),
             Value::Float(f) => f.to_string(),
             Value::Text(s) => s.clone(),
-            Value::Time(t) => t.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+            Value::Time(t) => {
+                // as PostgreSQL prints a timestamptz in UTC: microseconds, trailing zeros dropped
+                let mut text = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+                while text.ends_with('0') {
+                    text.pop();
+                }
+                if text.ends_with('.') {
+                    text.pop();
+                }
+                text + "+00"
+            }
             Value::Interval(d) => {
                 let total = d.num_milliseconds();
                 let (sign, ms) = if total < 0 { ("-", -total) } else { ("", total) };
