@@ -198,6 +198,10 @@ fn times_and_intervals_compare_with_text() {
         error("SELECT n FROM items WHERE at > 'yesterday-ish'").code,
         state::INVALID_DATETIME_FORMAT
     );
+    assert_eq!(
+        rendered("SELECT '2026-11-26 10:00:00.670'::timestamptz, '2026-11-26T10:00:00Z'::timestamptz"),
+        ["2026-11-26 10:00:00.67+00|2026-11-26 10:00:00+00"]
+    );
 }
 
 #[test]
