@@ -86,10 +86,12 @@ pub struct EventBuilder {
     learned: RefCell<HashMap<String, Facts>>,
     /// (organisation, field type) → the integrations its events go to; cleared when an
     /// integration changes.
-    targets: RefCell<HashMap<(String, String), Targets>>,
+    /// Keyed by organisation, then field type, so a lookup borrows instead of allocating a key.
+    targets: RefCell<HashMap<String, HashMap<String, Targets>>>,
     dispatch: bool,
-    /// The last commit time formatted, shared by the rows of a transaction.
-    committed_at: RefCell<(i64, String)>,
+    /// The last commit time, formatted, and the validation rules as of when its first row was
+    /// seen: shared by the rows of a transaction.
+    per_commit: RefCell<(i64, String, fields::Rules)>,
     rules: fields::Rules,
 }
 
@@ -112,7 +114,7 @@ impl EventBuilder {
             learned: RefCell::new(HashMap::new()),
             targets: RefCell::new(HashMap::new()),
             dispatch: config.dispatch.enabled,
-            committed_at: RefCell::new((i64::MIN, String::new())),
+            per_commit: RefCell::new((i64::MIN, String::new(), rules.clone())),
             rules,
         }
     }
@@ -227,6 +229,17 @@ impl EventBuilder {
             json_cell(&new.cell(&f.value)).or_else(|| old_value.clone())
         };
 
+        let (committed_at, rules) = {
+            let mut last = self.per_commit.borrow_mut();
+            if last.0 != commit.unix_micros {
+                *last = (
+                    commit.unix_micros,
+                    rfc3339_micros(commit.unix_micros),
+                    self.rules_today(),
+                );
+            }
+            (last.1.clone(), last.2.clone())
+        };
         let wedding = match &wedding_id {
             Some(w) => self.wedding(w)?,
             None => None,
@@ -239,12 +252,7 @@ impl EventBuilder {
                     guest_total: wedding.as_ref().and_then(|w| w.guest_total),
                     venue_capacity: wedding.as_ref().and_then(|w| w.venue_capacity),
                 };
-                let checked = fields::check(
-                    &field_type,
-                    value.as_ref().unwrap_or(&null),
-                    &ctx,
-                    &self.rules_today(),
-                );
+                let checked = fields::check(&field_type, value.as_ref().unwrap_or(&null), &ctx, &rules);
                 if !checked.valid {
                     crate::metrics::invalid_event(&field_type_text);
                 }
@@ -276,13 +284,7 @@ impl EventBuilder {
                 self.learn(w, facts)?;
             }
         }
-        let committed_at = {
-            let mut last = self.committed_at.borrow_mut();
-            if last.0 != commit.unix_micros {
-                *last = (commit.unix_micros, rfc3339_micros(commit.unix_micros));
-            }
-            last.1.clone()
-        };
+
         Ok(Some(Envelope {
             kind,
             timestamp: committed_at.clone(),
@@ -315,8 +317,12 @@ impl EventBuilder {
         let Some(org) = event.organization_id.as_deref().filter(|_| self.dispatch) else {
             return Ok(Arc::from([]));
         };
-        let key = (org.to_owned(), event.field_type.clone());
-        if let Some(hit) = self.targets.borrow().get(&key) {
+        if let Some(hit) = self
+            .targets
+            .borrow()
+            .get(org)
+            .and_then(|m| m.get(&event.field_type))
+        {
             return Ok(hit.clone());
         }
         let ids: Arc<[String]> = self
@@ -326,7 +332,11 @@ impl EventBuilder {
             .filter(|i| crate::dispatch::accepts(i, &event.field_type))
             .map(|i| i.id)
             .collect();
-        self.targets.borrow_mut().insert(key, ids.clone());
+        self.targets
+            .borrow_mut()
+            .entry(org.to_owned())
+            .or_default()
+            .insert(event.field_type.clone(), ids.clone());
         Ok(ids)
     }
 

@@ -46,9 +46,26 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// `XXXXXXXXXXXXXXXX:XXXXXXXX` (upper-case hex), written without the formatting machinery:
+    /// every record and event carries it, on capture's hot path.
+    fn hex(&self) -> [u8; 25] {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [b':'; 25];
+        for (i, slot) in out[..16].iter_mut().enumerate() {
+            *slot = DIGITS[(self.commit_lsn.0 >> (60 - 4 * i) & 0xF) as usize];
+        }
+        for (i, slot) in out[17..].iter_mut().enumerate() {
+            *slot = DIGITS[(self.index >> (28 - 4 * i) & 0xF) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}:{:08X}", self.commit_lsn.0, self.index)
+        let hex = self.hex();
+        f.write_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 
@@ -74,7 +91,8 @@ impl FromStr for EventId {
 
 impl Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let hex = self.hex();
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 
@@ -201,6 +219,25 @@ pub struct TxnRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_print_as_16_and_8_hex_digits_and_parse_back() {
+        for (lsn, index) in [
+            (0, 0),
+            (0x1_5374_E8, 3),
+            (u64::MAX, u32::MAX),
+            (0x0123_4567_89AB_CDEF, 0xA),
+        ] {
+            let id = EventId {
+                commit_lsn: Lsn(lsn),
+                index,
+            };
+            let text = id.to_string();
+            assert_eq!(text, format!("{lsn:016X}:{index:08X}"));
+            assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{text}\""));
+            assert_eq!(text.parse::<EventId>().unwrap(), id);
+        }
+    }
 
     #[test]
     fn event_ids_sort_by_commit_then_index_as_keys_and_strings() {
