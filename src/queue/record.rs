@@ -224,7 +224,7 @@ mod tests {
     fn event_ids_print_as_16_and_8_hex_digits_and_parse_back() {
         for (lsn, index) in [
             (0, 0),
-            (0x1_5374_E8, 3),
+            (0x15_374E8, 3),
             (u64::MAX, u32::MAX),
             (0x0123_4567_89AB_CDEF, 0xA),
         ] {
