@@ -14,8 +14,8 @@
 //! A chunk written by a floor save can land just after a read that missed it: its entries then
 //! show one poll late (out of time order), never twice.
 //!
-//! Commit->CRM is the log entry's time minus the record's commit time. The log keeps times to the
-//! millisecond, so the latency is shown in whole milliseconds; the request time is measured.
+//! Commit->CRM is the log entry's time minus the record's commit time (both to the microsecond);
+//! the request time is measured.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -180,7 +180,7 @@ impl LiveView {
                     .map(|(commit, at)| (at - commit).max(0) as f64 / 1000.0);
                 system.delivered += 1;
                 system.delivered_ms.extend(after);
-                let after = after.map_or("?".into(), |ms| format!("{ms:.0}"));
+                let after = after.map_or("?".into(), |ms| format!("{ms:.1}"));
                 format!("delivered    commit->CRM {after} ms{request}")
             }
             "retry" => {

@@ -67,7 +67,7 @@ const INTEGRATIONS: [&str; 5] = ["tave", "google_calendar", "stripe", "lightblue
 /// Tave's outage shows as retries, the invalid value as dead letters, and the summary after the
 /// script counts what was shown for every system.
 fn the_live_view_shows_each_delivery_with_its_latency(stdout: &str) {
-    // `  #8   -> lightblue       delivered    commit->CRM 2 ms (request 1.5 ms)`
+    // `  #8   -> lightblue       delivered    commit->CRM 2.3 ms (request 1.5 ms)`
     let attempts: Vec<Vec<&str>> = stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -86,7 +86,7 @@ fn the_live_view_shows_each_delivery_with_its_latency(stdout: &str) {
         assert!(
             w.len() == 10
                 && w[4] == "commit->CRM"
-                && w[5].parse::<u64>().is_ok()
+                && w[5].parse::<f64>().is_ok()
                 && w[6] == "ms"
                 && w[7] == "(request"
                 && w[8].parse::<f64>().is_ok(),
