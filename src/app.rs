@@ -138,6 +138,7 @@ impl Daemon {
                     slot: config.replication.slot.clone(),
                     publication: config.replication.publication.clone(),
                     started_at: chrono::Utc::now(),
+                    runtime: tokio::runtime::Handle::current(),
                 });
                 tokio::spawn(crate::admin::serve(
                     listener,

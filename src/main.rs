@@ -464,7 +464,7 @@ fn set_paused(queue: &Queue, integration: &str, pause: bool) -> Result<String, Q
     }
     let store = queue.deliveries()?;
     let changed = store.paused(integration)?.is_some() != pause;
-    let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let since = fieldsync::dispatch::now_rfc3339();
     if changed {
         store.set_paused(integration, pause.then_some(since.as_str()))?;
         queue.flush_blocking()?;

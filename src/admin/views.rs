@@ -102,6 +102,8 @@ pub struct Views {
     pub slot: String,
     pub publication: String,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The daemon's runtime, for the dispatcher's channel.
+    pub runtime: tokio::runtime::Handle,
 }
 
 fn storage(e: QueueError) -> SqlError {
@@ -109,23 +111,11 @@ fn storage(e: QueueError) -> SqlError {
 }
 
 impl Views {
-    /// Asks the dispatcher (from a blocking thread).
+    /// Asks the dispatcher (from the blocking thread a query runs on).
     fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SqlError> {
-        let Some(tx) = &self.state.dispatch else {
-            return Err(SqlError::new(
-                state::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "dispatch is disabled ([dispatch] enabled = false)",
-            ));
-        };
-        let stopped = || {
-            SqlError::new(
-                state::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "the dispatcher has stopped",
-            )
-        };
-        let (reply, rx) = oneshot::channel();
-        tx.blocking_send(cmd(reply)).map_err(|_| stopped())?;
-        rx.blocking_recv().map_err(|_| stopped())
+        self.runtime
+            .block_on(crate::dispatch::ask(self.state.dispatch.as_ref(), cmd))
+            .map_err(|e| SqlError::new(state::OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string()))
     }
 
     fn status(&self) -> Result<Vec<Value>, SqlError> {

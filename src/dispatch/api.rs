@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::engine::Unanswered;
 use super::Command;
 use crate::http::AppState;
 use crate::queue::record::EventId;
@@ -25,14 +26,6 @@ pub fn routes() -> Router<AppState> {
         .route("/deliveries/resume", post(|st, req| pause(st, req, false)))
 }
 
-fn disabled() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "dispatch is disabled ([dispatch] enabled = false)\n",
-    )
-        .into_response()
-}
-
 fn failed(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
 }
@@ -41,14 +34,12 @@ pub(crate) async fn ask<T>(
     st: &AppState,
     cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Response> {
-    let Some(tx) = &st.dispatch else {
-        return Err(disabled());
-    };
-    let (reply, rx) = oneshot::channel();
-    if tx.send(cmd(reply)).await.is_err() {
-        return Err(failed("the dispatcher has stopped"));
-    }
-    rx.await.map_err(|_| failed("the dispatcher has stopped"))
+    super::engine::ask(st.dispatch.as_ref(), cmd)
+        .await
+        .map_err(|e| match e {
+            Unanswered::Disabled => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+            Unanswered::Stopped => failed(e),
+        })
 }
 
 async fn status(State(st): State<AppState>) -> Response {

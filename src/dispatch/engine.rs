@@ -31,7 +31,27 @@ const PRUNE_EVERY: u32 = 60;
 /// How long a clean stop waits for deliveries in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Requests from the HTTP endpoints and the CLI.
+/// Why a [`Command`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    #[error("dispatch is disabled ([dispatch] enabled = false)")]
+    Disabled,
+    #[error("the dispatcher has stopped")]
+    Stopped,
+}
+
+/// Sends a command to the dispatcher (`None`: dispatch is disabled) and waits for its answer.
+pub async fn ask<T>(
+    dispatcher: Option<&mpsc::Sender<Command>>,
+    cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Unanswered> {
+    let tx = dispatcher.ok_or(Unanswered::Disabled)?;
+    let (reply, rx) = oneshot::channel();
+    tx.send(cmd(reply)).await.map_err(|_| Unanswered::Stopped)?;
+    rx.await.map_err(|_| Unanswered::Stopped)
+}
+
+/// Requests from the HTTP endpoints, the admin port and the CLI.
 pub enum Command {
     Status(oneshot::Sender<DispatchStatus>),
     /// Requeue dead letters (all, or of one integration, or these event ids); answers how many.
@@ -183,7 +203,8 @@ pub struct Dispatcher {
     pause: watch::Sender<bool>,
 }
 
-fn now_rfc3339() -> String {
+/// Now, as the delivery store records times.
+pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

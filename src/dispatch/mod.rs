@@ -45,7 +45,7 @@ use crate::config::PriorityName;
 use crate::credentials::{CredentialError, Credentials};
 use crate::events::context::Integration;
 use crate::queue::record::{ChangeRecord, EventId};
-pub use engine::{Command, DispatchStatus, Dispatcher, IntegrationStatus};
+pub use engine::{ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered};
 use outcome::Outcome;
 
 /// A queued event as the dispatcher needs it: where it goes, what orders it, and the bytes sent.
