@@ -12,7 +12,6 @@ tests/it/official_clients.rs.
 
 import json
 import sys
-import urllib.request
 import uuid
 
 import google_auth_httplib2
@@ -20,6 +19,7 @@ import httplib2
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
+from sandbox import check, faults, state
 
 CLIENT_ID = "sandbox-client.apps.googleusercontent.com"
 CLIENT_SECRET = "sandbox-google-client-secret"
@@ -29,11 +29,6 @@ SCOPE = "https://www.googleapis.com/auth/calendar.events"
 
 def step(name):
     print(f"google: {name}", flush=True)
-
-
-def check(cond, what, *detail):
-    if not cond:
-        raise AssertionError(what + "".join(f"\n  {d!r}" for d in detail))
 
 
 def http_error(fn, status, reason):
@@ -49,20 +44,8 @@ def http_error(fn, status, reason):
     raise AssertionError(f"expected HttpError {status} {reason}, the call returned {got!r}")
 
 
-def faults(base, body):
-    req = urllib.request.Request(
-        base + "/_sandbox/faults",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req) as r:
-        check(r.status == 204, "the sandbox took the faults", r.status)
-
-
 def tokens_issued(base):
-    with urllib.request.urlopen(base + "/_sandbox/state") as r:
-        return json.load(r)["google"]["tokens_issued"]
+    return state(base)["google"]["tokens_issued"]
 
 
 def event_id():

@@ -7,24 +7,18 @@ under SANDBOX_URL/stripe. Every check raises on failure; the script exits 0 only
 Run by tests/it/official_clients.rs.
 """
 
-import json
 import sys
 import time
-import urllib.request
 import uuid
 
 import stripe
+from sandbox import check, faults
 
 SECRET_KEY = "sk_test_sandbox"
 
 
 def step(name):
     print(f"stripe: {name}", flush=True)
-
-
-def check(cond, what, *detail):
-    if not cond:
-        raise AssertionError(what + "".join(f"\n  {d!r}" for d in detail))
 
 
 def expect(exc_class, fn):
@@ -38,17 +32,6 @@ def expect(exc_class, fn):
             f"expected {exc_class.__name__}, the library raised {type(e).__name__}: {e}"
         ) from e
     raise AssertionError(f"expected {exc_class.__name__}, the call returned {got!r}")
-
-
-def faults(base, body):
-    req = urllib.request.Request(
-        base + "/_sandbox/faults",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(req) as r:
-        check(r.status == 204, "the sandbox took the faults", r.status)
 
 
 def main(base):

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::Type;
 
-use crate::dispatch::{add_field, edit, seed, wedding, INTEGRATION, SECRET};
+use crate::dispatch::{add_field, dispatch_toml, edit, seed, wedding, INTEGRATION, SECRET};
 use crate::support::daemon::{self, config_toml, sql};
 use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async};
@@ -87,10 +87,8 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 }
 
 fn admin_toml() -> String {
-    format!(
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
-         [dispatch]\nrequest_timeout = \"500ms\"\nretry_base = \"20ms\"\nretry_cap = \"50ms\"\nmax_attempts = 2\n"
-    )
+    format!("\n[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n")
+        + &dispatch_toml(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

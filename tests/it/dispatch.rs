@@ -19,7 +19,7 @@ const ORG: &str = "0d000000-0000-4000-8000-000000000001";
 pub(crate) const INTEGRATION: &str = "0d000000-0000-4000-8000-0000000000e1";
 
 /// Fast retries and a short timeout, so failure paths finish in seconds.
-fn dispatch_toml(max_attempts: u32) -> String {
+pub(crate) fn dispatch_toml(max_attempts: u32) -> String {
     format!(
         r#"
 [dispatch]

@@ -311,20 +311,10 @@ async fn a_stale_etag_is_refetched_and_the_update_reapplied() {
         async move { n > before }
     })
     .await;
-    {
-        let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
-        let id = event_id(W, "timeline", "ceremony");
-        let e = state
-            .calendars
-            .get_mut("primary")
-            .unwrap()
-            .events
-            .iter_mut()
-            .find(|e| e["id"] == id)
-            .unwrap();
+    edit_stored_event(&running, &event_id(W, "timeline", "ceremony"), |e| {
         e["summary"] = json!("edited by hand");
         e["etag"] = json!("\"1\"");
-    }
+    });
 
     assert_eq!(delivery.await.unwrap(), Outcome::Delivered { status: 200 });
     let ceremony = item(&running, "ceremony").unwrap();
@@ -364,19 +354,9 @@ async fn deliver_while_edited(running: &Running, g: &Arc<Google>, payload: Paylo
         async move { n > before }
     })
     .await;
-    {
-        let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
-        let id = event_id(W, "timeline", key);
-        let e = state
-            .calendars
-            .get_mut("primary")
-            .unwrap()
-            .events
-            .iter_mut()
-            .find(|e| e["id"] == id)
-            .unwrap();
-        e["etag"] = json!("\"1\"");
-    }
+    edit_stored_event(running, &event_id(W, "timeline", key), |e| {
+        e["etag"] = json!("\"1\"")
+    });
     let outcome = delivery.await.unwrap();
     running.clear_faults();
     outcome
@@ -1236,4 +1216,18 @@ async fn events_the_calendar_cannot_place_are_rejected_without_a_write() {
         running.exchanges(Api::Google).is_empty(),
         "rejected before any request"
     );
+}
+
+/// Changes an event in the sandbox's state behind the API's back, as an edit in Google's UI would.
+fn edit_stored_event(running: &Running, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
+    let event = state
+        .calendars
+        .get_mut("primary")
+        .unwrap()
+        .events
+        .iter_mut()
+        .find(|e| e["id"] == id)
+        .unwrap();
+    edit(event);
 }
