@@ -436,12 +436,11 @@ fn offline_deliveries(queue: &Queue, what: Deliveries) -> Result<String, QueueEr
             integration,
             event_ids,
         } => {
+            let events: Option<Vec<EventId>> =
+                (!event_ids.is_empty()).then(|| event_ids.iter().filter_map(|e| e.parse().ok()).collect());
             let mut n = 0;
             for mut d in store.dead_letters()? {
-                let matches = !d.requeued
-                    && integration.as_ref().map_or(true, |i| *i == d.integration_id)
-                    && (event_ids.is_empty() || event_ids.contains(&d.event_id.to_string()));
-                if matches {
+                if d.requeue_matches(integration.as_deref(), events.as_deref()) {
                     d.requeued = true;
                     store.put_dead(&d)?;
                     n += 1;

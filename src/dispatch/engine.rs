@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::{backoff, Breaker, BreakerState, TokenBucket};
+use super::order::{DeadFields, Unflushed};
 use super::outcome::Outcome;
 use super::store::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
 use super::{rate_limit, Adapter, Payload, Queued};
@@ -25,7 +26,8 @@ use crate::queue::{Queue, QueueError};
 
 /// Records read from the queue per step.
 const READ_BATCH: usize = 512;
-/// How often integration configs are re-read, the floor saved and the log pruned.
+/// How often integration configs are re-read, the floor and final states saved (and flushed) and
+/// the log pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: u32 = 60;
 /// How long a clean stop waits for deliveries in flight.
@@ -170,6 +172,26 @@ struct Integ {
     paused: Option<String>,
     in_flight: usize,
     stats: IntegrationStatus,
+    /// Final states not yet flushed that a later delivery must not overtake ([`super::order`]).
+    unflushed: Unflushed,
+    /// Dead letters a later change of their field supersedes when it is sent.
+    dead_fields: DeadFields,
+}
+
+/// The head of a wedding's queue, picked to start; `must_flush` when it may not leave before the
+/// final states decided so far are durable ([`super::order`]).
+struct Picked {
+    wedding: Arc<str>,
+    payload: Arc<Payload>,
+    must_flush: bool,
+}
+
+/// A delivery picked to start once the round's flush (if any) is done.
+struct Start {
+    integration: Arc<str>,
+    adapter: Arc<Adapter>,
+    wedding: Arc<str>,
+    payload: Arc<Payload>,
 }
 
 /// A wedding waiting for a retry: (when, integration, wedding).
@@ -302,7 +324,7 @@ impl Dispatcher {
             let more = self.read()?;
             self.reload_overflow()?;
             self.wake_due(Instant::now());
-            self.pump(Instant::now());
+            self.pump(Instant::now())?;
             let wake = self.next_wake();
             tokio::select! {
                 biased;
@@ -330,7 +352,7 @@ impl Dispatcher {
                 _ => break,
             }
         }
-        self.save_floor()?;
+        self.persist()?;
         Ok(())
     }
 
@@ -460,11 +482,17 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Dead letters requeued before a restart.
+    /// Dead letters requeued before a restart go to their weddings' queues; the others that a
+    /// later change may still supersede are indexed.
     fn load_requeued(&mut self) -> Result<(), QueueError> {
         for d in self.store.dead_letters()? {
             if d.requeued {
                 self.requeue_one(&d)?;
+            } else {
+                let id = self.integration(&d.integration_id)?;
+                let (wedding, field) = dead_key(&d);
+                let integ = self.integrations.get_mut(&id).expect("just ensured");
+                integ.dead_fields.add(&wedding, field.as_ref(), d.event_id);
             }
         }
         Ok(())
@@ -516,6 +544,8 @@ impl Dispatcher {
                 id: id.to_string(),
                 ..Default::default()
             },
+            unflushed: Unflushed::default(),
+            dead_fields: DeadFields::default(),
         };
         configure(&mut integ, row.as_ref(), &self.cfg, &self.credentials);
         if let Some(d) = self.store.disabled(&id)? {
@@ -532,14 +562,18 @@ impl Dispatcher {
 
     // ---- starting deliveries -------------------------------------------------------------
 
-    fn pump(&mut self, now: Instant) {
+    /// Starts what may start now. Deliveries that must not overtake an unflushed final state
+    /// ([`super::order`]) leave after one flush for the whole round.
+    fn pump(&mut self, now: Instant) -> Result<(), QueueError> {
         if self.order.is_empty() {
-            return;
+            return Ok(());
         }
         self.order.rotate_left(1);
+        let mut starts = Vec::new();
+        let mut flush = false;
         for id in self.order.clone() {
             if self.in_flight >= self.cfg.max_in_flight {
-                return;
+                break;
             }
             let integ = self.integrations.get_mut(&id).expect("ordered ids exist");
             let adapter = match (&integ.adapter, &integ.disabled, &integ.paused) {
@@ -565,30 +599,40 @@ impl Dispatcher {
                         break;
                     }
                 }
-                let Some(entry) = next_entry(integ, &self.store) else {
+                let Some(picked) = next_entry(integ, &self.store)? else {
                     integ.breaker.on_not_sent();
                     continue;
                 };
-                let (wedding, payload) = entry;
+                flush |= picked.must_flush;
                 integ.in_flight += 1;
                 self.in_flight += 1;
-                let done = self.done_tx.clone();
-                let client = self.client.clone();
-                let adapter = adapter.clone();
-                let integration = integ.id.clone();
-                let timeout = self.cfg.request_timeout;
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let outcome = adapter.deliver(&client, &payload, timeout).await;
-                    let _ = done.send(Done {
-                        integration,
-                        wedding,
-                        outcome,
-                        latency: started.elapsed(),
-                    });
+                starts.push(Start {
+                    integration: integ.id.clone(),
+                    adapter: adapter.clone(),
+                    wedding: picked.wedding,
+                    payload: picked.payload,
                 });
             }
         }
+        if flush {
+            self.persist()?;
+        }
+        for start in starts {
+            let done = self.done_tx.clone();
+            let client = self.client.clone();
+            let timeout = self.cfg.request_timeout;
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = start.adapter.deliver(&client, &start.payload, timeout).await;
+                let _ = done.send(Done {
+                    integration: start.integration,
+                    wedding: start.wedding,
+                    outcome,
+                    latency: started.elapsed(),
+                });
+            });
+        }
+        Ok(())
     }
 
     fn wake_due(&mut self, now: Instant) {
@@ -647,6 +691,7 @@ impl Dispatcher {
                 log.outcome = "delivered".into();
                 integ.stats.delivered += 1;
                 let e = pop(integ, &done.wedding);
+                integ.unflushed.settled(&done.wedding, e.field.as_ref(), false);
                 let now_micros = chrono::Utc::now().timestamp_micros();
                 crate::metrics::delivered_after(&done.integration, (now_micros - e.commit_time) as f64 / 1e6);
                 self.store.set_final(&done.integration, id, Final::Delivered)?;
@@ -755,19 +800,25 @@ impl Dispatcher {
                 }
             }
         }
-        self.save_floor()?;
+        self.persist()?;
         if prune {
             self.store.prune_log(self.cfg.log_retention)?;
         }
         Ok(())
     }
 
-    /// Every delivery of an event before the floor is final.
-    fn save_floor(&mut self) -> Result<(), QueueError> {
-        let Some(read) = self.read_pos else {
-            return Ok(());
-        };
-        let mut floor = next(read);
+    /// Makes every final state decided so far durable, with the floor: every delivery of an event
+    /// before it is final.
+    fn persist(&mut self) -> Result<(), QueueError> {
+        self.store.persist(self.floor())?;
+        for integ in self.integrations.values_mut() {
+            integ.unflushed.clear();
+        }
+        Ok(())
+    }
+
+    fn floor(&self) -> Option<EventId> {
+        let mut floor = next(self.read_pos?);
         for i in self.integrations.values() {
             if let Some(first) = i.pending.first() {
                 floor = floor.min(*first);
@@ -782,7 +833,7 @@ impl Dispatcher {
                 ));
             }
         }
-        self.store.set_floor(floor)
+        Some(floor)
     }
 
     fn command(&mut self, cmd: Command) -> Result<(), QueueError> {
@@ -797,13 +848,14 @@ impl Dispatcher {
             } => {
                 let mut n = 0;
                 for mut d in self.store.dead_letters()? {
-                    let matches = !d.requeued
-                        && integration.as_deref().map_or(true, |i| i == d.integration_id)
-                        && events.as_ref().map_or(true, |ids| ids.contains(&d.event_id));
-                    if !matches {
+                    if !d.requeue_matches(integration.as_deref(), events.as_deref()) {
                         continue;
                     }
                     if self.requeue_one(&d)? {
+                        let (wedding, field) = dead_key(&d);
+                        if let Some(integ) = self.integrations.get_mut(&*d.integration_id) {
+                            integ.dead_fields.remove(&wedding, field.as_ref(), d.event_id);
+                        }
                         d.requeued = true;
                         self.store.put_dead(&d)?;
                         self.store.log(&LogEntry {
@@ -947,6 +999,14 @@ fn configure(integ: &mut Integ, row: Option<&Integration>, cfg: &DispatchConfig,
     }
 }
 
+/// A dead letter's wedding queue key and field, as the engine keys its queues.
+fn dead_key(d: &DeadLetter) -> (Arc<str>, Option<Arc<str>>) {
+    (
+        Arc::from(d.wedding_id.as_deref().unwrap_or("")),
+        d.field_id.as_deref().map(Arc::from),
+    )
+}
+
 fn wedding_id(key: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
@@ -1058,10 +1118,13 @@ fn wake_all(integ: &mut Integ) {
     }
 }
 
-/// The next delivery to start: the first ready wedding by priority, its head after coalescing.
-fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Option<(Arc<str>, Arc<Payload>)> {
+/// The next delivery to start: the first ready wedding by priority, its head after coalescing,
+/// and whether it must wait for a flush ([`super::order`]).
+fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Result<Option<Picked>, QueueError> {
     let wedding = loop {
-        let w = integ.ready.iter_mut().find_map(|r| r.pop_front())?;
+        let Some(w) = integ.ready.iter_mut().find_map(|r| r.pop_front()) else {
+            return Ok(None);
+        };
         if let Some(q) = integ.weddings.get_mut(&w) {
             q.in_ready = false;
             if !q.in_flight && q.not_before.is_none() && !q.fifo.is_empty() {
@@ -1070,8 +1133,12 @@ fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Option<(Arc<str>, Arc
         }
     };
     loop {
-        let w = integ.weddings.get_mut(&wedding)?;
-        let head = w.fifo.front()?;
+        let Some(w) = integ.weddings.get(&wedding) else {
+            return Ok(None);
+        };
+        let Some(head) = w.fifo.front() else {
+            return Ok(None);
+        };
         let newer_waits = head
             .field
             .as_ref()
@@ -1080,35 +1147,58 @@ fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Option<(Arc<str>, Arc
             break;
         }
         let e = pop(integ, &wedding);
-        integ.stats.superseded += 1;
-        let logged = store
-            .set_final(&integ.id, e.id, Final::Superseded)
-            .and_then(|()| {
-                if e.requeued {
-                    store.remove_dead(&integ.id, e.id)?;
-                }
-                store.log(&LogEntry {
-                    at: now_rfc3339(),
-                    integration_id: integ.id.to_string(),
-                    event_id: e.id,
-                    wedding_id: wedding_id(&wedding),
-                    attempt: e.attempts,
-                    outcome: "superseded".into(),
-                    status: None,
-                    error: None,
-                    latency_ms: None,
-                })
-            });
-        crate::metrics::delivery(&integ.id, "superseded");
-        if let Err(err) = logged {
-            tracing::error!(integration = %integ.id, "cannot record a superseded delivery: {err}");
+        integ.unflushed.settled(&wedding, e.field.as_ref(), true);
+        store.set_final(&integ.id, e.id, Final::Superseded)?;
+        if e.requeued {
+            store.remove_dead(&integ.id, e.id)?;
         }
+        superseded(integ, store, &wedding, e.id, e.attempts, None)?;
     }
-    let w = integ.weddings.get_mut(&wedding)?;
+    let Some(w) = integ.weddings.get_mut(&wedding) else {
+        return Ok(None);
+    };
+    let Some(head) = w.fifo.front_mut() else {
+        return Ok(None);
+    };
     w.in_flight = true;
-    let head = w.fifo.front_mut()?;
     head.attempts += 1;
-    Some((wedding, head.payload.clone()))
+    let (id, field, payload) = (head.id, head.field.clone(), head.payload.clone());
+    let mut flush = integ.unflushed.blocks(&wedding, field.as_ref());
+    for dead in integ.dead_fields.take_older(&wedding, field.as_ref(), id) {
+        store.supersede_dead(&integ.id, dead)?;
+        let why = format!("a dead letter superseded by the later change {id} of its field");
+        superseded(integ, store, &wedding, dead, 0, Some(why))?;
+        flush = true;
+    }
+    Ok(Some(Picked {
+        wedding,
+        payload,
+        must_flush: flush,
+    }))
+}
+
+/// Counts and logs a delivery superseded by a later change of its field.
+fn superseded(
+    integ: &mut Integ,
+    store: &DeliveryStore,
+    wedding: &str,
+    event_id: EventId,
+    attempt: u32,
+    error: Option<String>,
+) -> Result<(), QueueError> {
+    integ.stats.superseded += 1;
+    crate::metrics::delivery(&integ.id, "superseded");
+    store.log(&LogEntry {
+        at: now_rfc3339(),
+        integration_id: integ.id.to_string(),
+        event_id,
+        wedding_id: wedding_id(wedding),
+        attempt,
+        outcome: "superseded".into(),
+        status: None,
+        error,
+        latency_ms: None,
+    })
 }
 
 /// The head of a wedding's queue becomes a dead letter; the wedding goes on with its next event.
@@ -1120,6 +1210,8 @@ fn dead(
     error: &str,
 ) -> Result<(), QueueError> {
     let e = pop(integ, wedding);
+    integ.unflushed.settled(wedding, e.field.as_ref(), true);
+    integ.dead_fields.add(wedding, e.field.as_ref(), e.id);
     integ.stats.dead += 1;
     tracing::warn!(integration = %integ.id, event = %e.id, attempts = e.attempts, "delivery is a dead letter: {error}");
     store.set_final(&integ.id, e.id, Final::Dead)?;

@@ -31,6 +31,7 @@ pub mod google;
 pub mod honeybook;
 pub mod lightblue;
 pub mod limits;
+mod order;
 pub mod outcome;
 pub mod store;
 pub mod stripe;

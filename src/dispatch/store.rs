@@ -4,16 +4,18 @@
 //! - `dl_state`: `integration id ‖ 0x00 ‖ event key` → one byte, the final state of a delivery
 //!   (`d` delivered, `s` superseded, `x` dead letter). A delivery listed by its event's record and
 //!   absent here is pending. Entries below the floor are removed (they are all final).
-//! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered.
+//! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered, or until a
+//!   later change of its field is sent (then it is superseded: see `super::order`).
 //! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
 //!   `disabled/<integration id>` → [`Disabled`] JSON.
 //! - `dl_log`: chunks of [`LogEntry`] JSON lines, keyed by the time of their newest entry (unix
 //!   micros, u64 BE, then a sequence number), pruned by age.
 //!
-//! Final states and log entries are buffered in memory and written when the floor is saved (about
-//! once a second): a final state below the new floor is not written at all, and a second's log
+//! Final states and log entries are buffered in memory and written by [`DeliveryStore::persist`]:
+//! about once a second, and at once when a delivery must not leave before them (the engine's
+//! order barrier). A final state below the new floor is not written at all, and the buffered log
 //! entries take one sled write. After a crash a delivered event may be sent again (at least once;
-//! receivers dedupe on the stable id), never lost.
+//! receivers dedupe on the stable id), never lost, and never after a later change of its field.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,6 +59,16 @@ pub struct DeadLetter {
     pub requeued: bool,
 }
 
+impl DeadLetter {
+    /// Whether a requeue asking for these (an integration's, these event ids, or all when `None`)
+    /// sends this one again (one not already requeued).
+    pub fn requeue_matches(&self, integration: Option<&str>, events: Option<&[EventId]>) -> bool {
+        !self.requeued
+            && integration.map_or(true, |i| i == self.integration_id)
+            && events.map_or(true, |ids| ids.contains(&self.event_id))
+    }
+}
+
 /// An integration disabled by its endpoint (410), until its configuration changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Disabled {
@@ -82,6 +94,7 @@ pub struct LogEntry {
 
 #[derive(Clone)]
 pub struct DeliveryStore {
+    db: sled::Db,
     state: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
@@ -89,7 +102,7 @@ pub struct DeliveryStore {
     pending: Arc<Mutex<Pending>>,
 }
 
-/// Written at the next [`DeliveryStore::set_floor`].
+/// Written at the next [`DeliveryStore::persist`].
 #[derive(Default)]
 struct Pending {
     finals: HashMap<Vec<u8>, Final>,
@@ -128,6 +141,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> QueueError {
 impl DeliveryStore {
     pub fn open(db: &sled::Db) -> Result<DeliveryStore, QueueError> {
         Ok(DeliveryStore {
+            db: db.clone(),
             state: db.open_tree("dl_state")?,
             dead: db.open_tree("dl_dead")?,
             meta: db.open_tree("dl_meta")?,
@@ -154,22 +168,32 @@ impl DeliveryStore {
         Ok(self.meta.get("floor")?.and_then(|v| EventId::from_key(&v)))
     }
 
-    /// Writes what is buffered (final states at or above `floor` only), raises the floor and
-    /// forgets the final states below it, for every integration.
-    pub fn set_floor(&self, floor: EventId) -> Result<(), QueueError> {
+    /// Writes what is buffered (final states at or above `floor` only, in one atomic batch),
+    /// raises the floor (when given) and forgets the final states below it, for every
+    /// integration; then flushes, so that every decision buffered so far survives a crash.
+    pub fn persist(&self, floor: Option<EventId>) -> Result<(), QueueError> {
         let (finals, log) = {
             let mut p = self.pending();
             (std::mem::take(&mut p.finals), std::mem::take(&mut p.log))
         };
+        let mut batch = sled::Batch::default();
         for (k, state) in finals {
-            if split_key(&k).is_some_and(|(_, id)| id >= floor) {
-                self.state.insert(k, &[state.byte()])?;
+            if floor.map_or(true, |f| split_key(&k).is_some_and(|(_, id)| id >= f)) {
+                batch.insert(k, &[state.byte()]);
             }
         }
+        self.state.apply_batch(batch)?;
         self.write_log(log)?;
-        if self.floor()?.is_some_and(|f| f >= floor) {
-            return Ok(());
+        if let Some(floor) = floor {
+            if self.floor()?.map_or(true, |old| old < floor) {
+                self.raise_floor(floor)?;
+            }
         }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn raise_floor(&self, floor: EventId) -> Result<(), QueueError> {
         self.meta.insert("floor", &floor.key())?;
         let mut batch = sled::Batch::default();
         for item in self.state.iter() {
@@ -180,6 +204,13 @@ impl DeliveryStore {
         }
         self.state.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Removes a dead letter that a later change of its field supersedes (sending it again would
+    /// put an older value after a newer one); durable at the next [`DeliveryStore::persist`].
+    pub fn supersede_dead(&self, integration: &str, id: EventId) -> Result<(), QueueError> {
+        self.set_final(integration, id, Final::Superseded)?;
+        self.remove_dead(integration, id)
     }
 
     pub fn put_dead(&self, d: &DeadLetter) -> Result<(), QueueError> {
@@ -355,12 +386,61 @@ mod tests {
         s.set_final("ab", id(10, 0), Final::Dead).unwrap();
         assert!(s.is_final("a", id(10, 0)).unwrap());
         assert!(!s.is_final("b", id(10, 0)).unwrap());
-        s.set_floor(id(15, 0)).unwrap();
+        s.persist(Some(id(15, 0))).unwrap();
         assert!(!s.is_final("a", id(10, 0)).unwrap() && !s.is_final("ab", id(10, 0)).unwrap());
         assert_eq!(s.state.len(), 1, "final states below the floor are never written");
         assert!(s.is_final("a", id(20, 0)).unwrap());
-        s.set_floor(id(5, 0)).unwrap();
+        s.persist(Some(id(5, 0))).unwrap();
         assert_eq!(s.floor().unwrap(), Some(id(15, 0)), "the floor never goes back");
+    }
+
+    fn dead_letter(integration: &str, event_id: EventId) -> DeadLetter {
+        DeadLetter {
+            integration_id: integration.to_owned(),
+            event_id,
+            wedding_id: Some("w1".into()),
+            field_id: Some("f1".into()),
+            attempts: 3,
+            status: Some(400),
+            error: "rejected".into(),
+            failed_at: String::new(),
+            requeued: false,
+        }
+    }
+
+    #[test]
+    fn persist_writes_buffered_final_states_even_before_there_is_a_floor() {
+        let (_d, s) = store();
+        s.set_final("a", id(10, 0), Final::Superseded).unwrap();
+        assert!(s.state.is_empty(), "buffered");
+        s.persist(None).unwrap();
+        assert_eq!(
+            s.state.get(key("a", id(10, 0))).unwrap().as_deref(),
+            Some(&b"s"[..])
+        );
+        assert_eq!(s.floor().unwrap(), None);
+    }
+
+    #[test]
+    fn a_superseded_dead_letter_leaves_the_dead_letters_and_is_final() {
+        let (_d, s) = store();
+        s.put_dead(&dead_letter("a", id(10, 0))).unwrap();
+        s.put_dead(&dead_letter("a", id(20, 0))).unwrap();
+        s.supersede_dead("a", id(10, 0)).unwrap();
+        let left: Vec<EventId> = s.dead_letters().unwrap().iter().map(|d| d.event_id).collect();
+        assert_eq!(left, [id(20, 0)]);
+        assert!(s.is_final("a", id(10, 0)).unwrap());
+    }
+
+    #[test]
+    fn requeue_matches_what_was_asked_and_not_yet_requeued() {
+        let mut d = dead_letter("a", id(10, 0));
+        assert!(d.requeue_matches(None, None));
+        assert!(d.requeue_matches(Some("a"), Some(&[id(10, 0)])));
+        assert!(!d.requeue_matches(Some("b"), None));
+        assert!(!d.requeue_matches(None, Some(&[id(11, 0)])));
+        d.requeued = true;
+        assert!(!d.requeue_matches(None, None));
     }
 
     #[test]

@@ -106,29 +106,15 @@ async fn world(weddings: usize) -> World {
     ];
 
     // the slot exists before the first write, so every change is streamed
-    db.batch_execute(&format!(
-        "SELECT pg_create_logical_replication_slot('fieldsync', 'pgoutput');
-         INSERT INTO organizations (id, name, timezone) VALUES ('{ORG}', 'Petals & Vows', 'Europe/London');"
-    ))
-    .await
-    .unwrap();
-    for (kind, config) in integrations {
-        db.execute(
-            "INSERT INTO organization_integrations (organization_id, integration_type, config) VALUES ($1::text::uuid, $2, $3::text::jsonb)",
-            &[&ORG, &kind, &config.to_string()],
-        )
+    db.batch_execute("SELECT pg_create_logical_replication_slot('fieldsync', 'pgoutput')")
         .await
         .unwrap();
-    }
-    for w in 0..weddings {
-        db.execute(
-            "INSERT INTO weddings (id, organization_id, couple_names, wedding_date, timezone)
-             VALUES ($1::text::uuid, $2::text::uuid, $3, '2027-06-19', 'Europe/London')",
-            &[&wedding(w), &ORG, &format!("Couple {w}")],
-        )
-        .await
-        .unwrap();
-    }
+    let weddings: Vec<String> = (0..weddings).map(wedding).collect();
+    let integrations = integrations
+        .into_iter()
+        .map(|(kind, config)| (None, kind, config))
+        .collect();
+    crate::support::crm::seed(&db, ORG, integrations, &weddings).await;
     let mut toml = std::fs::read_to_string(&work.config).unwrap();
     toml += &format!(
         "

@@ -15,7 +15,7 @@ use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ORG: &str = "0d000000-0000-4000-8000-000000000001";
+pub(crate) const ORG: &str = "0d000000-0000-4000-8000-000000000001";
 pub(crate) const INTEGRATION: &str = "0d000000-0000-4000-8000-0000000000e1";
 
 /// Fast retries and a short timeout, so failure paths finish in seconds.
@@ -37,7 +37,7 @@ pub(crate) fn wedding(n: usize) -> String {
     format!("0d000000-0000-4000-8000-{n:012x}")
 }
 
-fn field(n: usize) -> String {
+pub(crate) fn field(n: usize) -> String {
     format!("0d000000-0000-4000-9000-{n:012x}")
 }
 
@@ -107,7 +107,7 @@ pub(crate) async fn edit(db: &tokio_postgres::Client, seed: u64, n: usize, weddi
 }
 
 /// (wedding, field) → value, as the database has it now.
-async fn db_state(db: &tokio_postgres::Client) -> BTreeMap<(String, String), serde_json::Value> {
+pub(crate) async fn db_state(db: &tokio_postgres::Client) -> BTreeMap<(String, String), serde_json::Value> {
     db.query(
         "SELECT wedding_id::text, field_id::text, value::text FROM form_field_values",
         &[],
@@ -122,7 +122,7 @@ async fn db_state(db: &tokio_postgres::Client) -> BTreeMap<(String, String), ser
     .collect()
 }
 
-async fn converge(db: &tokio_postgres::Client, receiver: &Receiver) {
+pub(crate) async fn converge(db: &tokio_postgres::Client, receiver: &Receiver) {
     let want = db_state(db).await;
     assert!(!want.is_empty());
     wait_for_async(
@@ -142,15 +142,15 @@ async fn converge(db: &tokio_postgres::Client, receiver: &Receiver) {
 
 /// A receiver, a cluster with the organisation, `weddings` weddings and the webhook integration
 /// pointing at the receiver, and the daemon in this process (see [`start_with`]).
-struct Setup {
-    receiver: Receiver,
-    db: tokio_postgres::Client,
-    d: fieldsync::app::Daemon,
-    _dir: tempfile::TempDir,
-    _cluster: Cluster,
+pub(crate) struct Setup {
+    pub(crate) receiver: Receiver,
+    pub(crate) db: tokio_postgres::Client,
+    pub(crate) d: fieldsync::app::Daemon,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) _cluster: Cluster,
 }
 
-async fn setup(weddings: usize, max_attempts: u32, http: &str, dispatch: &str) -> Setup {
+pub(crate) async fn setup(weddings: usize, max_attempts: u32, http: &str, dispatch: &str) -> Setup {
     let cluster = cluster_with_schema();
     let receiver = Receiver::start(SECRET).await;
     let db = sql(&cluster).await;

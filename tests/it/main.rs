@@ -15,6 +15,7 @@ mod memory;
 mod metrics;
 mod official_clients;
 mod ops;
+mod order;
 mod sandbox_google;
 mod sandbox_lightblue;
 mod sandbox_stripe;

@@ -116,3 +116,37 @@ pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn json(r: reqwest::Response) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
+
+/// Seeds organisation `org` (in Europe/London), its integrations ((id or a generated one, type,
+/// config)) and its weddings (couple "Couple n", married on 2027-06-19 in Europe/London).
+pub async fn seed(
+    db: &tokio_postgres::Client,
+    org: &str,
+    integrations: Vec<(Option<&str>, &str, Value)>,
+    weddings: &[String],
+) {
+    db.execute(
+        "INSERT INTO organizations (id, name, timezone) VALUES ($1::text::uuid, 'Petals & Vows', 'Europe/London')",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    for (id, kind, config) in integrations {
+        db.execute(
+            "INSERT INTO organization_integrations (id, organization_id, integration_type, config)
+             VALUES (coalesce($1::text::uuid, gen_random_uuid()), $2::text::uuid, $3, $4::text::jsonb)",
+            &[&id, &org, &kind, &config.to_string()],
+        )
+        .await
+        .unwrap();
+    }
+    for (n, w) in weddings.iter().enumerate() {
+        db.execute(
+            "INSERT INTO weddings (id, organization_id, couple_names, wedding_date, timezone)
+             VALUES ($1::text::uuid, $2::text::uuid, $3, '2027-06-19', 'Europe/London')",
+            &[w, &org, &format!("Couple {n}")],
+        )
+        .await
+        .unwrap();
+    }
+}
