@@ -4,7 +4,8 @@
 //!
 //! 1. Latency at a sustained 1,000 changes/s (1-row transactions, one wedding each in turn of 200):
 //!    each value carries its commit-request time; the receiver notes when it accepted it. Prints
-//!    p50/p99/p99.9/max and fieldsync's peak RSS.
+//!    p50/p99/p99.9/max and fieldsync's peak RSS. Then the same with each change an update of one
+//!    of 200 fields, so that nearly every delivery waits for the order barrier's flush (its cost).
 //! 2. Throughput with a receiver that answers after 50 ms: 1,000 weddings × 20 fields are written in
 //!    one transaction, field by field across the weddings; prints deliveries/s while every wedding
 //!    has events waiting (from 10 % to 90 % of the deliveries: 1,000 in flight), from the first
@@ -67,13 +68,13 @@ async fn run() {
     }
     cluster.psql("postgres", &weddings).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = start_daemon(&cluster, dir.path());
+    let (mut daemon, http) = start_daemon(&cluster, dir.path());
     println!(
         "fieldsync dispatch benchmark: PostgreSQL {}, webhook receiver over loopback, fsync on",
         cluster.psql("postgres", "SHOW server_version").unwrap().trim()
     );
 
-    // 1. latency at a sustained rate
+    // 1. latency at a sustained rate, every change a new field
     let client = fieldsync::pg::connect_sql(&cluster.target("postgres", None, "postgres"))
         .await
         .unwrap();
@@ -87,42 +88,58 @@ async fn run() {
     // warm up: the daemon has started and delivers
     client.execute(&insert, &[&wedding(0), &0i64]).await.unwrap();
     wait_until(|| receiver.stats().accepted >= 1, "the first delivery").await;
-    let base = receiver.stats().accepted;
-    let total = RATE * LATENCY_SECONDS;
-    let started = Instant::now();
-    for i in 0..total {
-        let due = started + Duration::from_micros(i * 1_000_000 / RATE);
-        tokio::time::sleep_until(due.into()).await;
-        let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64;
-        client
-            .execute(&insert, &[&wedding(i as usize % 200), &sent])
-            .await
-            .unwrap();
-    }
-    wait_until(|| receiver.stats().accepted >= base + total, "latency deliveries").await;
-    let mut lat: Vec<f64> = receiver
-        .accepted()
-        .iter()
-        .skip(base as usize)
-        .filter_map(|a| {
-            let sent = a.body.pointer("/data/new_value")?.as_i64()?;
-            let at = a.at.duration_since(UNIX_EPOCH).ok()?.as_micros() as i64;
-            Some((at - sent) as f64 / 1000.0)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    let new_fields = latency_run(&receiver, |i| {
+        let (client, insert) = (&client, &insert);
+        async move {
+            let sent = unix_micros();
+            client
+                .execute(insert, &[&wedding(i as usize % 200), &sent])
+                .await
+                .unwrap();
+        }
+    })
+    .await;
     println!(
-        "commit to receiver 2xx at {RATE}/s for {LATENCY_SECONDS} s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} deliveries; target p99 < 50 ms)",
-        pct(0.5),
-        pct(0.99),
-        pct(0.999),
-        pct(1.0),
-        lat.len()
+        "commit to receiver 2xx at {RATE}/s for {LATENCY_SECONDS} s, each change a new field: {} (target p99 < 50 ms)",
+        new_fields.line()
     );
     println!(
         "fieldsync peak RSS so far: {} MiB",
         common::peak_rss_kib(daemon.id()) / 1024
+    );
+
+    // 1b. the same rate, each change an update of one of 200 fields (one per wedding): almost every
+    // delivery follows a delivery of its own field whose final state is not yet flushed, so it
+    // waits for the order barrier's flush (README, Order across crashes)
+    let upsert = client
+        .prepare(&format!(
+            "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
+             VALUES ('{ORG}', $1::text::uuid, $2::text::uuid, 'number', to_jsonb($3::bigint))
+             ON CONFLICT (wedding_id, field_id) DO UPDATE SET value = EXCLUDED.value"
+        ))
+        .await
+        .unwrap();
+    let flushes_before = order_flushes(http);
+    let same_field = latency_run(&receiver, |i| {
+        let (client, upsert) = (&client, &upsert);
+        async move {
+            let n = i as usize % 200;
+            let sent = unix_micros();
+            client
+                .execute(upsert, &[&wedding(n), &field(n), &sent])
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let flushes = order_flushes(http) - flushes_before;
+    println!(
+        "the same, each change an update of the field changed 200 ms before: {} ({flushes} order-barrier \
+         flushes for {} deliveries; p50 {:.2}x, p99 {:.2}x the new-field run)",
+        same_field.line(),
+        same_field.count,
+        same_field.p50 / new_fields.p50,
+        same_field.p99 / new_fields.p99,
     );
 
     // 2. throughput with a slow receiver
@@ -180,6 +197,79 @@ async fn run() {
     let _ = daemon.wait();
 }
 
+fn field(n: usize) -> String {
+    format!("0b000000-0000-4000-9000-{n:012x}")
+}
+
+fn unix_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// Commit-to-2xx latencies of one run, milliseconds.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    count: usize,
+}
+
+impl Latency {
+    fn line(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} deliveries)",
+            self.p50, self.p99, self.p999, self.max, self.count
+        )
+    }
+}
+
+/// Makes `RATE` × `LATENCY_SECONDS` changes at a steady rate with `change(i)` (each writes its
+/// commit-request time as the value) and measures, for each, the time to the receiver's 2xx.
+async fn latency_run<F, Fut>(receiver: &Receiver, mut change: F) -> Latency
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let base = receiver.stats().accepted;
+    let total = RATE * LATENCY_SECONDS;
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+        tokio::time::sleep_until(due.into()).await;
+        change(i).await;
+    }
+    wait_until(|| receiver.stats().accepted >= base + total, "latency deliveries").await;
+    let mut lat: Vec<f64> = receiver
+        .accepted()
+        .iter()
+        .skip(base as usize)
+        .filter_map(|a| {
+            let sent = a.body.pointer("/data/new_value")?.as_i64()?;
+            let at = a.at.duration_since(UNIX_EPOCH).ok()?.as_micros() as i64;
+            Some((at - sent) as f64 / 1000.0)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    Latency {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        p999: pct(0.999),
+        max: pct(1.0),
+        count: lat.len(),
+    }
+}
+
+/// `fieldsync_dispatch_order_flushes_total` from the daemon's `/metrics`.
+fn order_flushes(http: std::net::SocketAddr) -> u64 {
+    let (_, body) =
+        fieldsync::http::get_local(http, "/metrics", Duration::from_secs(5)).expect("/metrics answers");
+    body.lines()
+        .find_map(|l| l.strip_prefix("fieldsync_dispatch_order_flushes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// User plus system CPU time of a process so far (`/proc/PID/stat`, clock ticks of 10 ms).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -190,24 +280,29 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> Child {
+/// The `fieldsync` binary on `cluster`, with its HTTP port.
+fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     let config = dir.join("fieldsync.toml");
     std::fs::write(
         &config,
         format!(
-            "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"{http}\"\n",
             cluster.url("postgres", "postgres"),
             dir.join("queue").display(),
         ),
     )
     .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
-        .expect("start fieldsync")
+        .expect("start fieldsync");
+    (child, http)
 }
 
 async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {

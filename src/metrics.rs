@@ -60,6 +60,11 @@ pub fn delivery(integration: &str, outcome: &str) {
         .increment(1);
 }
 
+/// One flush of final states that deliveries had to wait for (the order barrier).
+pub fn order_flush() {
+    counter!("fieldsync_dispatch_order_flushes_total").increment(1);
+}
+
 /// The time from an event's commit to its delivery.
 pub fn delivered_after(integration: &str, seconds: f64) {
     histogram!("fieldsync_delivery_latency_seconds", "integration" => integration.to_owned())

@@ -616,6 +616,7 @@ impl Dispatcher {
         }
         if flush {
             self.persist()?;
+            crate::metrics::order_flush();
         }
         for start in starts {
             let done = self.done_tx.clone();
