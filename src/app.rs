@@ -91,7 +91,8 @@ impl Daemon {
                     Credentials::from_key_file(path).map_err(|e| AppError::Credentials(e.to_string()))?
                 }
                 None => Credentials::default(),
-            };
+            }
+            .with_trust(config.dispatch.trust());
             let (dispatcher, pause) =
                 Dispatcher::new(config.dispatch.clone(), queue.clone(), Arc::new(credentials))?;
             source = source.with_pause(pause);

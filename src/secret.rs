@@ -30,6 +30,15 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
+/// At most `max` characters of a value for an error message, then `…` and its length: errors
+/// say what they found without echoing a huge or hostile value whole.
+pub fn excerpt(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
+        None => value.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +48,11 @@ mod tests {
         let s = Secret::new("hunter2".to_owned());
         assert_eq!(format!("{s:?} {s}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn excerpts_cut_long_values_on_a_character_boundary() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("ééééé", 2), "éé… (10 bytes)");
     }
 }

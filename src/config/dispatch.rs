@@ -28,6 +28,9 @@ pub struct RawDispatch {
     #[serde(with = "humantime_serde")]
     pub log_retention: Duration,
     pub secrets_key_file: String,
+    pub secret_env_prefix: String,
+    pub secret_dir: String,
+    pub allowed_base_urls: Vec<String>,
 }
 
 impl Default for RawDispatch {
@@ -46,6 +49,9 @@ impl Default for RawDispatch {
             breaker_cooldown: Duration::from_secs(30),
             log_retention: Duration::from_secs(7 * 24 * 3600),
             secrets_key_file: String::new(),
+            secret_env_prefix: crate::credentials::DEFAULT_ENV_PREFIX.to_owned(),
+            secret_dir: String::new(),
+            allowed_base_urls: Vec::new(),
         }
     }
 }
@@ -77,6 +83,31 @@ pub struct DispatchConfig {
     pub log_retention: Duration,
     /// The key of integration secrets written `{"encrypted": …}` (`fieldsync secret keygen`).
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// `{"env": NAME}` references may name only variables starting with it.
+    pub secret_env_prefix: String,
+    /// `{"file": PATH}` references must lie under it (resolved); `None`: refused.
+    pub secret_dir: Option<std::path::PathBuf>,
+    /// Bases adapters may send to besides their services' own hosts (sandboxes, proxies).
+    pub allowed_base_urls: Vec<reqwest::Url>,
+    /// The configuration file it was read from (never readable through a secret reference).
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl DispatchConfig {
+    /// What integration rows may point at ([`crate::credentials::Trust`]).
+    pub fn trust(&self) -> crate::credentials::Trust {
+        crate::credentials::Trust {
+            env_prefix: self.secret_env_prefix.clone(),
+            secret_dir: self.secret_dir.clone(),
+            protected: self
+                .secrets_key_file
+                .iter()
+                .chain(&self.config_file)
+                .cloned()
+                .collect(),
+            allowed_urls: self.allowed_base_urls.clone(),
+        }
+    }
 }
 
 pub(super) fn check_dispatch(
@@ -135,6 +166,53 @@ pub(super) fn check_dispatch(
         crate::credentials::Credentials::from_key_file(path)
             .map_err(|e| err("dispatch.secrets_key_file", e.to_string()))?;
     }
+    let prefix = &raw.secret_env_prefix;
+    if prefix.is_empty()
+        || prefix.starts_with("FIELDSYNC__")
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(err(
+            "dispatch.secret_env_prefix",
+            format!(
+                "{} must be a non-empty prefix of capitals, digits and _ (not FIELDSYNC__, the daemon's own settings), e.g. \"FIELDSYNC_SECRET_\"",
+                crate::secret::excerpt(prefix, 40)
+            ),
+        ));
+    }
+    let secret_dir = match raw.secret_dir.as_str() {
+        "" => None,
+        dir => Some(
+            std::fs::canonicalize(dir)
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| {
+                    err(
+                        "dispatch.secret_dir",
+                        format!("{} is not a directory", crate::secret::excerpt(dir, 80)),
+                    )
+                })?,
+        ),
+    };
+    let mut allowed_base_urls = Vec::new();
+    for base in &raw.allowed_base_urls {
+        let url = reqwest::Url::parse(base)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https") && u.username().is_empty() && u.password().is_none()
+            })
+            .ok_or_else(|| {
+                err(
+                    "dispatch.allowed_base_urls",
+                    format!(
+                        "{} is not an http(s) URL without user or password, e.g. \"http://127.0.0.1:8080/\"",
+                        crate::secret::excerpt(base, 80)
+                    ),
+                )
+            })?;
+        allowed_base_urls.push(url);
+    }
     Ok(DispatchConfig {
         enabled: raw.enabled,
         max_in_flight: raw.max_in_flight,
@@ -149,5 +227,9 @@ pub(super) fn check_dispatch(
         breaker_cooldown: raw.breaker_cooldown,
         log_retention: raw.log_retention,
         secrets_key_file,
+        secret_env_prefix: raw.secret_env_prefix.clone(),
+        secret_dir,
+        allowed_base_urls,
+        config_file: None,
     })
 }

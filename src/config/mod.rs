@@ -150,7 +150,9 @@ impl Config {
     /// checks the result. A missing file is an error.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_file(path)?;
-        Config::from_toml_str(&text, &path.display().to_string(), env::process_env()?)
+        let mut config = Config::from_toml_str(&text, &path.display().to_string(), env::process_env()?)?;
+        config.dispatch.config_file = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Like [`Config::load`] with a path; with `None`, the defaults plus environment overrides.

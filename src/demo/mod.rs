@@ -81,12 +81,19 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         crate::sandbox::Accounts::default(),
     )?;
     let admin_password = format!("{:032x}", rand::random::<u128>());
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets)?;
+    // the integration rows reference secret files in `secrets` and the sandboxes' URL, which the
+    // daemon's configuration must allow (a row alone cannot point elsewhere)
     let toml = format!(
         "[postgres]\nurl = \"{}\"\ntls = \"disable\"\n[queue]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\nuser = \"fieldsync\"\npassword = \"{admin_password}\"\n\
-         [dispatch]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nbreaker_cooldown = \"1s\"\nmax_attempts = 50\n",
+         [dispatch]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nbreaker_cooldown = \"1s\"\nmax_attempts = 50\n\
+         secret_dir = \"{}\"\nallowed_base_urls = [\"{}/\"]\n",
         cluster.url("postgres", "postgres"),
-        dir.path().join("queue").display()
+        dir.path().join("queue").display(),
+        secrets.display(),
+        sandbox.url(),
     );
     let config = Config::from_toml_str(&toml, "demo", std::iter::empty::<(String, String)>())
         .map_err(|e| DemoError::Config(e.to_string()))?;
@@ -106,7 +113,7 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
         .await
         .map_err(|e| DemoError::Sql(e.to_string()))?;
     let mut view = LiveView::new(&daemon.queue)?;
-    let connect = integrations_sql(&sandbox, dir.path())?;
+    let connect = integrations_sql(&sandbox, &secrets)?;
     let mut expected = 0;
     for (n, (what, sql, captures)) in SCRIPT.iter().enumerate() {
         println!("-- {what}");

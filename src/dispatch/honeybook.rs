@@ -33,13 +33,22 @@ pub struct HoneyBook {
 
 impl HoneyBook {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<HoneyBook, AdapterError> {
+        if let Some(url) = config
+            .get("url")
+            .and_then(Value::as_str)
+            .and_then(|u| reqwest::Url::parse(u).ok())
+        {
+            credentials.check_url("url", &url, &["hooks.zapier.com"])?;
+        }
         Ok(HoneyBook {
             hook: Webhook::from_config(config, credentials)?,
         })
     }
 
+    /// The hook URL without its key (the last path segment of `/hooks/catch/<id>/<key>/`), which
+    /// lets anyone post to the Zap.
     pub fn endpoint(&self) -> String {
-        self.hook.endpoint()
+        redact_hook(&self.hook.endpoint())
     }
 
     pub async fn deliver(
@@ -113,4 +122,30 @@ fn record(c: &Change) -> Value {
         _ => {}
     }
     Value::Object(r)
+}
+
+fn redact_hook(url: &str) -> String {
+    match url.find("/hooks/catch/") {
+        Some(at) => {
+            let (base, rest) = url.split_at(at + "/hooks/catch/".len());
+            let id = rest.split('/').next().unwrap_or_default();
+            format!("{base}{id}/***/")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hook_key_is_not_shown() {
+        assert_eq!(
+            super::redact_hook("https://hooks.zapier.com/hooks/catch/123456/abcdef/"),
+            "https://hooks.zapier.com/hooks/catch/123456/***/"
+        );
+        assert_eq!(
+            super::redact_hook("https://hooks.zapier.com/other"),
+            "https://hooks.zapier.com/other"
+        );
+    }
 }

@@ -41,11 +41,6 @@ pub struct LightBlue {
 
 impl LightBlue {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<LightBlue, AdapterError> {
-        let key = credentials.require(
-            config,
-            "api_key",
-            "set config.api_key to a reference to the Light Blue API key (Preferences › Integrations › API & Zapier)",
-        )?;
         let url = config
             .get("url")
             .and_then(Value::as_str)
@@ -56,6 +51,12 @@ impl LightBlue {
                 "must be a URL such as https://online.lightbluesoftware.com/api.php",
             )
         })?;
+        credentials.check_url("url", &url, &["online.lightbluesoftware.com"])?;
+        let key = credentials.require(
+            config,
+            "api_key",
+            "set config.api_key to a reference to the Light Blue API key (Preferences › Integrations › API & Zapier)",
+        )?;
         let source = config
             .get("source")
             .and_then(Value::as_str)

@@ -54,11 +54,6 @@ pub struct Stripe {
 
 impl Stripe {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<Stripe, AdapterError> {
-        let key = credentials.require(
-            config,
-            "secret_key",
-            "set config.secret_key to a reference to the Stripe secret key ({\"env\": \"STRIPE_KEY\"}) with customer write access",
-        )?;
         let base = match config.get("base_url") {
             None => "https://api.stripe.com/v1".to_owned(),
             Some(Value::String(u)) if reqwest::Url::parse(u).is_ok() => u.trim_end_matches('/').to_owned(),
@@ -69,6 +64,13 @@ impl Stripe {
                 ))
             }
         };
+        let url = reqwest::Url::parse(&base).expect("checked above");
+        credentials.check_url("base_url", &url, &["api.stripe.com"])?;
+        let key = credentials.require(
+            config,
+            "secret_key",
+            "set config.secret_key to a reference to the Stripe secret key ({\"env\": \"FIELDSYNC_SECRET_STRIPE\"}) with customer write access",
+        )?;
         Ok(Stripe {
             base,
             key,

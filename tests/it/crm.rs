@@ -126,8 +126,11 @@ max_attempts = 10000
 breaker_failures = 20
 breaker_cooldown = \"200ms\"
 secrets_key_file = \"{}\"
+secret_dir = \"{}\"
+allowed_base_urls = [\"{base}/\"]
 ",
-        key_file.display()
+        key_file.display(),
+        dir.path().display(),
     );
     std::fs::write(&work.config, toml).unwrap();
     World {

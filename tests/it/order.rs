@@ -256,6 +256,7 @@ async fn kill_9_while_deliveries_coalesce_never_sends_an_older_value_after_a_new
     .await;
     let mut toml = std::fs::read_to_string(&work.config).unwrap();
     toml += &dispatch_toml(10_000);
+    toml += &format!("allowed_base_urls = [\"{base}/\"]\n");
     std::fs::write(&work.config, toml).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -35,7 +35,7 @@ fn config(running: &Running) -> Value {
 }
 
 fn adapter(running: &Running) -> Google {
-    Google::from_config(&config(running), &Default::default()).expect("valid config")
+    Google::from_config(&config(running), &crate::support::crm::credentials(running)).expect("valid config")
 }
 
 async fn deliver(g: &Google, p: &Payload) -> Outcome {
@@ -540,7 +540,7 @@ async fn a_wrong_client_secret_disables_and_an_unknown_calendar_is_rejected() {
     let p = Events::default().payload("field.created", "timeline_builder", "f-tl", day(), &w);
     let mut bad = config(&running);
     bad["client_secret"] = json!("not-the-secret");
-    let g = Google::from_config(&bad, &Default::default()).unwrap();
+    let g = Google::from_config(&bad, &crate::support::crm::credentials(&running)).unwrap();
     match deliver(&g, &p).await {
         Outcome::Disable { status: 401, error } => {
             assert!(

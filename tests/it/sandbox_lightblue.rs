@@ -1,17 +1,16 @@
 //! Contract tests of the Light Blue adapter against the Light Blue sandbox: the contact-form line
 //! protocol, `ID` + `Source` deduplication, its error codes.
 
-use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::lightblue::LightBlue;
 use fieldsync::dispatch::outcome::Outcome;
 use fieldsync::sandbox::{Accounts, Api, Running};
 use serde_json::{json, Value};
 
-use crate::support::crm::{client, sandbox, wedding, Events, TIMEOUT};
+use crate::support::crm::{client, credentials, sandbox, wedding, Events, TIMEOUT};
 
 fn adapter(running: &Running, key: &str) -> LightBlue {
     let config = json!({"api_key": key, "url": format!("{}/lightblue/api.php", running.url())});
-    LightBlue::from_config(&config, &Credentials::default()).unwrap()
+    LightBlue::from_config(&config, &credentials(running)).unwrap()
 }
 
 fn inbox(running: &Running) -> Vec<Value> {

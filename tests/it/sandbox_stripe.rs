@@ -1,19 +1,18 @@
 //! Contract tests of the Stripe adapter against the Stripe sandbox: customer per wedding, metadata
 //! within Stripe's limits, idempotency keys, Stripe's retry signals.
 
-use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::outcome::Outcome;
 use fieldsync::dispatch::stripe::Stripe;
 use fieldsync::sandbox::{Api, Running};
 use serde_json::{json, Value};
 
-use crate::support::crm::{client, json as body_json, sandbox, wedding, Events, TIMEOUT};
+use crate::support::crm::{client, credentials, json as body_json, sandbox, wedding, Events, TIMEOUT};
 
 const WEDDING: &str = "7d3c3a52-8f0e-4c1e-9a57-6c1f4f4b8f02";
 
 fn adapter(running: &Running, key: &str) -> Stripe {
     let config = json!({"secret_key": key, "base_url": format!("{}/stripe/v1", running.url())});
-    Stripe::from_config(&config, &Credentials::default()).unwrap()
+    Stripe::from_config(&config, &credentials(running)).unwrap()
 }
 
 fn customers(running: &Running) -> Vec<Value> {

@@ -1,13 +1,12 @@
 //! Contract tests of the HoneyBook adapter against the Zapier catch-hook sandbox: a signed, flat
 //! record per change, create only.
 
-use fieldsync::credentials::Credentials;
 use fieldsync::dispatch::honeybook::HoneyBook;
 use fieldsync::dispatch::outcome::Outcome;
 use fieldsync::sandbox::Api;
 use serde_json::json;
 
-use crate::support::crm::{client, sandbox, wedding, Events, TIMEOUT};
+use crate::support::crm::{client, credentials, sandbox, wedding, Events, TIMEOUT};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -15,8 +14,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 async fn each_change_is_one_signed_flat_record_for_the_zap() {
     let running = sandbox().await;
     let hook = format!("{}/zapier/hooks/catch/123456/sandboxhook/", running.url());
-    let hb =
-        HoneyBook::from_config(&json!({"url": hook, "secret": SECRET}), &Credentials::default()).unwrap();
+    let hb = HoneyBook::from_config(&json!({"url": hook, "secret": SECRET}), &credentials(&running)).unwrap();
     let http = client();
     let w = wedding("7d3c3a52-8f0e-4c1e-9a57-6c1f4f4b8f02");
     let mut events = Events::default();
@@ -71,7 +69,7 @@ async fn each_change_is_one_signed_flat_record_for_the_zap() {
     // an unknown hook, and Zapier failing
     let wrong = format!("{}/zapier/hooks/catch/123456/other/", running.url());
     let hb_wrong =
-        HoneyBook::from_config(&json!({"url": wrong, "secret": SECRET}), &Credentials::default()).unwrap();
+        HoneyBook::from_config(&json!({"url": wrong, "secret": SECRET}), &credentials(&running)).unwrap();
     assert!(matches!(
         hb_wrong.deliver(&http, &guests, TIMEOUT).await,
         Outcome::Retry {

@@ -87,7 +87,14 @@ struct Settings {
     timeout: Option<Duration>,
 }
 
-fn config_url(config: &serde_json::Value, key: &str, default: &str) -> Result<Url, AdapterError> {
+/// A URL of the config (or its default), which must be Google's own host unless the daemon allows
+/// another base.
+fn config_url(
+    config: &serde_json::Value,
+    key: &str,
+    default: &str,
+    credentials: &Credentials,
+) -> Result<Url, AdapterError> {
     let text = match config.get(key) {
         None | Some(Value::Null) => default,
         Some(Value::String(s)) => s.as_str(),
@@ -101,6 +108,8 @@ fn config_url(config: &serde_json::Value, key: &str, default: &str) -> Result<Ur
             &format!("must be an https URL (default {default})"),
         ));
     }
+    let host = Url::parse(default).expect("a valid default");
+    credentials.check_url(key, &url, &[host.host_str().expect("a host")])?;
     Ok(url)
 }
 
@@ -153,8 +162,8 @@ impl Google {
                 client_secret,
                 refresh_token,
                 calendar_id,
-                base: config_url(config, "base_url", DEFAULT_BASE)?,
-                token_url: config_url(config, "token_url", DEFAULT_TOKEN_URL)?,
+                base: config_url(config, "base_url", DEFAULT_BASE, credentials)?,
+                token_url: config_url(config, "token_url", DEFAULT_TOKEN_URL, credentials)?,
                 timeout,
             }),
             token: Mutex::new(None),

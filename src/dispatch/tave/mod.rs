@@ -156,7 +156,9 @@ impl Tave {
             .trim_end_matches('/')
             .to_owned();
         match reqwest::Url::parse(&base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                credentials.check_url("base_url", &u, &["workspace.vsco.co", "tave.io"])?
+            }
             _ => {
                 return Err(AdapterError::config(
                     "base_url",
@@ -322,7 +324,10 @@ mod tests {
     use super::*;
 
     fn tave(config: Value) -> Result<Tave, AdapterError> {
-        Tave::from_config(&config, &Credentials::default())
+        Tave::from_config(
+            &config,
+            &Credentials::default().allowing(&["http://127.0.0.1:1/tave/".to_owned()]),
+        )
     }
 
     #[test]
@@ -331,6 +336,10 @@ mod tests {
             (json!({}), "api_key"),
             (
                 json!({"api_key": "k-secret-1", "base_url": "ftp://x"}),
+                "base_url",
+            ),
+            (
+                json!({"api_key": "k-secret-1", "base_url": "http://127.0.0.1:2/tave/api/v2"}),
                 "base_url",
             ),
             (

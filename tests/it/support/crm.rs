@@ -102,6 +102,12 @@ pub async fn sandbox() -> fieldsync::sandbox::Running {
     fieldsync::sandbox::spawn(listener, fieldsync::sandbox::Accounts::default()).unwrap()
 }
 
+/// Credentials that let adapters send to the sandboxes at `running` (the daemon's
+/// `[dispatch] allowed_base_urls`).
+pub fn credentials(running: &fieldsync::sandbox::Running) -> fieldsync::credentials::Credentials {
+    fieldsync::credentials::Credentials::default().allowing(&[running.url()])
+}
+
 /// The client adapters are given (as the dispatcher builds it: no redirects).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

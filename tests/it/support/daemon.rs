@@ -104,6 +104,16 @@ pub struct DaemonProcess {
 
 impl DaemonProcess {
     pub fn spawn(config_path: &Path, http: SocketAddr, log: &Path) -> DaemonProcess {
+        DaemonProcess::spawn_with_env(config_path, http, log, &[])
+    }
+
+    /// Like [`DaemonProcess::spawn`], with these environment variables set for the daemon.
+    pub fn spawn_with_env(
+        config_path: &Path,
+        http: SocketAddr,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> DaemonProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -113,6 +123,7 @@ impl DaemonProcess {
             .args(["run", "--config"])
             .arg(config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
