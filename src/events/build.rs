@@ -222,11 +222,14 @@ impl EventBuilder {
         let field_type_text = text(&f.field_type).unwrap_or_default();
         let field_type = FieldType::parse(&field_type_text);
         let wedding_id = text(&f.wedding);
-        let old_value = json_cell(&old.cell(&f.value));
-        let new_value = if op == Op::Delete {
-            None
+        let (old_value, _) = json_cell(&old.cell(&f.value));
+        let (new_value, unreadable) = if op == Op::Delete {
+            (None, None)
         } else {
-            json_cell(&new.cell(&f.value)).or_else(|| old_value.clone())
+            match json_cell(&new.cell(&f.value)) {
+                (None, _) => (old_value.clone(), None),
+                read => read,
+            }
         };
 
         let (committed_at, rules) = {
@@ -244,8 +247,19 @@ impl EventBuilder {
             Some(w) => self.wedding(w)?,
             None => None,
         };
-        let (valid, normalized, errors, warnings) = match (&new_value, op) {
+        // a context that fails its checks is not passed on as if it were fine
+        let context_errors = wedding.as_ref().map_or_else(Vec::new, |w| {
+            issues(fields::context_issues(
+                w.wedding_date.as_deref(),
+                w.timezone.as_deref(),
+            ))
+        });
+        let (valid, normalized, mut errors, warnings) = match (&new_value, op) {
             (_, Op::Delete) => (true, None, Vec::new(), Vec::new()),
+            (_, _) if unreadable.is_some() => {
+                crate::metrics::invalid_event(&field_type_text);
+                (false, None, issues(unreadable.into_iter().collect()), Vec::new())
+            }
             (value, _) => {
                 let null = serde_json::Value::Null;
                 let ctx = fields::Context {
@@ -263,6 +277,15 @@ impl EventBuilder {
                     issues(checked.warnings),
                 )
             }
+        };
+        let (valid, normalized) = if context_errors.is_empty() {
+            (valid, normalized)
+        } else {
+            if valid {
+                crate::metrics::invalid_event(&field_type_text);
+            }
+            errors.extend(context_errors);
+            (false, None)
         };
         // facts later events of this wedding need
         if let (Some(w), true, Some(n)) = (&wedding_id, valid, &normalized) {
@@ -428,14 +451,17 @@ fn issues(list: Vec<fields::Issue>) -> Vec<EventIssue> {
         .collect()
 }
 
-/// A JSON value from a jsonb/json column's text; a plain text column becomes a JSON string.
-fn json_cell(cell: &Cell<'_>) -> Option<serde_json::Value> {
+/// A JSON value from a jsonb/json column's text (a plain text column becomes a JSON string), and
+/// the issue when the text is JSON that cannot be held exactly (the value is then `null`).
+fn json_cell(cell: &Cell<'_>) -> (Option<serde_json::Value>, Option<fields::Issue>) {
     match cell {
-        Cell::Text(t) => {
-            Some(serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.to_string())))
-        }
-        Cell::Null => Some(serde_json::Value::Null),
-        Cell::Missing | Cell::Unchanged => None,
+        Cell::Text(t) => match fields::read_json(t) {
+            Ok(v) => (Some(v), None),
+            Err(None) => (Some(serde_json::Value::String(t.to_string())), None),
+            Err(Some(issue)) => (Some(serde_json::Value::Null), Some(issue)),
+        },
+        Cell::Null => (Some(serde_json::Value::Null), None),
+        Cell::Missing | Cell::Unchanged => (None, None),
     }
 }
 

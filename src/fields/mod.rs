@@ -64,7 +64,9 @@
 //! `positive_duration`, `duration_range`, `latitude_range`, `longitude_range`, `http_url`, `rating_range`,
 //! `price_level_range`, `iso4217_currency`, `integer_amount`, `amount_range`, `percentage_range`,
 //! `finite_number`, `email_syntax`, `e164_phone`, `venue_capacity_bound`, `over_venue_capacity`,
-//! `exceeds_guest_total`.
+//! `exceeds_guest_total`; reading the value's text ([`read_json`]): `json_depth`, `number_range`,
+//! `number_precision`; the wedding's context ([`context_issues`]): `wedding_date_range`,
+//! `iana_time_zone`.
 
 mod counts;
 mod currency;
@@ -73,11 +75,14 @@ mod generic;
 mod money;
 mod numbers;
 mod report;
+mod text;
 mod timeline;
 mod venue;
 
 #[cfg(test)]
 mod tests;
+
+pub use text::{context_issues, read_json, MAX_DEPTH};
 
 use std::fmt;
 
