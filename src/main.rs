@@ -125,6 +125,9 @@ enum SecretCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // the store and anything else the daemon writes hold personal data: owner only
+    // SAFETY: umask(2) only sets this process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -39,6 +39,11 @@ pub fn excerpt(value: &str, max: usize) -> String {
     }
 }
 
+/// [`excerpt`] quoted, as config errors show what they found.
+pub fn quoted(value: &str) -> String {
+    format!("{:?}", excerpt(value, 64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

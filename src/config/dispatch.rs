@@ -121,8 +121,9 @@ pub(super) fn check_dispatch(
             return Err(err(
                 "dispatch.backpressure",
                 format!(
-                "{other:?} is not a policy: use \"alert\" (keep capturing) or \"pause\" (stop reading WAL)"
-            ),
+                    "{} is not a policy: use \"alert\" (keep capturing) or \"pause\" (stop reading WAL)",
+                    crate::secret::quoted(other)
+                ),
             ))
         }
     };

@@ -274,7 +274,10 @@ pub(super) fn check_events(
         other => {
             return Err(err(
                 "events.snapshot",
-                format!("{other:?} is not a snapshot mode: use \"initial\" or \"never\""),
+                format!(
+                    "{} is not a snapshot mode: use \"initial\" or \"never\"",
+                    crate::secret::quoted(other)
+                ),
             ))
         }
     };
@@ -285,7 +288,10 @@ pub(super) fn check_events(
         other => {
             return Err(err(
                 "events.past_wedding_date",
-                format!("{other:?} is not a policy: use \"allow\", \"warn\" or \"error\""),
+                format!(
+                    "{} is not a policy: use \"allow\", \"warn\" or \"error\"",
+                    crate::secret::quoted(other)
+                ),
             ))
         }
     };
@@ -304,7 +310,11 @@ pub(super) fn check_events(
             other => {
                 return Err(err(
                     "events.priorities",
-                    format!("{field_type} = {other:?}: use \"critical\", \"important\" or \"optional\""),
+                    format!(
+                        "{} = {}: use \"critical\", \"important\" or \"optional\"",
+                        crate::secret::excerpt(field_type, 64),
+                        crate::secret::quoted(other)
+                    ),
                 ))
             }
         };

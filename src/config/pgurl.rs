@@ -111,7 +111,8 @@ fn tls_mode(value: &str) -> Result<TlsMode, String> {
                 .to_owned(),
         ),
         other => Err(format!(
-            "sslmode={other:?} is not supported: use disable, prefer, require or verify-full"
+            "sslmode={} is not supported: use disable, prefer, require or verify-full",
+            crate::secret::quoted(other)
         )),
     }
 }

@@ -144,12 +144,12 @@ fn an_environment_value_that_reads_as_toml_is_kept_as_a_string_where_a_string_is
         "",
         &[
             ("FIELDSYNC__POSTGRES__PASSWORD", "12345"),
-            ("FIELDSYNC__LOG__LEVEL", "true"),
+            ("FIELDSYNC__REPLICATION__SLOT", "true"),
         ],
     )
     .unwrap();
     assert_eq!(c.postgres.password.unwrap().expose(), "12345");
-    assert_eq!(c.log.level, "true");
+    assert_eq!(c.replication.slot, "true");
 }
 
 #[test]
@@ -332,4 +332,39 @@ fn a_file_on_disk_is_loaded_and_named_in_errors() {
         e.starts_with(&format!("{}: queue.cache_capacity_mb", path.display())),
         "{e}"
     );
+}
+
+#[test]
+fn a_log_filter_of_unknown_words_and_oversized_names_are_refused_naming_the_key_and_a_short_excerpt() {
+    for level in ["verbose", "info,loud", "true"] {
+        let e = load(&format!("[log]\nlevel = \"{level}\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level") && e.contains("no level"), "{e}");
+    }
+    for ok in [
+        "info",
+        "fieldsync=debug,warn",
+        "WARN",
+        "fieldsync::dispatch=trace",
+    ] {
+        load(&format!("[log]\nlevel = \"{ok}\"\n"), &[]).unwrap();
+    }
+    let long = "a".repeat(1 << 20);
+    for (toml, key) in [
+        (format!("[replication]\nslot = \"{long}\"\n"), "replication.slot"),
+        (
+            format!("[postgres]\napplication_name = \"{long}\"\n"),
+            "postgres.application_name",
+        ),
+        (
+            format!("[replication]\npublication = \"{long}\"\n"),
+            "replication.publication",
+        ),
+        (format!("[capture]\ntables = [\"{long}\"]\n"), "capture.tables"),
+    ] {
+        let e = load(&toml, &[]).unwrap_err().to_string();
+        assert!(e.contains(key), "{}", &e[..e.len().min(300)]);
+        assert!(e.len() < 600, "{key}: the error echoes {} bytes", e.len());
+    }
 }

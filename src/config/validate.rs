@@ -15,9 +15,12 @@ use crate::config::{
     TableName,
 };
 use crate::pg::{PgTarget, TlsMode};
+use crate::secret::quoted;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
+/// The words a log filter may use alone.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
 impl RawConfig {
     /// Checks the values as they stand (no file, no environment).
@@ -69,8 +72,9 @@ pub fn parse_table_name(text: &str) -> Result<TableName, String> {
     let fits = |part: &str| !part.trim().is_empty() && part.len() <= MAX_IDENTIFIER_BYTES;
     if !fits(schema) || !fits(name) {
         return Err(format!(
-            "{text:?} is not a table name: use \"schema.table\" or \"table\" (meaning public.table), each \
-             part 1 to {MAX_IDENTIFIER_BYTES} bytes"
+            "{} is not a table name: use \"schema.table\" or \"table\" (meaning public.table), each \
+             part 1 to {MAX_IDENTIFIER_BYTES} bytes",
+            quoted(text)
         ));
     }
     Ok(TableName {
@@ -113,6 +117,26 @@ impl Checker<'_> {
             .or(url.connect_timeout)
             .unwrap_or(raw::DEFAULT_CONNECT_TIMEOUT);
         self.positive("postgres.connect_timeout", connect_timeout)?;
+        let application_name = raw
+            .application_name
+            .or(url.application_name)
+            .unwrap_or_else(|| raw::DEFAULT_APPLICATION_NAME.to_owned());
+        for (key, value) in [
+            ("postgres.application_name", Some(&application_name)),
+            ("postgres.user", Some(&url.user)),
+            ("postgres.dbname", Some(&url.dbname)),
+        ] {
+            if let Some(v) = value.filter(|v| v.len() > MAX_IDENTIFIER_BYTES || v.contains(char::is_control))
+            {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes or holds control characters",
+                        quoted(v)
+                    ),
+                ));
+            }
+        }
         Ok(PgTarget {
             host: url.host,
             port: url.port,
@@ -122,10 +146,7 @@ impl Checker<'_> {
             tls,
             ca_file,
             connect_timeout,
-            application_name: raw
-                .application_name
-                .or(url.application_name)
-                .unwrap_or_else(|| raw::DEFAULT_APPLICATION_NAME.to_owned()),
+            application_name,
         })
     }
 
@@ -136,7 +157,7 @@ impl Checker<'_> {
                 format!(
                     "{:?} is not a valid slot name: use lowercase letters, digits and underscores, at \
                      most {MAX_IDENTIFIER_BYTES} characters",
-                    raw.slot
+                    quoted(&raw.slot)
                 ),
             ));
         }
@@ -149,7 +170,7 @@ impl Checker<'_> {
                 format!(
                     "{:?} is not a valid publication name: use 1 to {MAX_IDENTIFIER_BYTES} bytes, as in \
                      CREATE PUBLICATION",
-                    raw.publication
+                    quoted(&raw.publication)
                 ),
             ));
         }
@@ -162,7 +183,7 @@ impl Checker<'_> {
             other => {
                 return Err(self.err(
                     "replication.on_slot_lost",
-                    format!("{other:?} is not a policy: use \"error\" (stop with the fix) or \"recreate\" (new slot and a fresh snapshot)"),
+                    format!("{} is not a policy: use \"error\" (stop with the fix) or \"recreate\" (new slot and a fresh snapshot)", quoted(other)),
                 ))
             }
         };
@@ -293,8 +314,8 @@ impl Checker<'_> {
             self.err(
                 "log.level",
                 format!(
-                    "{:?} {why}: use a level such as \"info\" or a filter such as \"fieldsync=debug,info\"",
-                    raw.level
+                    "{} {why}: use a level such as \"info\" or a filter such as \"fieldsync=debug,info\"",
+                    quoted(&raw.level)
                 ),
             )
         };
@@ -303,6 +324,19 @@ impl Checker<'_> {
         }
         tracing_subscriber::EnvFilter::try_new(&raw.level)
             .map_err(|e| invalid(format!("is not a valid log filter ({e})")))?;
+        // a bare word parses as a target name (logging nothing else): it must be a level
+        if let Some(word) = raw
+            .level
+            .split(',')
+            .map(str::trim)
+            .find(|d| !d.contains(['=', '[', ':']) && !LEVELS.contains(&d.to_ascii_lowercase().as_str()))
+        {
+            return Err(invalid(format!(
+                "names {} which is no level ({}); a target needs a level, as in \"fieldsync=debug\"",
+                quoted(word),
+                LEVELS.join(", ")
+            )));
+        }
         Ok(LogConfig {
             level: raw.level,
             format: raw.format,

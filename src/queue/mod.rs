@@ -130,10 +130,38 @@ pub enum SnapshotState {
 }
 const CONFIRMED: &[u8] = b"confirmed";
 
+/// The store holds personal data: its directory is `0700` and every file in it `0600` (files sled
+/// creates later inherit the daemon's umask, which `fieldsync run` sets to `077`).
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Queue {
     /// Opens (or creates) the queue and removes any half-received transaction left by a crash.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Queue, QueueError> {
         let shown = path.display().to_string();
+        restrict(path).map_err(|source| QueueError::Open {
+            path: shown.clone(),
+            source: sled::Error::Io(source),
+        })?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity_bytes)
@@ -150,6 +178,11 @@ impl Queue {
                     source,
                 },
             })?;
+        // and the files sled made just now
+        restrict(path).map_err(|source| QueueError::Open {
+            path: shown.clone(),
+            source: sled::Error::Io(source),
+        })?;
         let changes = db.open_tree("changes")?;
         let meta = db.open_tree("meta")?;
         let head = read_head(&meta)?;

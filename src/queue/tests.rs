@@ -204,3 +204,48 @@ fn a_large_transaction_is_written_out_in_bounded_chunks() {
         vec![4_997, 4_998, 4_999]
     );
 }
+
+/// Every directory under `root` and `root` itself, and every file, with its permission bits.
+fn modes(root: &Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        out.push((
+            dir.clone(),
+            true,
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        ));
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                out.push((
+                    entry.path(),
+                    false,
+                    entry.metadata().unwrap().permissions().mode() & 0o777,
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    // a store made before the rule, world-readable
+    drop(Queue::open(&path, 1 << 20).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(path.join("conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let q = Queue::open(&path, 1 << 20).unwrap();
+    let all = modes(&path);
+    assert!(all.len() > 2, "{all:?}");
+    for (p, is_dir, mode) in all {
+        assert_eq!(mode, if is_dir { 0o700 } else { 0o600 }, "{}", p.display());
+    }
+    drop(q);
+}

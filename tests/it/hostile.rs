@@ -15,6 +15,11 @@ use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 /// A TCP listener on loopback that counts the connections made to it (and answers none).
 async fn outside_host() -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,7 +36,8 @@ async fn outside_host() -> (String, Arc<AtomicUsize>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_pointing_at_the_daemons_own_secrets_or_another_host_are_config_errors_and_nothing_is_sent() {
+async fn rows_pointing_at_the_daemons_own_secrets_or_another_host_are_config_errors_nothing_is_sent_and_the_store_is_private(
+) {
     let cluster = cluster_with_schema();
     let receiver = Receiver::start(SECRET).await;
     let db = sql(&cluster).await;
@@ -121,6 +127,19 @@ async fn rows_pointing_at_the_daemons_own_secrets_or_another_host_are_config_err
         !log.contains(admin_password) && !log.contains("sk_test_allowed"),
         "a secret reached the log"
     );
+    // and what the daemon stored is its own: directories 0700, files 0600
+    let mut dirs = vec![work.queue.clone()];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
