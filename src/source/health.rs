@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use crate::lsn::Lsn;
 use crate::pg::PgTarget;
 
+/// How soon a slot that does not exist yet is looked for again.
+const MISSING_SLOT_RECHECK: Duration = Duration::from_millis(200);
+
 /// The prefix of heartbeat messages.
 pub const HEARTBEAT_PREFIX: &str = "fieldsync_heartbeat";
 
@@ -105,22 +108,36 @@ impl SlotWatch {
                     }
                 };
             }
+            // a slot not made yet (the source makes it when it connects) is looked for again soon,
+            // so that /readyz is right within moments of a first start
+            let mut wait = interval;
             if let Some(c) = &client {
-                let observed = observe(c, &slot).await;
-                if observed.is_err() {
-                    client = None;
-                }
+                let observed = match observe(c, &slot).await {
+                    Ok(Some(health)) => Ok(health),
+                    Ok(None) => {
+                        wait = wait.min(MISSING_SLOT_RECHECK);
+                        Err(format!(
+                            "slot {} does not exist (fieldsync creates it when it starts replication)",
+                            crate::secret::quoted(&slot)
+                        ))
+                    }
+                    Err(e) => {
+                        client = None;
+                        Err(e)
+                    }
+                };
                 self.set(observed);
             }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
     }
 }
 
-async fn observe(c: &tokio_postgres::Client, slot: &str) -> Result<SlotHealth, String> {
+/// The slot's health, `None` when there is no such slot.
+async fn observe(c: &tokio_postgres::Client, slot: &str) -> Result<Option<SlotHealth>, String> {
     let rows = c
         .query(
             "SELECT pg_current_wal_lsn()::text, confirmed_flush_lsn::text, wal_status, safe_wal_size, active
@@ -129,18 +146,18 @@ async fn observe(c: &tokio_postgres::Client, slot: &str) -> Result<SlotHealth, S
         )
         .await
         .map_err(|e| format!("reading pg_replication_slots: {e}"))?;
-    let row = rows.first().ok_or_else(|| {
-        format!("slot {slot:?} does not exist (fieldsync creates it when it starts replication)")
-    })?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
     let lsn = |i: usize| -> Option<Lsn> { row.get::<_, Option<String>>(i)?.parse().ok() };
     let current = lsn(0).unwrap_or(Lsn::ZERO);
     let confirmed = lsn(1).unwrap_or(current);
-    Ok(SlotHealth {
+    Ok(Some(SlotHealth {
         slot: slot.to_owned(),
         lag_bytes: current.0.saturating_sub(confirmed.0),
         wal_status: row.get(2),
         safe_wal_size: row.get(3),
         active: row.get(4),
         checked_unix_ms: chrono::Utc::now().timestamp_millis(),
-    })
+    }))
 }

@@ -67,3 +67,16 @@ async fn a_silently_blocked_stream_is_reported_by_readyz_within_the_heartbeat_in
     .await;
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_ready_within_a_second_of_a_first_start_that_creates_the_slot() {
+    let cluster = cluster_with_schema();
+    // start_on waits until replication is connected, which creates the slot on this first start
+    let (_dir, d) = daemon::start_on(&cluster).await;
+    wait_for_async(Duration::from_secs(1), "/readyz to say ready", || {
+        let ready = readyz(&d);
+        async move { ready.0 == 200 }
+    })
+    .await;
+    d.stop().await.unwrap();
+}
