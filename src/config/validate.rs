@@ -19,6 +19,9 @@ use crate::pg::{PgTarget, TlsMode};
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// The largest `[http] max_connections` accepted.
+pub const MAX_HTTP_CONNECTIONS: u32 = 1_000_000;
+
 impl RawConfig {
     /// Checks the values as they stand (no file, no environment).
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -251,7 +254,43 @@ impl Checker<'_> {
         let stream_token = Some(raw.stream_token)
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
-        Ok(HttpConfig { listen, stream_token })
+        self.positive("http.header_read_timeout", raw.header_read_timeout)?;
+        self.positive("http.idle_timeout", raw.idle_timeout)?;
+        if raw.max_connections > MAX_HTTP_CONNECTIONS {
+            return Err(self.err(
+                "http.max_connections",
+                format!(
+                    "{} is more than {MAX_HTTP_CONNECTIONS}: each connection holds a file descriptor; \
+                     use 0 to derive the cap from the open-file limit",
+                    raw.max_connections
+                ),
+            ));
+        }
+        let max_connections = Some(raw.max_connections).filter(|&n| n > 0);
+        if raw.max_streams == 0 {
+            return Err(self.err(
+                "http.max_streams",
+                "must be at least 1 (open live streams at most), e.g. 32",
+            ));
+        }
+        if let Some(n) = max_connections.filter(|&n| raw.max_streams >= n) {
+            return Err(self.err(
+                "http.max_streams",
+                format!(
+                    "{} is not below http.max_connections ({n}): streams would leave no connection \
+                     for /healthz and the other endpoints",
+                    raw.max_streams
+                ),
+            ));
+        }
+        Ok(HttpConfig {
+            listen,
+            stream_token,
+            header_read_timeout: raw.header_read_timeout,
+            idle_timeout: raw.idle_timeout,
+            max_connections,
+            max_streams: raw.max_streams,
+        })
     }
 
     fn admin(&self, raw: RawAdmin) -> Result<Option<AdminConfig>, ConfigError> {
