@@ -11,6 +11,7 @@ mod devdb;
 mod dispatch;
 mod events;
 mod health;
+mod http_hostile;
 mod memory;
 mod metrics;
 mod official_clients;
