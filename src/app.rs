@@ -63,13 +63,11 @@ impl Daemon {
         // before any task records a metric: handles taken earlier would record nowhere
         crate::metrics::install();
         let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| AppError::Listen {
-                key: "[http] listen",
-                addr: config.http.listen,
-                source,
-            })?;
+        let listener = http::bind(config.http.listen).map_err(|source| AppError::Listen {
+            key: "[http] listen",
+            addr: config.http.listen,
+            source,
+        })?;
         let admin_listener =
             match &config.admin {
                 Some(a) => Some(tokio::net::TcpListener::bind(a.listen).await.map_err(|source| {
@@ -127,6 +125,8 @@ impl Daemon {
             dispatch: commands,
             stream_token: config.http.stream_token.clone(),
             shutdown: shutdown_rx.clone(),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams as usize)),
+            max_streams: config.http.max_streams,
         };
         let admin_addr = match (admin_listener, &config.admin) {
             (Some(listener), Some(admin)) => {
@@ -152,7 +152,8 @@ impl Daemon {
             }
             _ => None,
         };
-        let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone()));
+        let limits = http::Limits::from_config(&config.http);
+        let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone(), limits));
         let source = tokio::spawn(source.run(shutdown_rx));
         match admin_addr {
             Some(admin) => tracing::info!(http = %http_addr, %admin, "fieldsync started"),

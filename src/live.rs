@@ -5,7 +5,14 @@
 //! Each message is `id: <event id>`, `event: <type>`, `data: <envelope JSON>`. A client that
 //! reconnects with `Last-Event-ID` (browsers do this by themselves) gets every later event from
 //! the durable queue, then live ones: no gap, no repeat. Only durable events are streamed.
+//!
+//! A replay is read from the queue as the client consumes it: one batch of at most
+//! [`READ_BATCH`] records when the previous batch is taken, so a
+//! stream holds at most one batch and hyper's write buffer (about 400 KiB) however long the
+//! replay, and a slow reader slows only its own reads. At most `[http] max_streams` streams are
+//! open; past it the answer is 503 with `Retry-After`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -15,13 +22,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::http::AppState;
 use crate::queue::record::{ChangeRecord, EventId};
 use crate::queue::Queue;
 
-const READ_BATCH: usize = 256;
+/// Records read from the queue at a time, per stream.
+pub const READ_BATCH: usize = 128;
+/// Seconds a client refused for too many streams is asked to wait.
+const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Deserialize)]
 pub struct StreamParams {
@@ -61,6 +71,23 @@ pub async fn stream(
     let Some(organization) = p.organization else {
         return (StatusCode::BAD_REQUEST, "organization=<id> is required\n").into_response();
     };
+    let Ok(permit) = st.streams.clone().try_acquire_owned() else {
+        metrics::counter!("fieldsync_http_streams_refused_total").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", RETRY_AFTER_SECS.to_string())],
+            axum::Json(serde_json::json!({
+                "error": format!(
+                    "too many live streams: {} are open, the limit ([http] max_streams); retry after {RETRY_AFTER_SECS} s",
+                    st.max_streams
+                ),
+                "limit": "[http] max_streams",
+                "max_streams": st.max_streams,
+                "retry_after_seconds": RETRY_AFTER_SECS,
+            })),
+        )
+            .into_response();
+    };
     let after = match headers
         .get("last-event-id")
         .map(|v| v.to_str().map(str::parse::<EventId>))
@@ -83,55 +110,75 @@ pub async fn stream(
             Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
     };
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(feed(
-        st.queue.clone(),
-        start,
+    let feed = Feed {
+        queue: st.queue.clone(),
+        after: start,
         organization,
-        p.wedding,
-        tx,
-        st.shutdown.clone(),
-    ));
-    let events = stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+        wedding: p.wedding,
+        durable: st.queue.durable(),
+        shutdown: st.shutdown.clone(),
+        pending: VecDeque::new(),
+        caught_up: false,
+        _permit: permit,
+    };
+    let events = stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok::<_, Infallible>(event), feed))
     });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-/// Sends the matching events after `after`, then waits for more, until the client goes away.
-async fn feed(
+/// One stream's position: the matching events after `after`, read a batch at a time as the client
+/// takes them, then live ones as they become durable.
+struct Feed {
     queue: Queue,
-    mut after: Option<EventId>,
+    after: Option<EventId>,
     organization: String,
     wedding: Option<String>,
-    tx: mpsc::Sender<Event>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut durable = queue.durable();
-    loop {
-        let records = match queue.records_after(after, READ_BATCH) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("live stream stops: {e}");
-                return;
+    durable: watch::Receiver<crate::queue::Durable>,
+    shutdown: watch::Receiver<bool>,
+    /// Matching events of the last batch read, not yet taken.
+    pending: VecDeque<Event>,
+    /// The last read reached the durable end of the queue: wait for more before reading again.
+    caught_up: bool,
+    /// The stream's place under `[http] max_streams`, given back when the stream is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    /// The next event; `None` ends the stream (shutdown, or a storage error).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
             }
-        };
-        let full = records.len() == READ_BATCH;
-        for r in records {
-            after = Some(r.id);
-            if let Some(event) = matching(&r, &organization, wedding.as_deref()) {
-                if tx.send(event).await.is_err() {
-                    return;
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if self.caught_up {
+                tokio::select! {
+                    changed = self.durable.changed() => changed.ok()?,
+                    _ = self.shutdown.wait_for(|s| *s) => return None,
                 }
             }
-        }
-        if !full {
-            tokio::select! {
-                changed = durable.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
-                _ = shutdown.wait_for(|s| *s) => return,
+            // read in place: a batch is mostly in sled's cache and takes well under a millisecond
+            // (a blocking-pool thread per stream cost more memory, in per-thread allocator heaps,
+            // than it saved)
+            let records = match self.queue.records_after(self.after, READ_BATCH) {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!("live stream stops: {e}");
+                    return None;
+                }
+            };
+            self.caught_up = records.len() < READ_BATCH;
+            for r in records {
+                self.after = Some(r.id);
+                if let Some(event) = matching(&r, &self.organization, self.wedding.as_deref()) {
+                    self.pending.push_back(event);
+                }
             }
         }
     }

@@ -246,6 +246,8 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     fieldsync::telemetry::init_logging(&config.log);
+    // before anything opens descriptors: the HTTP connection cap is derived from this limit
+    fieldsync::http::raise_nofile_limit();
     let daemon = match Daemon::start(config).await {
         Ok(d) => d,
         Err(e) => return report(e),

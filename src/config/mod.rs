@@ -129,6 +129,15 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The live event stream's bearer token; `None` disables the stream.
     pub stream_token: Option<crate::secret::Secret<String>>,
+    /// A request head must be complete within this, from the connection's start (or from the
+    /// first byte of a later request on a kept-alive connection).
+    pub header_read_timeout: std::time::Duration,
+    /// A kept-alive connection with no request in progress is closed after this.
+    pub idle_timeout: std::time::Duration,
+    /// Open connections at most; `None`: derived from the open-file limit when the server starts.
+    pub max_connections: Option<u32>,
+    /// Open live streams at most.
+    pub max_streams: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

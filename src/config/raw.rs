@@ -46,6 +46,14 @@ pub const DEFAULT_QUEUE_PATH: &str = "./fieldsync-data";
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
 
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
+/// A request's head must be complete this long after the connection opened (or after its first
+/// byte on a kept-alive connection): slowloris clients are closed after it.
+pub const DEFAULT_HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection with no request in progress is closed after this long.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// 0: derived at start from the open-file limit (see `crate::http::limits`).
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 0;
+pub const DEFAULT_HTTP_MAX_STREAMS: u32 = 32;
 
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
@@ -168,6 +176,14 @@ pub struct RawHttp {
     pub listen: String,
     /// Bearer token of the live event stream (`/events/stream`); empty disables the stream.
     pub stream_token: crate::secret::Secret<String>,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open HTTP connections at most; 0 derives the cap from the open-file limit at start.
+    pub max_connections: u32,
+    /// Open live streams (`/events/stream`) at most; past it, 503 with `Retry-After`.
+    pub max_streams: u32,
 }
 
 impl Default for RawHttp {
@@ -175,6 +191,10 @@ impl Default for RawHttp {
         RawHttp {
             listen: DEFAULT_HTTP_LISTEN.to_owned(),
             stream_token: crate::secret::Secret::default(),
+            header_read_timeout: DEFAULT_HTTP_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            max_streams: DEFAULT_HTTP_MAX_STREAMS,
         }
     }
 }

@@ -75,6 +75,12 @@ struct Queue {
 struct Http {
     listen: String,
     stream_token: &'static str,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
+    max_connections: u32,
+    max_streams: u32,
 }
 
 #[derive(Serialize)]
@@ -130,6 +136,10 @@ pub(super) fn render(config: &Config) -> String {
             } else {
                 ""
             },
+            header_read_timeout: config.http.header_read_timeout,
+            idle_timeout: config.http.idle_timeout,
+            max_connections: config.http.max_connections.unwrap_or(0),
+            max_streams: config.http.max_streams,
         },
         admin: config.admin.as_ref().map(|a| Admin {
             listen: a.listen.to_string(),

@@ -22,6 +22,9 @@ pub const MAX_IDENTIFIER_BYTES: usize = 63;
 /// The words a log filter may use alone.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
+/// The largest `[http] max_connections` accepted.
+pub const MAX_HTTP_CONNECTIONS: u32 = 1_000_000;
+
 impl RawConfig {
     /// Checks the values as they stand (no file, no environment).
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -155,7 +158,7 @@ impl Checker<'_> {
             return Err(self.err(
                 "replication.slot",
                 format!(
-                    "{:?} is not a valid slot name: use lowercase letters, digits and underscores, at \
+                    "{} is not a valid slot name: use lowercase letters, digits and underscores, at \
                      most {MAX_IDENTIFIER_BYTES} characters",
                     quoted(&raw.slot)
                 ),
@@ -168,7 +171,7 @@ impl Checker<'_> {
             return Err(self.err(
                 "replication.publication",
                 format!(
-                    "{:?} is not a valid publication name: use 1 to {MAX_IDENTIFIER_BYTES} bytes, as in \
+                    "{} is not a valid publication name: use 1 to {MAX_IDENTIFIER_BYTES} bytes, as in \
                      CREATE PUBLICATION",
                     quoted(&raw.publication)
                 ),
@@ -272,7 +275,43 @@ impl Checker<'_> {
         let stream_token = Some(raw.stream_token)
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
-        Ok(HttpConfig { listen, stream_token })
+        self.positive("http.header_read_timeout", raw.header_read_timeout)?;
+        self.positive("http.idle_timeout", raw.idle_timeout)?;
+        if raw.max_connections > MAX_HTTP_CONNECTIONS {
+            return Err(self.err(
+                "http.max_connections",
+                format!(
+                    "{} is more than {MAX_HTTP_CONNECTIONS}: each connection holds a file descriptor; \
+                     use 0 to derive the cap from the open-file limit",
+                    raw.max_connections
+                ),
+            ));
+        }
+        let max_connections = Some(raw.max_connections).filter(|&n| n > 0);
+        if raw.max_streams == 0 {
+            return Err(self.err(
+                "http.max_streams",
+                "must be at least 1 (open live streams at most), e.g. 32",
+            ));
+        }
+        if let Some(n) = max_connections.filter(|&n| raw.max_streams >= n) {
+            return Err(self.err(
+                "http.max_streams",
+                format!(
+                    "{} is not below http.max_connections ({n}): streams would leave no connection \
+                     for /healthz and the other endpoints",
+                    raw.max_streams
+                ),
+            ));
+        }
+        Ok(HttpConfig {
+            listen,
+            stream_token,
+            header_read_timeout: raw.header_read_timeout,
+            idle_timeout: raw.idle_timeout,
+            max_connections,
+            max_streams: raw.max_streams,
+        })
     }
 
     fn admin(&self, raw: RawAdmin) -> Result<Option<AdminConfig>, ConfigError> {

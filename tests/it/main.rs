@@ -12,6 +12,7 @@ mod dispatch;
 mod events;
 mod health;
 mod hostile;
+mod http_hostile;
 mod memory;
 mod metrics;
 mod official_clients;
