@@ -324,7 +324,7 @@ impl Views {
                 pause,
                 reply,
             })?
-            .map_err(|e| unknown_integration_because(e))?;
+            .map_err(unknown_integration_because)?;
         Ok(Value::text(match (pause, changed) {
             (true, true) => "paused",
             (true, false) => "already paused",

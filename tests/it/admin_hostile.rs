@@ -377,10 +377,9 @@ async fn connections_past_the_limit_get_53300_and_an_idle_unauthenticated_one_is
         }
         idle.push(s);
     }
-    let e = driver(d.admin, PASSWORD)
-        .await
-        .err()
-        .expect("a connection past the limit is refused");
+    let Err(e) = driver(d.admin, PASSWORD).await else {
+        panic!("a connection past the limit was accepted")
+    };
     assert_eq!(sqlstate(&e), Some("53300"), "{e}");
     let mut raw = tokio::net::TcpStream::connect(d.admin).await.unwrap();
     assert_eq!(error_code(&mut raw).await.as_deref(), Some("53300"));
@@ -412,15 +411,16 @@ async fn wrong_passwords_are_logged_without_the_password_and_throttled_per_addre
     let mut d = Hostile::start().await;
     let guesser: IpAddr = [127, 0, 0, 2].into();
     for _ in 0..5 {
-        let e = driver_from(guesser, d.admin, GUESS).await.err().expect("refused");
+        let Err(e) = driver_from(guesser, d.admin, GUESS).await else {
+            panic!("a wrong password was accepted")
+        };
         assert_eq!(sqlstate(&e), Some("28P01"), "{e}");
     }
     // the sixth attempt from that address is refused even with the right password, after a delay
     let asked = Instant::now();
-    let e = driver_from(guesser, d.admin, PASSWORD)
-        .await
-        .err()
-        .expect("throttled");
+    let Err(e) = driver_from(guesser, d.admin, PASSWORD).await else {
+        panic!("not throttled")
+    };
     assert_eq!(sqlstate(&e), Some("28000"), "{e}");
     assert!(
         asked.elapsed() >= Duration::from_millis(900),
