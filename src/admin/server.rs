@@ -79,6 +79,7 @@ pub async fn serve_with(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let throttle = Arc::new(Throttle::default());
+    let mut refusals = Refusals::default();
     loop {
         tokio::select! {
             _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
@@ -86,8 +87,8 @@ pub async fn serve_with(
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        refusals.refused(peer, limits.max_connections);
                         if let Ok(refusal) = refusing.clone().try_acquire_owned() {
-                            tracing::warn!(%peer, max = limits.max_connections, "admin port: too many connections: refused");
                             tokio::spawn(async move {
                                 refuse(socket).await;
                                 drop(refusal);
@@ -123,6 +124,28 @@ pub async fn serve_with(
                 }
             },
         }
+    }
+}
+
+/// Logs refused connections at most once per [`REFUSAL_LOG_EVERY`], with how many were refused
+/// since: a flood of connections does not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    logged_at: Option<std::time::Instant>,
+    since: u64,
+}
+
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Refusals {
+    fn refused(&mut self, peer: std::net::SocketAddr, max: usize) {
+        self.since += 1;
+        if self.logged_at.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(%peer, max, refused = self.since, "admin port: too many connections: refused (count since the last such line)");
+        self.logged_at = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 

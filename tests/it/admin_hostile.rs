@@ -220,7 +220,21 @@ async fn a_flat_chain_of_20000_terms_is_refused_as_too_complex_and_the_daemon_li
             Some("54001"),
             "{term} x 1500"
         );
+        // the longest chain admitted (64 operators) runs in the daemon; one more is refused
+        assert_eq!(
+            refused(&client, &chain(first, term, 65)).await,
+            None,
+            "{term} x 65"
+        );
+        assert_eq!(
+            refused(&client, &chain(first, term, 66)).await.as_deref(),
+            Some("54001"),
+            "{term} x 66"
+        );
     }
+    // nesting (sqlparser admits about 25 levels of parentheses), a chain inside each level, runs
+    let nested = format!("SELECT {}1{}", "(1+".repeat(20), ")".repeat(20));
+    assert_eq!(refused(&client, &nested).await, None, "{nested}");
     // 20,000 terms: `1+1+…` is 40 KB, within max_query_bytes (64 KiB), and too complex; the OR
     // and || chains are over 64 KiB and refused for their length before they are tokenized
     assert_eq!(
