@@ -2,9 +2,12 @@
 //! `psql -h 127.0.0.1 -p PORT -U USER` into the daemon, read its views (`status`, `integrations`,
 //! `queue`, `dead_letters`, `deliveries`) and act with `requeue(...)`, `pause(...)`, `resume(...)`.
 
+pub mod limits;
 pub mod server;
 pub mod sql;
+mod throttle;
 pub mod views;
+mod wire;
 
 pub use server::serve;
 pub use views::Views;

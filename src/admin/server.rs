@@ -2,7 +2,8 @@
 //! protocol (psql) and the extended one (drivers: Parse/Describe/Bind/Execute with `$n`
 //! parameters, text or binary). Queries run on a blocking thread (they read sled and wait for the
 //! dispatcher); errors go back as PostgreSQL errors with their SQLSTATE, and the connection, like
-//! the daemon, carries on.
+//! the daemon, carries on. Each connection is driven by [`super::wire`] (framing with limits,
+//! login timeout and throttle); at most `max_connections` are served at once.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use async_trait::async_trait;
 use futures_util::{stream, Sink};
 use pgwire::api::auth::scram::{gen_salted_password, SASLScramAuthStartupHandler};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
-use pgwire::api::copy::NoopCopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -19,11 +19,20 @@ use pgwire::api::results::{
     FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::{ClientInfo, NoopErrorHandler, PgWireServerHandlers, Type as PgType};
+use pgwire::api::{ClientInfo, Type as PgType};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use std::panic::AssertUnwindSafe;
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::limits::{Limits, MAX_STARTUP_BYTES, WRITE_TIMEOUT};
+use super::throttle::Throttle;
+use super::wire::{serve_connection, Conn, End};
 
 use super::sql::{self, Plan, SqlError, Statement, Type, Value};
 use super::views::Views;
@@ -32,12 +41,29 @@ use crate::secret::Secret;
 /// PBKDF2 rounds of the SCRAM verifier (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
 
-/// Serves the admin port until `shutdown` turns true.
+/// Serves the admin port with the default [`Limits`] until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     views: Arc<Views>,
     user: String,
     password: Secret<String>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, views, user, password, Limits::default(), shutdown).await
+}
+
+/// Connections being refused at once (each for at most [`WRITE_TIMEOUT`]); past it a connection
+/// over the limit is closed without a word, so a flood cannot hold more sockets than this.
+const MAX_REFUSING: usize = 64;
+
+/// Serves the admin port until `shutdown` turns true: at most `limits.max_connections` at once,
+/// the others refused with `53300`.
+pub async fn serve_with(
+    listener: TcpListener,
+    views: Arc<Views>,
+    user: String,
+    password: Secret<String>,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let salt: [u8; 16] = rand::random();
@@ -46,18 +72,50 @@ pub async fn serve(
         salted: gen_salted_password(password.expose(), &salt, SCRAM_ITERATIONS),
         salt: salt.to_vec(),
     });
-    let handler = Arc::new(Handler { views });
-    let factory = Arc::new(Factory { handler, login });
+    let handler = Arc::new(Handler {
+        views,
+        max_query_bytes: limits.max_query_bytes,
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let throttle = Arc::new(Throttle::default());
+    let mut refusals = Refusals::default();
     loop {
         tokio::select! {
             _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let factory = factory.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, factory).await {
-                            tracing::debug!(%peer, "admin connection ended: {e}");
+                    let _ = socket.set_nodelay(true);
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        refusals.refused(peer, limits.max_connections);
+                        if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                            tokio::spawn(async move {
+                                refuse(socket).await;
+                                drop(refusal);
+                            });
                         }
+                        continue;
+                    };
+                    let startup = startup_handler(login.clone());
+                    let (handler, throttle) = (handler.clone(), throttle.clone());
+                    tokio::spawn(async move {
+                        let mut conn = Conn::new(socket, peer);
+                        let served = AssertUnwindSafe(serve_connection(&mut conn, startup, handler, limits, &throttle))
+                            .catch_unwind()
+                            .await;
+                        let end = match served {
+                            Ok(Ok(())) => End::Gone,
+                            Ok(Err(end)) => end,
+                            Err(_) => {
+                                tracing::error!(%peer, "admin port: a handler panicked: that connection is closed");
+                                End::Fatal { code: sql::state::INTERNAL_ERROR, message: "internal error".to_owned() }
+                            }
+                        };
+                        if let End::Fatal { code, message } = &end {
+                            tracing::debug!(%peer, "admin connection closed: {message} (SQLSTATE {code})");
+                        }
+                        conn.end(end).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -67,6 +125,60 @@ pub async fn serve(
             },
         }
     }
+}
+
+/// Logs refused connections at most once per [`REFUSAL_LOG_EVERY`], with how many were refused
+/// since: a flood of connections does not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    logged_at: Option<std::time::Instant>,
+    since: u64,
+}
+
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Refusals {
+    fn refused(&mut self, peer: std::net::SocketAddr, max: usize) {
+        self.since += 1;
+        if self.logged_at.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(%peer, max, refused = self.since, "admin port: too many connections: refused (count since the last such line)");
+        self.logged_at = Some(std::time::Instant::now());
+        self.since = 0;
+    }
+}
+
+/// `53300` to a connection over the limit, before reading anything from it; then a lingering
+/// close (a little of what the client already sent is read and dropped, so that its startup
+/// packet arriving after the close does not turn our error into a reset it never reads).
+async fn refuse(mut socket: TcpStream) {
+    let info = ErrorInfo::new(
+        "FATAL".to_owned(),
+        sql::state::TOO_MANY_CONNECTIONS.to_owned(),
+        "sorry, too many clients already".to_owned(),
+    );
+    let mut buf = BytesMut::new();
+    if PgWireBackendMessage::ErrorResponse(info.into())
+        .encode(&mut buf)
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        socket.write_all(&buf).await?;
+        socket.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut drained = 0;
+        while drained < MAX_STARTUP_BYTES {
+            match socket.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 struct Login {
@@ -79,8 +191,8 @@ struct Login {
 impl AuthSource for Login {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         if login.user() != Some(self.user.as_str()) {
-            // the same answer as a wrong password: no hint about which user exists
-            tracing::warn!(peer = %login.host(), "admin port: login refused");
+            // the same answer as a wrong password: no hint about which user exists (the
+            // connection logs and throttles it as one)
             return Err(PgWireError::InvalidPassword(
                 login.user().unwrap_or_default().to_owned(),
             ));
@@ -89,47 +201,21 @@ impl AuthSource for Login {
     }
 }
 
-struct Factory {
-    handler: Arc<Handler>,
+/// One per connection: the SCRAM exchange keeps its state in the handler.
+fn startup_handler(
     login: Arc<Login>,
-}
-
-impl PgWireServerHandlers for Factory {
-    type StartupHandler = SASLScramAuthStartupHandler<Login, DefaultServerParameterProvider>;
-    type SimpleQueryHandler = Handler;
-    type ExtendedQueryHandler = Handler;
-    type CopyHandler = NoopCopyHandler;
-    type ErrorHandler = NoopErrorHandler;
-
-    fn simple_query_handler(&self) -> Arc<Handler> {
-        self.handler.clone()
-    }
-
-    fn extended_query_handler(&self) -> Arc<Handler> {
-        self.handler.clone()
-    }
-
-    /// One per connection: the SCRAM exchange keeps its state in the handler.
-    fn startup_handler(&self) -> Arc<Self::StartupHandler> {
-        let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = concat!("15.0 (fieldsync ", env!("CARGO_PKG_VERSION"), ")").to_owned();
-        parameters.date_style = "ISO, MDY".to_owned();
-        let mut scram = SASLScramAuthStartupHandler::new(self.login.clone(), Arc::new(parameters));
-        scram.set_iterations(SCRAM_ITERATIONS);
-        Arc::new(scram)
-    }
-
-    fn copy_handler(&self) -> Arc<NoopCopyHandler> {
-        Arc::new(NoopCopyHandler)
-    }
-
-    fn error_handler(&self) -> Arc<NoopErrorHandler> {
-        Arc::new(NoopErrorHandler)
-    }
+) -> Arc<SASLScramAuthStartupHandler<Login, DefaultServerParameterProvider>> {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = concat!("15.0 (fieldsync ", env!("CARGO_PKG_VERSION"), ")").to_owned();
+    parameters.date_style = "ISO, MDY".to_owned();
+    let mut scram = SASLScramAuthStartupHandler::new(login, Arc::new(parameters));
+    scram.set_iterations(SCRAM_ITERATIONS);
+    Arc::new(scram)
 }
 
 pub struct Handler {
     views: Arc<Views>,
+    max_query_bytes: usize,
 }
 
 fn error_info(e: SqlError) -> ErrorInfo {
@@ -226,7 +312,9 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match sql::parse(query, &*self.views) {
+        let statements = match sql::check_length(query, self.max_query_bytes)
+            .and_then(|()| sql::parse(query, &*self.views))
+        {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(e)))]),
         };
@@ -249,6 +337,7 @@ impl SimpleQueryHandler for Handler {
 /// A prepared statement: one statement, or none for an empty query string.
 pub struct Parser {
     views: Arc<Views>,
+    max_query_bytes: usize,
 }
 
 #[async_trait]
@@ -259,6 +348,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        sql::check_length(sql, self.max_query_bytes).map_err(user_error)?;
         let mut statements = sql::parse(sql, &*self.views).map_err(user_error)?;
         match statements.len() {
             0 | 1 => Ok(statements.pop()),
@@ -344,6 +434,7 @@ impl ExtendedQueryHandler for Handler {
     fn query_parser(&self) -> Arc<Parser> {
         Arc::new(Parser {
             views: self.views.clone(),
+            max_query_bytes: self.max_query_bytes,
         })
     }
 

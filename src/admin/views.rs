@@ -278,13 +278,42 @@ impl Views {
             })?]),
             None => None,
         };
-        let n = self.ask(|reply| Command::Requeue {
-            integration: Some(integration),
-            events,
-            reply,
-        })?;
-        n.map(|n| Value::Int(n as i64))
-            .map_err(|e| SqlError::new(state::INVALID_PARAMETER_VALUE, e))
+        let n = self
+            .ask(|reply| Command::Requeue {
+                integration: Some(integration.clone()),
+                events,
+                reply,
+            })?
+            .map_err(|e| SqlError::new(state::INVALID_PARAMETER_VALUE, e))?;
+        // nothing requeued: say so when the integration is unknown rather than answer 0
+        if n == 0 && !self.known_integration(&integration)? {
+            return Err(unknown_integration(&integration));
+        }
+        Ok(Value::Int(n as i64))
+    }
+
+    /// Configured, known to the dispatcher, or holding dead letters.
+    fn known_integration(&self, id: &str) -> Result<bool, SqlError> {
+        if self
+            .state
+            .queue
+            .context()
+            .and_then(|c| c.integrations())
+            .map_err(storage)?
+            .contains_key(id)
+        {
+            return Ok(true);
+        }
+        if self.state.dispatch.is_some() && self.ask(Command::Status)?.integrations.iter().any(|i| i.id == id)
+        {
+            return Ok(true);
+        }
+        let store = self.state.queue.deliveries().map_err(storage)?;
+        Ok(store
+            .dead_letters()
+            .map_err(storage)?
+            .iter()
+            .any(|d| d.integration_id == id))
     }
 
     fn pause(&self, args: &[Value], pause: bool) -> Result<Value, SqlError> {
@@ -295,10 +324,7 @@ impl Views {
                 pause,
                 reply,
             })?
-            .map_err(|e| {
-                SqlError::new(state::UNDEFINED_OBJECT, e)
-                    .hint("SELECT integration_id FROM integrations lists them")
-            })?;
+            .map_err(unknown_integration_because)?;
         Ok(Value::text(match (pause, changed) {
             (true, true) => "paused",
             (true, false) => "already paused",
@@ -306,6 +332,15 @@ impl Views {
             (false, false) => "not paused",
         }))
     }
+}
+
+/// `42704` with the hint the README promises.
+fn unknown_integration(id: &str) -> SqlError {
+    unknown_integration_because(format!("no integration with id {id:?}"))
+}
+
+fn unknown_integration_because(message: String) -> SqlError {
+    SqlError::new(state::UNDEFINED_OBJECT, message).hint("SELECT integration_id FROM integrations lists them")
 }
 
 fn rows(v: Vec<Vec<Value>>) -> Rows<'static> {

@@ -122,6 +122,12 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub user: String,
     pub password: crate::secret::Secret<String>,
+    /// Connections held at once, logged in or not (`53300` past it).
+    pub max_connections: usize,
+    /// From connect to logged in; a slower connection is closed.
+    pub auth_timeout: std::time::Duration,
+    /// The longest query string (`54000` past it).
+    pub max_query_bytes: usize,
 }
 
 #[derive(Clone, Debug)]

@@ -206,6 +206,13 @@ pub struct RawAdmin {
     pub listen: String,
     pub user: String,
     pub password: crate::secret::Secret<String>,
+    /// Connections held at once, logged in or not.
+    pub max_connections: usize,
+    /// From connect to logged in.
+    #[serde(with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// The longest query string.
+    pub max_query_bytes: usize,
 }
 
 impl Default for RawAdmin {
@@ -214,6 +221,9 @@ impl Default for RawAdmin {
             listen: String::new(),
             user: "fieldsync".to_owned(),
             password: crate::secret::Secret::default(),
+            max_connections: crate::admin::limits::DEFAULT_MAX_CONNECTIONS,
+            auth_timeout: crate::admin::limits::DEFAULT_AUTH_TIMEOUT,
+            max_query_bytes: crate::admin::limits::DEFAULT_MAX_QUERY_BYTES,
         }
     }
 }

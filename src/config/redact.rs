@@ -88,6 +88,10 @@ struct Admin<'a> {
     listen: String,
     user: &'a str,
     password: &'static str,
+    max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    auth_timeout: Duration,
+    max_query_bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -145,6 +149,9 @@ pub(super) fn render(config: &Config) -> String {
             listen: a.listen.to_string(),
             user: &a.user,
             password: "***",
+            max_connections: a.max_connections,
+            auth_timeout: a.auth_timeout,
+            max_query_bytes: a.max_query_bytes,
         }),
         log: Log {
             level: &config.log.level,

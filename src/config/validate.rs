@@ -341,10 +341,39 @@ impl Checker<'_> {
                     .to_owned(),
             ));
         }
+        if !(1..=10_000).contains(&raw.max_connections) {
+            return Err(self.err(
+                "admin.max_connections",
+                format!("{} is not between 1 and 10000", raw.max_connections),
+            ));
+        }
+        if raw.auth_timeout < std::time::Duration::from_millis(100)
+            || raw.auth_timeout > std::time::Duration::from_secs(600)
+        {
+            return Err(self.err(
+                "admin.auth_timeout",
+                format!(
+                    "{} is not between 100ms and 10m",
+                    humantime_serde::re::humantime::format_duration(raw.auth_timeout)
+                ),
+            ));
+        }
+        if !(1024..=16 << 20).contains(&raw.max_query_bytes) {
+            return Err(self.err(
+                "admin.max_query_bytes",
+                format!(
+                    "{} is not between 1024 and 16777216 (16 MiB): longer statements take memory and time to tokenize, and the admin views need none that long",
+                    raw.max_query_bytes
+                ),
+            ));
+        }
         Ok(Some(AdminConfig {
             listen,
             user: raw.user,
             password: raw.password,
+            max_connections: raw.max_connections,
+            auth_timeout: raw.auth_timeout,
+            max_query_bytes: raw.max_query_bytes,
         }))
     }
 

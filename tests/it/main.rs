@@ -2,6 +2,7 @@
 //! PostgreSQL cluster and wait helpers they share.
 
 mod admin;
+mod admin_hostile;
 mod capture;
 mod cli;
 mod crash;

@@ -460,7 +460,9 @@ fn scalar(s: Scalar, args: Vec<Value>, cx: &Ctx) -> Result<Value, SqlError> {
                         return Ok(Value::Null);
                     };
                     let m = 10f64.powi(p.clamp(-15, 15) as i32);
-                    Value::Float((f * m).round() / m)
+                    let r = (f * m).round() / m;
+                    // f * m overflowed: f is far past 2^53 and has no fractional digits to round
+                    Value::Float(if r.is_finite() { r } else { f })
                 }
             }
         }

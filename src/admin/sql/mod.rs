@@ -5,6 +5,7 @@
 //! is a [`SqlError`] carrying its SQLSTATE.
 
 pub mod eval;
+pub mod guard;
 pub mod plan;
 mod value;
 
@@ -28,11 +29,34 @@ pub mod state {
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const INVALID_ROW_COUNT: &str = "2201W";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const TOO_MANY_COLUMNS: &str = "54011";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const QUERY_CANCELED: &str = "57014";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// A query string longer than `max` bytes (`[admin] max_query_bytes`): `54000`.
+pub fn check_length(sql: &str, max: usize) -> Result<(), SqlError> {
+    if sql.len() > max {
+        return Err(SqlError::new(
+            state::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "the statement is {} bytes, more than the admin port takes ({max})",
+                sql.len()
+            ),
+        )
+        .hint("shorten it, or raise [admin] max_query_bytes"));
+    }
+    Ok(())
 }
 
 /// An error as the client sees it: SQLSTATE, message and an optional hint.

@@ -141,22 +141,38 @@ const SCALARS: &str = "lower, upper, length, coalesce, now, version, abs, round"
 const AGGREGATES: &str = "count, sum, min, max, avg";
 
 /// Parses a query string into its statements.
+///
+/// The statement's depth is checked first ([`super::guard`]): nothing recursive runs over a
+/// statement deeper than [`super::guard::MAX_DEPTH`].
 pub fn parse(sql: &str, catalog: &dyn Catalog) -> Result<Vec<Statement>, SqlError> {
-    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| SqlError::new(state::SYNTAX_ERROR, syntax_message(e)))?;
+    super::guard::check(sql)?;
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(parse_error)?;
     parsed.iter().map(|s| statement(s, catalog)).collect()
 }
 
-fn syntax_message(e: sqlparser::parser::ParserError) -> String {
+fn parse_error(e: sqlparser::parser::ParserError) -> SqlError {
     match e {
         sqlparser::parser::ParserError::ParserError(m)
         | sqlparser::parser::ParserError::TokenizerError(m) => {
-            format!("syntax error: {m}")
+            SqlError::new(state::SYNTAX_ERROR, format!("syntax error: {m}"))
         }
-        sqlparser::parser::ParserError::RecursionLimitExceeded => {
-            "syntax error: the statement nests too deeply".to_owned()
-        }
+        sqlparser::parser::ParserError::RecursionLimitExceeded => SqlError::new(
+            state::STATEMENT_TOO_COMPLEX,
+            "statement too complex: it nests too deeply",
+        )
+        .hint("unnest the parentheses or split the statement"),
     }
+}
+
+/// The most result columns a statement may have (PostgreSQL's limit on target-list entries; the
+/// wire protocol counts columns in 16 bits).
+pub const MAX_COLUMNS: usize = 1664;
+
+fn too_many_columns() -> SqlError {
+    SqlError::new(
+        state::TOO_MANY_COLUMNS,
+        format!("target lists can have at most {MAX_COLUMNS} entries"),
+    )
 }
 
 fn statement(s: &ast::Statement, catalog: &dyn Catalog) -> Result<Statement, SqlError> {
@@ -290,6 +306,9 @@ impl<'a> Planner<'a> {
         let mut items = Vec::new();
         let mut columns = Vec::new();
         for item in &select.projection {
+            if columns.len() >= MAX_COLUMNS {
+                return Err(too_many_columns());
+            }
             match item {
                 SelectItem::UnnamedExpr(e) => {
                     let (ex, ty) = self.expr(e, Clause::Select)?;
@@ -315,6 +334,9 @@ impl<'a> Planner<'a> {
                 }
                 other => return Err(unsupported(other)),
             }
+        }
+        if columns.len() > MAX_COLUMNS {
+            return Err(too_many_columns());
         }
 
         // GROUP BY keys: expressions, result positions or result names
@@ -508,6 +530,9 @@ impl<'a> Planner<'a> {
 
     fn expr(&mut self, e: &Expr, clause: Clause) -> Result<(Ex, Type), SqlError> {
         let boxed = |ex: Ex| Box::new(ex);
+        if let Some(n) = negative_int(e) {
+            return Ok((Ex::Lit(Value::Int(n)), Type::Int));
+        }
         Ok(match e {
             Expr::Identifier(id) => self.column(&ident(id))?,
             Expr::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -858,6 +883,24 @@ impl<'a> Planner<'a> {
         };
         Ok((Ex::Scalar(s, planned.into_iter().map(|(ex, _)| ex).collect()), ty))
     }
+}
+
+/// `-9223372036854775808` is a bigint, as in PostgreSQL (not minus a number too big for one).
+fn negative_int(e: &Expr) -> Option<i64> {
+    let Expr::UnaryOp {
+        op: ast::UnaryOperator::Minus,
+        expr,
+    } = e
+    else {
+        return None;
+    };
+    let Expr::Value(v) = expr.as_ref() else {
+        return None;
+    };
+    let ast::Value::Number(n, _) = &v.value else {
+        return None;
+    };
+    format!("-{n}").parse().ok()
 }
 
 fn aggregate(name: &str, star: bool) -> Option<AggKind> {

@@ -92,7 +92,15 @@ impl Value {
         Ok(match (self, to) {
             (Value::Null, _) => Value::Null,
             (v, t) if v.ty() == Some(t) => v,
-            (Value::Text(s), Type::Int) => Value::Int(s.trim().parse().map_err(|_| invalid("bigint", &s))?),
+            (Value::Text(s), Type::Int) => Value::Int(s.trim().parse().map_err(|_| {
+                // digits too many for a bigint are out of range, not malformed (as in PostgreSQL)
+                let digits = s.trim().trim_start_matches(['-', '+']);
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    out_of_range()
+                } else {
+                    invalid("bigint", &s)
+                }
+            })?),
             (Value::Text(s), Type::Float) => {
                 Value::Float(s.trim().parse().map_err(|_| invalid("double precision", &s))?)
             }
@@ -105,12 +113,10 @@ impl Value {
             (Value::Text(s), Type::Interval) => Value::Interval(parse_interval(&s)?),
             (Value::Int(n), Type::Float) => Value::Float(n as f64),
             (Value::Float(f), Type::Int) => {
+                // -2^63 <= r < 2^63 (i64::MAX as f64 rounds up to 2^63, which does not fit)
                 let r = f.round();
-                if !(i64::MIN as f64..=i64::MAX as f64).contains(&r) {
-                    return Err(SqlError::new(
-                        state::NUMERIC_VALUE_OUT_OF_RANGE,
-                        "bigint out of range",
-                    ));
+                if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&r) {
+                    return Err(out_of_range());
                 }
                 Value::Int(r as i64)
             }
@@ -178,6 +184,30 @@ impl Value {
     }
 }
 
+/// `22003`: a bigint result that does not fit.
+pub fn out_of_range() -> SqlError {
+    SqlError::new(state::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+}
+
+/// `22003` for a float that overflowed (PostgreSQL does not make infinities from finite values).
+pub fn finite(f: f64, inputs_finite: bool) -> Result<Value, SqlError> {
+    if f.is_infinite() && inputs_finite {
+        return Err(SqlError::new(
+            state::NUMERIC_VALUE_OUT_OF_RANGE,
+            "value out of range: overflow",
+        ));
+    }
+    Ok(Value::Float(f))
+}
+
+fn interval_out_of_range() -> SqlError {
+    SqlError::new(state::DATETIME_FIELD_OVERFLOW, "interval out of range")
+}
+
+fn time_out_of_range() -> SqlError {
+    SqlError::new(state::DATETIME_FIELD_OVERFLOW, "timestamp out of range")
+}
+
 /// Compares two non-NULL values, casting a text operand to the other's type as PostgreSQL does
 /// for a quoted literal.
 pub fn compare(a: &Value, b: &Value) -> Result<Ordering, SqlError> {
@@ -220,7 +250,7 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
 
 /// `+ - * / %` over numbers, and time ± interval, time − time.
 pub fn arithmetic(op: char, a: Value, b: Value) -> Result<Value, SqlError> {
-    let overflow = || SqlError::new(state::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range");
+    let overflow = out_of_range;
     Ok(match (a, b) {
         (Value::Null, _) | (_, Value::Null) => Value::Null,
         (Value::Int(x), Value::Int(y)) => Value::Int(match op {
@@ -238,20 +268,29 @@ pub fn arithmetic(op: char, a: Value, b: Value) -> Result<Value, SqlError> {
             if matches!(op, '/' | '%') && y == 0.0 {
                 return Err(SqlError::new(state::DIVISION_BY_ZERO, "division by zero"));
             }
-            Value::Float(match op {
+            let r = match op {
                 '+' => x + y,
                 '-' => x - y,
                 '*' => x * y,
                 '/' => x / y,
                 _ => x % y,
-            })
+            };
+            finite(r, x.is_finite() && y.is_finite())?
         }
-        (Value::Time(t), Value::Interval(d)) if op == '+' => Value::Time(t + d),
-        (Value::Interval(d), Value::Time(t)) if op == '+' => Value::Time(t + d),
-        (Value::Time(t), Value::Interval(d)) if op == '-' => Value::Time(t - d),
-        (Value::Time(x), Value::Time(y)) if op == '-' => Value::Interval(x - y),
-        (Value::Interval(x), Value::Interval(y)) if op == '+' => Value::Interval(x + y),
-        (Value::Interval(x), Value::Interval(y)) if op == '-' => Value::Interval(x - y),
+        // chrono's operators panic past their range: the checked forms, and 22008 instead
+        (Value::Time(t), Value::Interval(d)) | (Value::Interval(d), Value::Time(t)) if op == '+' => {
+            Value::Time(t.checked_add_signed(d).ok_or_else(time_out_of_range)?)
+        }
+        (Value::Time(t), Value::Interval(d)) if op == '-' => {
+            Value::Time(t.checked_sub_signed(d).ok_or_else(time_out_of_range)?)
+        }
+        (Value::Time(x), Value::Time(y)) if op == '-' => Value::Interval(x.signed_duration_since(y)),
+        (Value::Interval(x), Value::Interval(y)) if op == '+' => {
+            Value::Interval(x.checked_add(&y).ok_or_else(interval_out_of_range)?)
+        }
+        (Value::Interval(x), Value::Interval(y)) if op == '-' => {
+            Value::Interval(x.checked_sub(&y).ok_or_else(interval_out_of_range)?)
+        }
         (t @ (Value::Time(_) | Value::Interval(_)), Value::Text(s)) => {
             let other = if matches!((&t, op), (Value::Time(_), '-')) && parse_time(&s).is_ok() {
                 Type::Time
@@ -316,9 +355,11 @@ pub fn parse_interval(s: &str) -> Result<TimeDelta, SqlError> {
         let h: i64 = h.parse().map_err(|_| bad())?;
         let m: i64 = m.parse().map_err(|_| bad())?;
         let sec: f64 = sec.parse().map_err(|_| bad())?;
-        return Ok(TimeDelta::hours(h)
-            + TimeDelta::minutes(m)
-            + TimeDelta::milliseconds((sec * 1000.0) as i64));
+        let total = (h as f64) * 3600.0 + (m as f64) * 60.0 + sec;
+        if !total.is_finite() || total.abs() > 1e12 {
+            return Err(bad());
+        }
+        return TimeDelta::try_milliseconds((total * 1000.0).round() as i64).ok_or_else(bad);
     }
     let mut total = 0.0f64;
     let mut rest = text.as_str();
@@ -349,5 +390,5 @@ pub fn parse_interval(s: &str) -> Result<TimeDelta, SqlError> {
     if !any || !total.is_finite() || total.abs() > 1e12 {
         return Err(bad());
     }
-    Ok(TimeDelta::milliseconds((total * 1000.0).round() as i64))
+    TimeDelta::try_milliseconds((total * 1000.0).round() as i64).ok_or_else(bad)
 }
