@@ -146,6 +146,7 @@ impl Daemon {
                     views,
                     admin.user.clone(),
                     admin.password.clone(),
+                    crate::admin::Limits::from(admin),
                     shutdown_rx.clone(),
                 ));
                 Some(addr)

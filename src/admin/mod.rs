@@ -9,5 +9,6 @@ mod throttle;
 pub mod views;
 mod wire;
 
+pub use limits::Limits;
 pub use server::serve;
 pub use views::Views;

@@ -41,24 +41,13 @@ use crate::secret::Secret;
 /// PBKDF2 rounds of the SCRAM verifier (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
 
-/// Serves the admin port with the default [`Limits`] until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    views: Arc<Views>,
-    user: String,
-    password: Secret<String>,
-    shutdown: watch::Receiver<bool>,
-) {
-    serve_with(listener, views, user, password, Limits::default(), shutdown).await
-}
-
 /// Connections being refused at once (each for at most [`WRITE_TIMEOUT`]); past it a connection
 /// over the limit is closed without a word, so a flood cannot hold more sockets than this.
 const MAX_REFUSING: usize = 64;
 
 /// Serves the admin port until `shutdown` turns true: at most `limits.max_connections` at once,
 /// the others refused with `53300`.
-pub async fn serve_with(
+pub async fn serve(
     listener: TcpListener,
     views: Arc<Views>,
     user: String,
