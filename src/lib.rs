@@ -1,30 +1,64 @@
 //! fieldsync: a change-capture daemon that tails PostgreSQL logical replication (pgoutput) on the
-//! wedding form-field tables, stores each committed change durably in a local sled queue, and
-//! confirms WAL to PostgreSQL only once the change is flushed.
+//! wedding form-field tables, stores each committed change durably in a local sled queue, confirms
+//! WAL to PostgreSQL only once the change is flushed, and delivers each change as a field-sync event
+//! to every system the organisation connected.
 //!
-//! Data flows one way: `source` (replication connection) → `pgoutput` (pure decoder) → `capture`
-//! (transactions of row changes) → `queue` (sled, durable watermark) → back to `source` as the only
-//! LSN it may confirm.
+//! # Layout, in the order data flows
+//! Ground floor, shared by all:
+//! - `lsn`: WAL positions. `secret`: values that print as `***`, and short excerpts for errors.
+//! - `queue`: the sled store: change queue, durable watermark, delivery state and log, context.
+//!
+//! Capture, from PostgreSQL to the queue:
+//! - `pg`: ordinary SQL connections and TLS. `source`: the replication connection, progress and
+//!   slot health. `pgoutput`: the pure decoder. `capture`: transactions of row changes into the
+//!   queue. `fields`: pure validation of field values. `events`: field-sync events with their
+//!   wedding context, and the integrations each goes to.
+//!
+//! Delivery, from the queue to the CRMs:
+//! - `dispatch`: the engine (per-wedding order, the order barrier, retries, limits, dead letters)
+//!   and one adapter per external system. `credentials`: where adapters' secrets may come from.
+//!
+//! Serving and operating:
+//! - `http`: the HTTP port. `live`: the live event stream. `admin`: the SQL admin port.
+//!   `metrics`, `telemetry`: Prometheus and logs.
+//!
+//! Wiring:
+//! - `config`: raw → checked configuration. `check`: prerequisites with their fixes. `app`: starts
+//!   and stops everything.
+//!
+//! Development tooling (used by tests, benchmarks and the demo; to leave the product crate):
+//! - `sandbox`: the CRM API sandboxes. `devdb`: throwaway clusters. `demo`: the demo.
 
-pub mod admin;
-pub mod app;
+// ground floor
+pub mod lsn;
+pub mod queue;
+pub mod secret;
+
+// capture
 pub mod capture;
-pub mod check;
-pub mod config;
-pub mod credentials;
-pub mod demo;
-pub mod devdb;
-pub mod dispatch;
 pub mod events;
 pub mod fields;
-pub mod http;
-pub mod live;
-pub mod lsn;
-pub mod metrics;
 pub mod pg;
 pub mod pgoutput;
-pub mod queue;
-pub mod sandbox;
-pub mod secret;
 pub mod source;
+
+// delivery
+pub mod credentials;
+pub mod dispatch;
+
+// serving and operating
+pub mod admin;
+pub mod http;
+pub mod live;
+pub mod metrics;
 pub mod telemetry;
+
+// wiring
+pub mod app;
+pub mod check;
+pub mod config;
+
+// development tooling
+pub mod demo;
+pub mod devdb;
+pub mod sandbox;
