@@ -20,9 +20,6 @@ use super::{AdapterError, Payload};
 use crate::credentials::Credentials;
 use crate::events::EventKind;
 
-/// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &["guest_count_matrix", "wedding_date", "venue_selector"];
-
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
 /// (Zapier's catch hooks take bursts but count tasks; keep a steady pace).
 pub const DEFAULT_RATE: (f64, u32) = (5.0, 10);

@@ -21,14 +21,6 @@ use super::{AdapterError, Payload};
 use crate::credentials::Credentials;
 use crate::secret::Secret;
 
-/// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &[
-    "guest_count_matrix",
-    "wedding_date",
-    "venue_selector",
-    "dietary_matrix",
-];
-
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
 /// (Light Blue publishes no limit; a contact form is not meant for bursts).
 pub const DEFAULT_RATE: (f64, u32) = (2.0, 4);

@@ -2,7 +2,7 @@
 //!
 //! # Flow
 //! Capture decides, when it queues an event, which integrations it goes to: its organisation's
-//! active integrations with an adapter that take its field type ([`accepts`]). The ids travel in
+//! active integrations with an adapter that take its field type ([`crate::events::accepts`]). The ids travel in
 //! the event's record (`deliveries`), so delivery state exists from the moment the event is
 //! durable. The [`Dispatcher`] reads durable records in commit order and keeps, per integration,
 //! one first-in first-out queue per wedding with at most one delivery in flight; many weddings
@@ -45,6 +45,7 @@ use bytes::Bytes;
 use crate::config::PriorityName;
 use crate::credentials::{CredentialError, Credentials};
 use crate::events::context::Integration;
+use crate::events::IntegrationType;
 use crate::queue::record::{ChangeRecord, EventId};
 pub use engine::{ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered};
 use outcome::Outcome;
@@ -156,25 +157,15 @@ impl From<CredentialError> for AdapterError {
     }
 }
 
-/// The integration types that have an adapter.
-pub const INTEGRATION_TYPES: &[&str] = &[
-    "webhook",
-    "tave",
-    "google_calendar",
-    "stripe",
-    "honeybook",
-    "lightblue",
-];
-
-/// An adapter's default field types (`None`: all) and rate limit (`None`: unlimited).
-fn defaults(integration_type: &str) -> (Option<&'static [&'static str]>, Option<(f64, u32)>) {
-    match integration_type {
-        "tave" => (Some(tave::FIELD_TYPES), Some(tave::DEFAULT_RATE)),
-        "google_calendar" => (Some(google::FIELD_TYPES), Some(google::DEFAULT_RATE)),
-        "stripe" => (Some(stripe::FIELD_TYPES), Some(stripe::DEFAULT_RATE)),
-        "honeybook" => (Some(honeybook::FIELD_TYPES), Some(honeybook::DEFAULT_RATE)),
-        "lightblue" => (Some(lightblue::FIELD_TYPES), Some(lightblue::DEFAULT_RATE)),
-        _ => (None, None),
+/// An adapter's default rate limit (`None`: unlimited).
+fn default_rate(kind: IntegrationType) -> Option<(f64, u32)> {
+    match kind {
+        IntegrationType::Webhook => None,
+        IntegrationType::Tave => Some(tave::DEFAULT_RATE),
+        IntegrationType::GoogleCalendar => Some(google::DEFAULT_RATE),
+        IntegrationType::Stripe => Some(stripe::DEFAULT_RATE),
+        IntegrationType::HoneyBook => Some(honeybook::DEFAULT_RATE),
+        IntegrationType::LightBlue => Some(lightblue::DEFAULT_RATE),
     }
 }
 
@@ -191,27 +182,28 @@ pub enum Adapter {
 impl Adapter {
     pub fn build(i: &Integration, credentials: &Credentials) -> Result<Adapter, AdapterError> {
         let c = &i.config;
-        match i.integration_type.as_str() {
-            "webhook" => Ok(Adapter::Webhook(webhook::Webhook::from_config(c, credentials)?)),
-            "tave" => Ok(Adapter::Tave(tave::Tave::from_config(c, credentials)?)),
-            "google_calendar" => Ok(Adapter::Google(google::Google::from_config(c, credentials)?)),
-            "stripe" => Ok(Adapter::Stripe(stripe::Stripe::from_config(c, credentials)?)),
-            "honeybook" => Ok(Adapter::HoneyBook(honeybook::HoneyBook::from_config(
-                c,
-                credentials,
-            )?)),
-            "lightblue" => Ok(Adapter::LightBlue(lightblue::LightBlue::from_config(
-                c,
-                credentials,
-            )?)),
-            other => Err(AdapterError::config(
+        let Some(kind) = IntegrationType::parse(&i.integration_type) else {
+            return Err(AdapterError::config(
                 "integration_type",
                 &format!(
-                    "{other:?} has no adapter (known: {})",
-                    INTEGRATION_TYPES.join(", ")
+                    "{} has no adapter (known: {})",
+                    crate::secret::quoted(&i.integration_type),
+                    IntegrationType::names()
                 ),
-            )),
-        }
+            ));
+        };
+        Ok(match kind {
+            IntegrationType::Webhook => Adapter::Webhook(webhook::Webhook::from_config(c, credentials)?),
+            IntegrationType::Tave => Adapter::Tave(tave::Tave::from_config(c, credentials)?),
+            IntegrationType::GoogleCalendar => Adapter::Google(google::Google::from_config(c, credentials)?),
+            IntegrationType::Stripe => Adapter::Stripe(stripe::Stripe::from_config(c, credentials)?),
+            IntegrationType::HoneyBook => {
+                Adapter::HoneyBook(honeybook::HoneyBook::from_config(c, credentials)?)
+            }
+            IntegrationType::LightBlue => {
+                Adapter::LightBlue(lightblue::LightBlue::from_config(c, credentials)?)
+            }
+        })
     }
 
     pub async fn deliver(&self, client: &reqwest::Client, payload: &Payload, timeout: Duration) -> Outcome {
@@ -242,7 +234,7 @@ impl Adapter {
 /// adapter's default (its API's published or observed limit; none for a generic webhook).
 pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
     let Some(rate) = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64()) else {
-        return defaults(&i.integration_type).1;
+        return IntegrationType::parse(&i.integration_type).and_then(default_rate);
     };
     let burst = i
         .config
@@ -250,20 +242,6 @@ pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
         .and_then(|b| b.as_u64())
         .map_or(rate.ceil() as u32, |b| b as u32);
     (rate > 0.0).then_some((rate, burst.max(1)))
-}
-
-/// Does this integration take events of this field type? It must have an adapter, and the type
-/// must be in its config's `field_types`, else in its adapter's defaults (FIELD_TYPES.md).
-pub fn accepts(i: &Integration, field_type: &str) -> bool {
-    if !i.is_active || !INTEGRATION_TYPES.contains(&i.integration_type.as_str()) {
-        return false;
-    }
-    match i.config.get("field_types").and_then(|f| f.as_array()) {
-        Some(list) => list.iter().any(|t| t.as_str() == Some(field_type)),
-        None => defaults(&i.integration_type)
-            .0
-            .map_or(true, |types| types.contains(&field_type)),
-    }
 }
 
 #[cfg(test)]
@@ -278,26 +256,6 @@ mod tests {
             config,
             is_active: active,
         }
-    }
-
-    #[test]
-    fn fan_out_takes_active_integrations_with_an_adapter_and_the_field_type() {
-        let all = serde_json::json!({"url": "https://x/y"});
-        assert!(accepts(
-            &integration("webhook", all.clone(), true),
-            "guest_count_matrix"
-        ));
-        assert!(!accepts(
-            &integration("webhook", all, false),
-            "guest_count_matrix"
-        ));
-        assert!(!accepts(&integration("fax", serde_json::json!({}), true), "text"));
-        let some = serde_json::json!({"field_types": ["wedding_date"]});
-        assert!(accepts(
-            &integration("webhook", some.clone(), true),
-            "wedding_date"
-        ));
-        assert!(!accepts(&integration("webhook", some, true), "text"));
     }
 
     #[test]

@@ -28,14 +28,6 @@ use super::{AdapterError, Payload};
 use crate::credentials::Credentials;
 use crate::secret::Secret;
 
-/// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &[
-    "guest_count_matrix",
-    "wedding_date",
-    "venue_selector",
-    "budget_category",
-];
-
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
 /// (Stripe allows 100 writes per second live, 25 in its sandbox; each event takes two requests).
 pub const DEFAULT_RATE: (f64, u32) = (20.0, 20);

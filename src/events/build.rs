@@ -352,7 +352,7 @@ impl EventBuilder {
             .context
             .active_integrations(org)?
             .into_iter()
-            .filter(|i| crate::dispatch::accepts(i, &event.field_type))
+            .filter(|i| super::accepts(i, &event.field_type))
             .map(|i| i.id)
             .collect();
         self.targets

@@ -27,6 +27,7 @@
 
 pub mod build;
 pub mod context;
+pub mod routing;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,7 @@ use crate::lsn::Lsn;
 use crate::queue::record::EventId;
 pub use build::EventBuilder;
 pub use context::{ContextStore, WeddingContext};
+pub use routing::{accepts, IntegrationType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {

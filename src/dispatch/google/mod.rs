@@ -55,9 +55,6 @@ use api::Call;
 pub use ids::event_id;
 use token::Token;
 
-/// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &["wedding_date", "venue_selector", "timeline_builder"];
-
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`.
 pub const DEFAULT_RATE: (f64, u32) = (5.0, 10);
 
@@ -196,7 +193,7 @@ impl Google {
             "venue_selector" => call.venue(&change).await,
             other => Err(crm::reject(format!(
                 "google_calendar does not take {other} fields (it takes {}): remove it from config.field_types",
-                FIELD_TYPES.join(", ")
+                crate::events::IntegrationType::GoogleCalendar.default_field_types().unwrap_or_default().join(", ")
             ))),
         };
         match done {

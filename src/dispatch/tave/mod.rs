@@ -77,16 +77,6 @@ use custom_fields::Names;
 pub use external_ids::{event_mapping_id, job_mapping_id, venue_mapping_id};
 pub use mapping::whole_units;
 
-/// The field types this adapter takes by default (FIELD_TYPES.md); `config.field_types` narrows them.
-pub const FIELD_TYPES: &[&str] = &[
-    "guest_count_matrix",
-    "wedding_date",
-    "venue_selector",
-    "timeline_builder",
-    "budget_category",
-    "dietary_matrix",
-];
-
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`.
 /// The quota is undocumented [U]; one integrator paced at one request per 500 ms [S].
 pub const DEFAULT_RATE: (f64, u32) = (2.0, 4);
@@ -210,7 +200,11 @@ impl Tave {
             Ok(c) => c,
             Err(o) => return o,
         };
-        if !FIELD_TYPES.contains(&change.field_type.as_str()) {
+        if !crate::events::IntegrationType::Tave
+            .default_field_types()
+            .unwrap_or_default()
+            .contains(&change.field_type.as_str())
+        {
             return crm::reject(format!(
                 "the tave adapter does not map field type {}: remove it from config.field_types",
                 change.field_type
