@@ -50,6 +50,20 @@ pub struct Integration {
     pub is_active: bool,
 }
 
+#[cfg(test)]
+impl Integration {
+    /// An integration of organisation `o1` for unit tests.
+    pub(crate) fn for_test(kind: &str, config: serde_json::Value, active: bool) -> Integration {
+        Integration {
+            id: "i1".into(),
+            organization_id: "o1".into(),
+            integration_type: kind.into(),
+            config,
+            is_active: active,
+        }
+    }
+}
+
 impl std::fmt::Debug for Integration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Integration")

@@ -99,13 +99,7 @@ mod tests {
     use super::*;
 
     fn integration(kind: &str, config: serde_json::Value, active: bool) -> Integration {
-        Integration {
-            id: "i1".into(),
-            organization_id: "o1".into(),
-            integration_type: kind.into(),
-            config,
-            is_active: active,
-        }
+        Integration::for_test(kind, config, active)
     }
 
     #[test]
