@@ -181,23 +181,8 @@ pub enum DatePolicy {
     Error,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PriorityName {
-    Critical,
-    Important,
-    Optional,
-}
-
-impl PriorityName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PriorityName::Critical => "critical",
-            PriorityName::Important => "important",
-            PriorityName::Optional => "optional",
-        }
-    }
-}
+/// A delivery priority as `[events] priorities` names it: the one enum of `fields`.
+pub use crate::fields::Priority as PriorityName;
 
 /// The checked `[events]`.
 #[derive(Clone, Debug, PartialEq, Eq)]

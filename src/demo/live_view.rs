@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::dispatch::store::{DeliveryStore, LogEntry};
+use crate::queue::deliveries::{DeliveryStore, LogEntry};
 use crate::queue::record::{ChangeRecord, ColumnValue, EventId};
 use crate::queue::{Durable, Queue, QueueError};
 

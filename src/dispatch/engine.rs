@@ -14,13 +14,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::limits::{backoff, Breaker, BreakerState, TokenBucket};
 use super::order::{DeadFields, Unflushed};
 use super::outcome::Outcome;
-use super::store::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
 use super::{rate_limit, Adapter, Payload, Queued};
 use crate::config::{Backpressure, DispatchConfig, PriorityName};
 use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
 use crate::lsn::Lsn;
+use crate::queue::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
 use crate::queue::record::EventId;
 use crate::queue::{Queue, QueueError};
 
@@ -377,7 +377,9 @@ impl Dispatcher {
         if self.read_deliveries.is_some_and(|seen| seen >= staged) {
             return Ok(false);
         }
-        let batch = self.queue.records_with_deliveries(self.read_pos, READ_BATCH)?;
+        let batch = self
+            .queue
+            .records_with_deliveries(self.read_pos, READ_BATCH, Queued::from_line)?;
         for r in &batch.records {
             let prev = self.read_pos;
             self.read_pos = Some(r.id);
@@ -447,7 +449,9 @@ impl Dispatcher {
             .collect();
         for id in waiting {
             let after = self.integrations[&id].overflow.flatten();
-            let batch = self.queue.records_with_deliveries(after, READ_BATCH)?;
+            let batch = self
+                .queue
+                .records_with_deliveries(after, READ_BATCH, Queued::from_line)?;
             self.integrations.get_mut(&id).expect("listed").overflow = None;
             let reader = self.read_pos;
             let behind_reader = |id: EventId| reader.is_some_and(|p| id <= p);

@@ -6,7 +6,8 @@
 //! the event's record (`deliveries`), so delivery state exists from the moment the event is
 //! durable. The [`Dispatcher`] reads durable records in commit order and keeps, per integration,
 //! one first-in first-out queue per wedding with at most one delivery in flight; many weddings
-//! are in flight at once. Final states (delivered, superseded, dead) go to [`store`].
+//! are in flight at once. Final states (delivered, superseded, dead) go to the delivery store
+//! ([`crate::queue::deliveries`]).
 //!
 //! # Rules
 //! - Order per (integration, wedding): the next event of a wedding waits for the previous one's
@@ -33,7 +34,6 @@ pub mod lightblue;
 pub mod limits;
 mod order;
 pub mod outcome;
-pub mod store;
 pub mod stripe;
 pub mod tave;
 pub mod webhook;

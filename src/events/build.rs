@@ -13,7 +13,7 @@ use crate::lsn::Lsn;
 use crate::queue::record::{EventId, Op};
 use crate::queue::QueueError;
 
-use super::context::{Integration, OrganizationContext};
+use super::context::{Facts, Integration, OrganizationContext};
 use super::{rfc3339_micros, ContextStore, Envelope, EventData, EventIssue, EventKind, WeddingContext};
 
 /// One column of a row image, by name.
@@ -56,16 +56,6 @@ pub struct Commit {
     pub lsn: Lsn,
     pub unix_micros: i64,
     pub snapshot: bool,
-}
-
-/// Facts about a wedding learnt from its field values, which later events carry in its context.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Facts {
-    /// The newest valid `guest_count_matrix` total.
-    pub guest_total: Option<u32>,
-    /// The newest valid `venue_selector` value (normalised), and its `estimated_capacity`.
-    pub venue: Option<serde_json::Value>,
-    pub venue_capacity: Option<u32>,
 }
 
 /// The integration ids an event goes to.
@@ -367,11 +357,7 @@ impl EventBuilder {
         if let Some(p) = self.events.priorities.get(field_type.as_str()) {
             return *p;
         }
-        match field_type.default_priority() {
-            fields::Priority::Critical => PriorityName::Critical,
-            fields::Priority::Important => PriorityName::Important,
-            fields::Priority::Optional => PriorityName::Optional,
-        }
+        field_type.default_priority()
     }
 
     /// The validation rules, judged against today's date (UTC).

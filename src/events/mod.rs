@@ -26,13 +26,14 @@
 //! are the commit time. Errors and warnings name the field path and the rule, never the value.
 
 pub mod build;
-pub mod context;
 pub mod routing;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::PriorityName;
 use crate::lsn::Lsn;
+/// The wedding context as the store keeps it (`crate::queue::context`).
+pub use crate::queue::context;
 use crate::queue::record::EventId;
 pub use build::EventBuilder;
 pub use context::{ContextStore, WeddingContext};

@@ -192,6 +192,17 @@ pub enum Priority {
     Optional,
 }
 
+impl Priority {
+    /// The label of logs, metrics and the admin views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::Important => "important",
+            Priority::Optional => "optional",
+        }
+    }
+}
+
 /// What a wedding date before [`Rules::today`] is: fine, a warning, or an error.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -22,6 +22,8 @@
 //!   its last flush, so a burst of small transactions costs one sled write and one fsync.
 
 pub mod chunk;
+pub mod context;
+pub mod deliveries;
 pub mod flusher;
 pub mod record;
 mod writer;
@@ -78,10 +80,10 @@ impl Head {
 /// without deliveries does not hold the dispatcher for long.
 pub const SCAN_LINES: usize = 16_384;
 
-/// What [`Queue::records_with_deliveries`] found.
-#[derive(Debug, Default)]
-pub struct DeliveryBatch {
-    pub records: Vec<crate::dispatch::Queued>,
+/// What [`Queue::records_with_deliveries`] found, each record as its reader parsed it.
+#[derive(Debug)]
+pub struct DeliveryBatch<T> {
+    pub records: Vec<T>,
     /// The last record scanned (with deliveries or not).
     pub scanned_to: Option<EventId>,
     /// Stopped at a limit: there may be more.
@@ -105,7 +107,7 @@ pub struct Queue {
     changes: sled::Tree,
     meta: sled::Tree,
     flusher: Arc<Flusher>,
-    deliveries: crate::dispatch::store::DeliveryStore,
+    deliveries: deliveries::DeliveryStore,
     _stop: Arc<StopFlusherOnDrop>,
 }
 
@@ -201,7 +203,7 @@ impl Queue {
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
-        let deliveries = crate::dispatch::store::DeliveryStore::open(&db)?;
+        let deliveries = deliveries::DeliveryStore::open(&db)?;
         Ok(Queue {
             db,
             changes,
@@ -234,12 +236,12 @@ impl Queue {
 
     /// The wedding context store kept in the same database.
     /// The delivery store (one per open queue: its buffers are shared by every handle).
-    pub fn deliveries(&self) -> Result<crate::dispatch::store::DeliveryStore, QueueError> {
+    pub fn deliveries(&self) -> Result<deliveries::DeliveryStore, QueueError> {
         Ok(self.deliveries.clone())
     }
 
-    pub fn context(&self) -> Result<crate::events::ContextStore, QueueError> {
-        crate::events::ContextStore::open(&self.db)
+    pub fn context(&self) -> Result<context::ContextStore, QueueError> {
+        context::ContextStore::open(&self.db)
     }
 
     /// Watch the durable watermark: the newest transaction whose records are flushed.
@@ -327,12 +329,17 @@ impl Queue {
 
     /// Durable records after `after` that list deliveries (see [`crate::dispatch`]), at most
     /// `limit`, without decoding the others. Scans at most [`SCAN_LINES`] lines per call.
-    pub fn records_with_deliveries(
+    pub fn records_with_deliveries<T, E: std::fmt::Display>(
         &self,
         after: Option<EventId>,
         limit: usize,
-    ) -> Result<DeliveryBatch, QueueError> {
-        let mut batch = DeliveryBatch::default();
+        parse: impl Fn(EventId, &[u8]) -> Result<Option<T>, E>,
+    ) -> Result<DeliveryBatch<T>, QueueError> {
+        let mut batch = DeliveryBatch {
+            records: Vec::new(),
+            scanned_to: None,
+            more: false,
+        };
         let mut scanned = 0;
         self.visit_after(after, |id, line| {
             if batch.records.len() >= limit || scanned >= SCAN_LINES {
@@ -341,8 +348,7 @@ impl Queue {
             }
             scanned += 1;
             if chunk::has_deliveries(line) {
-                let queued = crate::dispatch::Queued::from_line(id, line)
-                    .map_err(|e| corrupt(&format!("record {id}"), &e.to_string()))?;
+                let queued = parse(id, line).map_err(|e| corrupt(&format!("record {id}"), &e.to_string()))?;
                 batch.records.extend(queued);
             }
             batch.scanned_to = Some(id);

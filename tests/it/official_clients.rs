@@ -160,12 +160,7 @@ async fn stripes_official_python_library_works_against_the_stripe_sandbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn googles_official_python_libraries_work_against_the_calendar_sandbox() {
     let running = sandbox().await;
-    let discovery = root().join("../shared/api-specs/google-calendar-v3.discovery.json");
-    assert!(
-        discovery.is_file(),
-        "the discovery document {} is needed (it lives beside the project in ../shared/api-specs/)",
-        discovery.display()
-    );
+    let discovery = crate::support::spec::google_discovery_file();
 
     let output = run(
         &running,

@@ -382,9 +382,10 @@ pub struct Discovery {
     doc: Value,
 }
 
-/// The Google Calendar API v3 discovery document (always at hand: google-api-python-client
-/// carries it).
-pub fn google() -> Discovery {
+/// Where the Google Calendar API v3 discovery document is: `$FIELDSYNC_API_SPECS`,
+/// `../shared/api-specs/`, else the copy google-api-python-client carries (always at hand once the
+/// test command has made its virtualenv).
+pub fn google_discovery_file() -> PathBuf {
     let mut candidates: Vec<PathBuf> = spec_dirs()
         .into_iter()
         .map(|d| d.join("google-calendar-v3.discovery.json"))
@@ -401,12 +402,18 @@ pub fn google() -> Discovery {
             );
         }
     }
-    let doc = load(&candidates).unwrap_or_else(|| {
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
-            "the Google Calendar discovery document is in none of {candidates:?}: run scripts/python-clients.sh \
-             (google-api-python-client carries it)"
+            "the Google Calendar discovery document is in none of {:?} nor in the client library's \
+             virtualenv: run scripts/python-clients.sh (google-api-python-client carries it)",
+            spec_dirs()
         )
-    });
+    })
+}
+
+/// The Google Calendar API v3 discovery document.
+pub fn google() -> Discovery {
+    let doc = load(&[google_discovery_file()]).expect("the file was just found");
     Discovery { doc }
 }
 

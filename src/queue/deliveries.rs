@@ -1,11 +1,12 @@
-//! Delivery state in sled, next to the queue (same database, flushed with it).
+//! Delivery state in sled, next to the change queue (same database, flushed with it). The
+//! dispatcher is its only writer; this floor knows nothing of adapters or scheduling.
 //!
 //! Trees:
 //! - `dl_state`: `integration id ‖ 0x00 ‖ event key` → one byte, the final state of a delivery
 //!   (`d` delivered, `s` superseded, `x` dead letter). A delivery listed by its event's record and
 //!   absent here is pending. Entries below the floor are removed (they are all final).
 //! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered, or until a
-//!   later change of its field is sent (then it is superseded: see `super::order`).
+//!   later change of its field is sent (then it is superseded: the dispatcher's order barrier).
 //! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
 //!   `disabled/<integration id>` → [`Disabled`] JSON.
 //! - `dl_log`: chunks of [`LogEntry`] JSON lines, keyed by the time of their newest entry (unix
@@ -23,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::record::EventId;
-use crate::queue::QueueError;
+use super::record::EventId;
+use super::QueueError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Final {

@@ -13,7 +13,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::QueueError;
+use super::QueueError;
+
+/// Facts about a wedding learnt from its field values, which later events carry in its context.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The newest valid `guest_count_matrix` total.
+    pub guest_total: Option<u32>,
+    /// The newest valid `venue_selector` value (normalised), and its `estimated_capacity`.
+    pub venue: Option<serde_json::Value>,
+    pub venue_capacity: Option<u32>,
+}
 
 /// What every event carries about its wedding.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -108,7 +118,7 @@ impl ContextStore {
     }
 
     /// Records facts learnt from field values (guest total, venue and its capacity).
-    pub fn learn(&self, wedding_id: &str, facts: super::build::Facts) -> Result<(), QueueError> {
+    pub fn learn(&self, wedding_id: &str, facts: Facts) -> Result<(), QueueError> {
         let mut w = self
             .get::<WeddingContext>(&self.weddings, wedding_id)?
             .unwrap_or_else(|| WeddingContext {
@@ -257,7 +267,7 @@ mod tests {
         .unwrap();
         s.learn(
             "w1",
-            super::super::build::Facts {
+            Facts {
                 guest_total: Some(120),
                 venue: Some(serde_json::json!({"name": "Kew Gardens"})),
                 venue_capacity: None,
