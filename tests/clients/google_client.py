@@ -5,7 +5,7 @@ Usage: python google_client.py SANDBOX_URL DISCOVERY_JSON
 
 SANDBOX_URL is the sandbox server's base (e.g. http://127.0.0.1:4010): the calendar API is served
 under SANDBOX_URL/google/calendar/v3/ and the token endpoint at SANDBOX_URL/google/oauth2/token.
-DISCOVERY_JSON is the Calendar v3 discovery document (../shared/api-specs/ beside the project).
+DISCOVERY_JSON is the Calendar v3 discovery document (from ../shared/api-specs/, or the copy the client library carries).
 Every check raises on failure; the script exits 0 only when all pass. Run by
 tests/it/official_clients.rs.
 """
