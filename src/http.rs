@@ -36,7 +36,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::queue::record::{ChangeRecord, EventId, Op};
 use crate::queue::Queue;
@@ -209,7 +209,20 @@ pub async fn serve(
         "http connection limits"
     );
     let mut last_accept_warning: Option<Instant> = None;
+    // one permit per descriptor a connection holds, released when its socket is closed (not when
+    // it is evicted, which is asynchronous): the cap bounds descriptors, not bookkeeping
+    let slots = Arc::new(Semaphore::new(tracker.max));
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // full: the longest-idle connection gives way, and its slot is taken once it closed;
+            // when every connection is busy, the next one is answered 503 at once
+            Err(_) if tracker.evict_longest_idle() => tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.ok(),
+                _ = shutdown.wait_for(|s| *s) => break,
+            },
+            Err(_) => None,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
@@ -228,10 +241,11 @@ pub async fn serve(
                 continue;
             }
         };
-        match tracker.admit() {
-            Some(conn) => {
+        match slot.and_then(|slot| Some((slot, tracker.admit()?))) {
+            Some((slot, conn)) => {
                 tokio::spawn(connection(
                     stream,
+                    slot,
                     conn,
                     router.clone(),
                     limits,
@@ -400,11 +414,14 @@ impl Tracker {
         }
     }
 
-    fn evict_longest_idle(&self) {
+    /// Closes the longest-idle connection; false when every connection is busy.
+    fn evict_longest_idle(&self) -> bool {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if Self::evict_one(&mut conns) {
+        let evicted = Self::evict_one(&mut conns);
+        if evicted {
             self.publish(conns.len());
         }
+        evicted
     }
 
     fn evict_all(&self) {
@@ -422,9 +439,11 @@ impl Tracker {
     }
 }
 
-/// Serves one connection until it ends, times out, is evicted or the server shuts down.
+/// Serves one connection until it ends, times out, is evicted or the server shuts down; its slot
+/// is given back once the socket is closed.
 async fn connection(
     stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
     conn: Arc<Conn>,
     router: Router,
     limits: Limits,

@@ -55,8 +55,8 @@ pub fn invalid_event(field_type: &str) {
 }
 
 /// One delivery attempt's outcome (`delivered`, `retry`, `dead`, `disabled`, `superseded`).
-pub fn delivery(integration: &str, outcome: &str) {
-    counter!("fieldsync_deliveries_total", "integration" => integration.to_owned(), "outcome" => outcome.to_owned())
+pub fn delivery(integration: &str, outcome: crate::queue::deliveries::LogOutcome) {
+    counter!("fieldsync_deliveries_total", "integration" => integration.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
 }
 
@@ -118,7 +118,7 @@ pub fn render(
                 .set(f64::from(u8::from(disabled)));
             gauge!("fieldsync_integration_paused", "integration" => id.clone())
                 .set(f64::from(u8::from(i.paused_since.is_some())));
-            for state in ["closed", "open", "half-open"] {
+            for state in crate::dispatch::limits::BreakerState::LABELS {
                 gauge!("fieldsync_circuit_open", "integration" => id.clone(), "state" => state)
                     .set(f64::from(u8::from(i.breaker == state)));
             }

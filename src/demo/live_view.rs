@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::queue::deliveries::{DeliveryStore, LogEntry};
+use crate::queue::deliveries::{DeliveryStore, LogEntry, LogOutcome};
 use crate::queue::record::{ChangeRecord, ColumnValue, EventId};
 use crate::queue::{Durable, Queue, QueueError};
 
@@ -36,7 +36,7 @@ const WINDOW: usize = 256;
 const ERROR_CHARS: usize = 96;
 
 /// What tells log entries apart: time, integration, event, attempt, outcome.
-type LogKey = (String, String, EventId, u32, String);
+type LogKey = (String, String, EventId, u32, LogOutcome);
 
 pub(super) struct LiveView {
     queue: Queue,
@@ -173,8 +173,8 @@ impl LiveView {
             .latency_ms
             .map(|ms| format!(" (request {ms:.1} ms)"))
             .unwrap_or_default();
-        let detail = match e.outcome.as_str() {
-            "delivered" => {
+        let detail = match e.outcome {
+            LogOutcome::Delivered => {
                 let after = commit_time
                     .zip(at_micros(&e.at))
                     .map(|(commit, at)| (at - commit).max(0) as f64 / 1000.0);
@@ -183,20 +183,20 @@ impl LiveView {
                 let after = after.map_or("?".into(), |ms| format!("{ms:.1}"));
                 format!("delivered    commit->CRM {after} ms{request}")
             }
-            "retry" => {
+            LogOutcome::Retry => {
                 system.retries += 1;
                 format!("retry        attempt {}: {}{request}", e.attempt, problem(e))
             }
-            "dead" => {
+            LogOutcome::Dead => {
                 system.dead += 1;
                 format!("dead letter  {}", problem(e))
             }
-            "superseded" => {
+            LogOutcome::Superseded => {
                 system.superseded += 1;
                 "superseded   a newer value of the field replaces it".into()
             }
-            "requeued" => "requeued     from the dead letters".into(),
-            other => format!("{other:<12} {}", problem(e)),
+            LogOutcome::Requeued => "requeued     from the dead letters".into(),
+            other => format!("{:<12} {}", other.as_str(), problem(e)),
         };
         println!("  {number:>4}   -> {name:<15} {detail}");
         Ok(())
@@ -257,7 +257,7 @@ fn key(e: &LogEntry) -> LogKey {
         e.integration_id.clone(),
         e.event_id,
         e.attempt,
-        e.outcome.clone(),
+        e.outcome,
     )
 }
 
@@ -345,7 +345,7 @@ mod tests {
             },
             wedding_id: None,
             attempt: 2,
-            outcome: "retry".into(),
+            outcome: LogOutcome::Retry,
             status: Some(503),
             error: Some(format!("{}\nsecond line", "é".repeat(100))),
             latency_ms: Some(1.0),

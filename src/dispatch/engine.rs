@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::limits::{backoff, Breaker, BreakerState, TokenBucket};
+use super::limits::{backoff, Breaker, TokenBucket};
 use super::order::{DeadFields, Unflushed};
 use super::outcome::Outcome;
 use super::{rate_limit, Adapter, Payload, Queued};
@@ -20,7 +20,7 @@ use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
 use crate::lsn::Lsn;
-use crate::queue::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry};
+use crate::queue::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry, LogOutcome};
 use crate::queue::record::EventId;
 use crate::queue::{Queue, QueueError};
 
@@ -73,6 +73,26 @@ pub enum Command {
     Waiting(oneshot::Sender<Vec<WaitingDelivery>>),
 }
 
+/// Where a delivery the dispatcher holds stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitState {
+    InFlight,
+    RetryWait,
+    Queued,
+}
+
+impl WaitState {
+    /// The label of `/deliveries/queue` and the admin `queue` view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitState::InFlight => "in_flight",
+            WaitState::RetryWait => "retry_wait",
+            WaitState::Queued => "queued",
+        }
+    }
+}
+
 /// A delivery the dispatcher holds: queued, waiting for a retry, or in flight.
 #[derive(Clone, Debug, Serialize)]
 pub struct WaitingDelivery {
@@ -81,8 +101,7 @@ pub struct WaitingDelivery {
     pub wedding_id: Option<String>,
     pub field_id: Option<String>,
     pub priority: &'static str,
-    /// `in_flight`, `retry_wait` or `queued`.
-    pub state: &'static str,
+    pub state: WaitState,
     pub attempts: u32,
     pub last_status: Option<u16>,
     pub waiting_seconds: f64,
@@ -684,7 +703,8 @@ impl Dispatcher {
             event_id: id,
             wedding_id: wedding_id(&done.wedding),
             attempt,
-            outcome: String::new(),
+            // set by the outcome below
+            outcome: LogOutcome::Retry,
             status: done.outcome.status(),
             error: done.outcome.error().map(str::to_owned),
             latency_ms,
@@ -693,7 +713,7 @@ impl Dispatcher {
         match done.outcome {
             Outcome::Delivered { .. } => {
                 reopened = integ.breaker.on_answer();
-                log.outcome = "delivered".into();
+                log.outcome = LogOutcome::Delivered;
                 integ.stats.delivered += 1;
                 let e = pop(integ, &done.wedding);
                 integ.unflushed.settled(&done.wedding, e.field.as_ref(), false);
@@ -722,10 +742,10 @@ impl Dispatcher {
                 let expired =
                     attempt >= self.cfg.max_attempts || entry.queued_at.elapsed() >= self.cfg.max_age;
                 if expired {
-                    log.outcome = "dead".into();
+                    log.outcome = LogOutcome::Dead;
                     dead(integ, &self.store, &done.wedding, status, error)?;
                 } else {
-                    log.outcome = "retry".into();
+                    log.outcome = LogOutcome::Retry;
                     integ.stats.retries += 1;
                     let at = now + backoff(attempt, self.cfg.retry_base, self.cfg.retry_cap, after);
                     w.not_before = Some(at);
@@ -735,12 +755,12 @@ impl Dispatcher {
             }
             Outcome::Reject { status, ref error } => {
                 reopened = integ.breaker.on_answer();
-                log.outcome = "dead".into();
+                log.outcome = LogOutcome::Dead;
                 dead(integ, &self.store, &done.wedding, status, error)?;
             }
             Outcome::Disable { ref error, .. } => {
                 integ.breaker.on_answer();
-                log.outcome = "disabled".into();
+                log.outcome = LogOutcome::Disabled;
                 tracing::error!(integration = %done.integration, "{error}");
                 integ.disabled = Some(error.clone());
                 self.store.set_disabled(
@@ -754,7 +774,7 @@ impl Dispatcher {
             }
         }
         self.store.log(&log)?;
-        crate::metrics::delivery(&done.integration, &log.outcome);
+        crate::metrics::delivery(&done.integration, log.outcome);
         if reopened {
             // the endpoint answers again: weddings waiting for a retry go now, in order
             wake_all(integ);
@@ -869,7 +889,7 @@ impl Dispatcher {
                             event_id: d.event_id,
                             wedding_id: d.wedding_id.clone(),
                             attempt: 0,
-                            outcome: "requeued".into(),
+                            outcome: LogOutcome::Requeued,
                             status: None,
                             error: None,
                             latency_ms: None,
@@ -935,9 +955,9 @@ impl Dispatcher {
                         field_id: e.field.as_deref().map(str::to_owned),
                         priority: e.priority.as_str(),
                         state: match (n, w.in_flight, w.not_before.is_some()) {
-                            (0, true, _) => "in_flight",
-                            (0, _, true) => "retry_wait",
-                            _ => "queued",
+                            (0, true, _) => WaitState::InFlight,
+                            (0, _, true) => WaitState::RetryWait,
+                            _ => WaitState::Queued,
                         },
                         attempts: e.attempts,
                         last_status: e.last_status,
@@ -960,11 +980,7 @@ impl Dispatcher {
                 config_error: i.adapter.as_ref().err().cloned(),
                 disabled: i.disabled.clone(),
                 paused_since: i.paused.clone(),
-                breaker: match i.breaker.state() {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Open { .. } => "open",
-                    BreakerState::HalfOpen => "half-open",
-                },
+                breaker: i.breaker.state().as_str(),
                 queued: i.queued,
                 in_flight: i.in_flight,
                 backpressured: i.overflow.is_some(),
@@ -1192,14 +1208,14 @@ fn superseded(
     error: Option<String>,
 ) -> Result<(), QueueError> {
     integ.stats.superseded += 1;
-    crate::metrics::delivery(&integ.id, "superseded");
+    crate::metrics::delivery(&integ.id, LogOutcome::Superseded);
     store.log(&LogEntry {
         at: now_rfc3339(),
         integration_id: integ.id.to_string(),
         event_id,
         wedding_id: wedding_id(wedding),
         attempt,
-        outcome: "superseded".into(),
+        outcome: LogOutcome::Superseded,
         status: None,
         error,
         latency_ms: None,

@@ -62,6 +62,20 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// Every label [`BreakerState::as_str`] gives, for metrics that list each state.
+    pub const LABELS: [&'static str; 3] = ["closed", "open", "half-open"];
+
+    /// The label of logs, metrics, `/deliveries` and the admin views.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => Self::LABELS[0],
+            BreakerState::Open { .. } => Self::LABELS[1],
+            BreakerState::HalfOpen => Self::LABELS[2],
+        }
+    }
+}
+
 /// Circuit breaker of one endpoint: opens after `threshold` consecutive endpoint failures, stays
 /// open for a cooldown that doubles (up to 16×) while probes keep failing.
 #[derive(Debug)]

@@ -47,7 +47,9 @@ use crate::credentials::{CredentialError, Credentials};
 use crate::events::context::Integration;
 use crate::events::IntegrationType;
 use crate::queue::record::{ChangeRecord, EventId};
-pub use engine::{ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered};
+pub use engine::{
+    ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered, WaitState,
+};
 use outcome::Outcome;
 
 /// A queued event as the dispatcher needs it: where it goes, what orders it, and the bytes sent.

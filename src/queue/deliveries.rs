@@ -78,6 +78,32 @@ pub struct Disabled {
     pub at: String,
 }
 
+/// What one entry of the delivery log records: the one list of these labels, for the log, the
+/// metrics, the HTTP answers and the admin views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOutcome {
+    Delivered,
+    Retry,
+    Dead,
+    Superseded,
+    Disabled,
+    Requeued,
+}
+
+impl LogOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogOutcome::Delivered => "delivered",
+            LogOutcome::Retry => "retry",
+            LogOutcome::Dead => "dead",
+            LogOutcome::Superseded => "superseded",
+            LogOutcome::Disabled => "disabled",
+            LogOutcome::Requeued => "requeued",
+        }
+    }
+}
+
 /// One attempt (or a decision without one: superseded, dead, requeued), as the log keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -86,8 +112,7 @@ pub struct LogEntry {
     pub event_id: EventId,
     pub wedding_id: Option<String>,
     pub attempt: u32,
-    /// `delivered`, `retry`, `dead`, `superseded`, `disabled` or `requeued`.
-    pub outcome: String,
+    pub outcome: LogOutcome,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub latency_ms: Option<f64>,
@@ -454,7 +479,7 @@ mod tests {
                 event_id: id(1, n),
                 wedding_id: None,
                 attempt: 1,
-                outcome: "delivered".into(),
+                outcome: LogOutcome::Delivered,
                 status: Some(200),
                 error: None,
                 latency_ms: Some(1.0),

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fieldsync::queue::deliveries::LogOutcome;
 use fieldsync::queue::Queue;
 use fieldsync::sandbox::{Api, Faults as SandboxFaults};
 use rand::{Rng, SeedableRng};
@@ -193,7 +194,7 @@ fn superseded(queue: &std::path::Path, integration: &str) -> usize {
         .unwrap()
         .read_log(Some(integration), None, usize::MAX)
         .unwrap();
-    log.iter().filter(|e| e.outcome == "superseded").count()
+    log.iter().filter(|e| e.outcome == LogOutcome::Superseded).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,8 +383,7 @@ async fn a_dead_letter_is_superseded_once_a_later_change_of_its_field_is_sent_an
         "the old value never followed the new one"
     );
     let log = d.queue.deliveries().unwrap().read_log(None, None, 100).unwrap();
-    assert!(log
-        .iter()
-        .any(|e| e.outcome == "superseded" && e.error.as_deref().is_some_and(|m| m.contains("dead letter"))));
+    assert!(log.iter().any(|e| e.outcome == LogOutcome::Superseded
+        && e.error.as_deref().is_some_and(|m| m.contains("dead letter"))));
     d.stop().await.unwrap();
 }
