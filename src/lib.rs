@@ -7,6 +7,7 @@
 //! Ground floor, shared by all:
 //! - `lsn`: WAL positions. `secret`: values that print as `***`, and short excerpts for errors.
 //! - `queue`: the sled store: change queue, durable watermark, delivery state and log, context.
+//!   It imports nothing above it but the event envelope its records carry.
 //!
 //! Capture, from PostgreSQL to the queue:
 //! - `pg`: ordinary SQL connections and TLS. `source`: the replication connection, progress and
@@ -19,8 +20,9 @@
 //!   and one adapter per external system. `credentials`: where adapters' secrets may come from.
 //!
 //! Serving and operating:
-//! - `http`: the HTTP port. `live`: the live event stream. `admin`: the SQL admin port.
-//!   `metrics`, `telemetry`: Prometheus and logs.
+//! - `http`: the HTTP port, with the delivery endpoints, the live event stream and the `/metrics`
+//!   page. `admin`: the SQL admin port. `metrics`: metric names and recording, used by every
+//!   floor. `telemetry`: logs.
 //!
 //! Wiring:
 //! - `config`: raw → checked configuration. `check`: prerequisites with their fixes. `app`: starts
@@ -49,7 +51,6 @@ pub mod dispatch;
 // serving and operating
 pub mod admin;
 pub mod http;
-pub mod live;
 pub mod metrics;
 pub mod telemetry;
 

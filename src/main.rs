@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use fieldsync::app::{AppError, Daemon};
 use fieldsync::config::Config;
-use fieldsync::dispatch::api::RequeueRequest;
+use fieldsync::http::deliveries::RequeueRequest;
 use fieldsync::http::RecordSummary;
 use fieldsync::queue::record::EventId;
 use fieldsync::queue::{Queue, QueueError};
@@ -337,7 +337,7 @@ fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
         }
     };
     let pause_body = |integration: &String| {
-        let req = fieldsync::dispatch::api::PauseRequest {
+        let req = fieldsync::http::deliveries::PauseRequest {
             integration_id: integration.clone(),
         };
         Some(serde_json::to_string(&req).expect("serializes"))

@@ -1,18 +1,15 @@
 //! Prometheus metrics at `/metrics` on the `[http]` listener. Names start with `fieldsync_`;
 //! labels are bounded (integration ids, table names of the publication, operations, outcomes,
-//! known field types). Counters and the latency histogram are recorded where things happen;
-//! gauges are read from the daemon's own state at each scrape, so they are never stale.
+//! known field types). Counters and the latency histogram are recorded where things happen, by
+//! every floor, so this module imports none of them; gauges are read from the daemon's own state
+//! at each scrape by the `/metrics` page (`crate::http`, `metrics_page.rs`), so they are never stale.
 //!
 //! The README lists every series.
 
 use std::sync::OnceLock;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::dispatch::DispatchStatus;
-use crate::source::health::SlotHealth;
-use crate::source::progress::SourceSnapshot;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -69,76 +66,4 @@ pub fn order_flush() {
 pub fn delivered_after(integration: &str, seconds: f64) {
     histogram!("fieldsync_delivery_latency_seconds", "integration" => integration.to_owned())
         .record(seconds.max(0.0));
-}
-
-/// The text exposition: counters as recorded, gauges from the state passed in.
-pub fn render(
-    source: &SourceSnapshot,
-    slot: Option<&SlotHealth>,
-    dispatch: Option<&DispatchStatus>,
-) -> String {
-    let handle = install();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    gauge!("fieldsync_replication_connected").set(f64::from(u8::from(source.connected)));
-    gauge!("fieldsync_replication_received_lsn").set(source.received_lsn.0 as f64);
-    gauge!("fieldsync_replication_durable_lsn").set(source.durable_lsn.0 as f64);
-    gauge!("fieldsync_replication_confirmed_lsn").set(source.confirmed_lsn.0 as f64);
-    gauge!("fieldsync_replication_reconnects").set(source.reconnects as f64);
-    if source.last_message_unix_ms > 0 {
-        gauge!("fieldsync_replication_last_message_age_seconds")
-            .set((now_ms - source.last_message_unix_ms).max(0) as f64 / 1000.0);
-    }
-    gauge!("fieldsync_replication_stalled").set(f64::from(u8::from(source.stalled.is_some())));
-    if let Some(latency) = source.heartbeat_latency_seconds {
-        gauge!("fieldsync_heartbeat_latency_seconds").set(latency);
-    }
-    if let Some(s) = slot {
-        gauge!("fieldsync_replication_lag_bytes").set(s.lag_bytes as f64);
-        if let Some(safe) = s.safe_wal_size {
-            gauge!("fieldsync_slot_safe_wal_size_bytes").set(safe as f64);
-        }
-        for status in ["reserved", "extended", "unreserved", "lost"] {
-            let on = s.wal_status.as_deref() == Some(status);
-            gauge!("fieldsync_slot_wal_status", "status" => status).set(f64::from(u8::from(on)));
-        }
-    }
-    if let Some(d) = dispatch {
-        gauge!("fieldsync_deliveries_in_flight").set(d.in_flight as f64);
-        for i in &d.integrations {
-            let id = i.id.clone();
-            gauge!("fieldsync_queue_depth", "integration" => id.clone()).set(i.queued as f64);
-            gauge!("fieldsync_queue_oldest_age_seconds", "integration" => id.clone())
-                .set(i.oldest_age_seconds.unwrap_or(0.0));
-            gauge!("fieldsync_dead_letters", "integration" => id.clone()).set(i.dead_letters as f64);
-            gauge!("fieldsync_integration_in_flight", "integration" => id.clone()).set(i.in_flight as f64);
-            gauge!("fieldsync_integration_rate_limited_seconds", "integration" => id.clone())
-                .set(i.rate_limited_seconds);
-            let disabled = i.disabled.is_some() || i.config_error.is_some();
-            gauge!("fieldsync_integration_disabled", "integration" => id.clone())
-                .set(f64::from(u8::from(disabled)));
-            gauge!("fieldsync_integration_paused", "integration" => id.clone())
-                .set(f64::from(u8::from(i.paused_since.is_some())));
-            for state in crate::dispatch::limits::BreakerState::LABELS {
-                gauge!("fieldsync_circuit_open", "integration" => id.clone(), "state" => state)
-                    .set(f64::from(u8::from(i.breaker == state)));
-            }
-        }
-    }
-    if let Some(rss) = rss_bytes() {
-        gauge!("fieldsync_process_resident_memory_bytes").set(rss as f64);
-    }
-    handle.render()
-}
-
-/// This process's resident set size (Linux).
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }

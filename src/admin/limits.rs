@@ -31,15 +31,7 @@ pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// read, refusals).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// Shorter than PostgreSQL's `authentication_timeout` (60 s): the SCRAM exchange takes
-/// milliseconds and psql asks for a password before it connects, not during the exchange, so
-/// only a stalled or hostile client waits this long, holding one of the connection slots.
-pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// 64 KiB: a hand-written admin query is a few hundred bytes; this leaves room for a generated
-/// `IN (...)` list of a thousand event ids (~30 KiB) while keeping a query's text, its tokens and
-/// its plan small.
-pub const DEFAULT_MAX_QUERY_BYTES: usize = 64 * 1024;
+pub use crate::config::raw::{DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_QUERY_BYTES};
 
 /// The configurable limits (`[admin]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

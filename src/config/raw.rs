@@ -215,15 +215,26 @@ pub struct RawAdmin {
     pub max_query_bytes: usize,
 }
 
+/// The admin port's defaults (`crate::admin::limits` applies them).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Shorter than PostgreSQL's `authentication_timeout` (60 s): the SCRAM exchange takes
+/// milliseconds and psql asks for a password before it connects, not during the exchange, so
+/// only a stalled or hostile client waits this long, holding one of the connection slots.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// 64 KiB: a hand-written admin query is a few hundred bytes; this leaves room for a generated
+/// `IN (...)` list of a thousand event ids (~30 KiB) while keeping a query's text, its tokens and
+/// its plan small.
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 64 * 1024;
+
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: String::new(),
             user: "fieldsync".to_owned(),
             password: crate::secret::Secret::default(),
-            max_connections: crate::admin::limits::DEFAULT_MAX_CONNECTIONS,
-            auth_timeout: crate::admin::limits::DEFAULT_AUTH_TIMEOUT,
-            max_query_bytes: crate::admin::limits::DEFAULT_MAX_QUERY_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
         }
     }
 }

@@ -25,7 +25,6 @@
 //!   memory; past it they wait in the durable queue and are read again when the integration has
 //!   drained (`alert`), and with `pause` the replication stream is not read meanwhile.
 
-pub mod api;
 pub mod crm;
 mod engine;
 pub mod google;

@@ -16,7 +16,11 @@
 //!   connection (one with no request in progress: idle, or still sending its head), so a flood
 //!   of idle connections cannot lock out `/healthz`; when every connection is busy, the new one
 //!   gets a best-effort 503 and is closed at once, never held;
-//! - at most `[http] max_streams` live streams (see [`crate::live`]) are open; past it, 503.
+//! - at most `[http] max_streams` live streams (see [`live`]) are open; past it, 503.
+
+pub mod deliveries;
+pub mod live;
+mod metrics_page;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -67,8 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/queue", get(queue_view))
-        .route("/events/stream", get(crate::live::stream))
-        .merge(crate::dispatch::api::routes())
+        .route("/events/stream", get(live::stream))
+        .merge(deliveries::routes())
         .with_state(state)
 }
 
@@ -611,13 +615,11 @@ impl AsyncWrite for Tracked {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let dispatch = match st.dispatch {
-        Some(_) => crate::dispatch::api::ask(&st, crate::dispatch::Command::Status)
-            .await
-            .ok(),
+        Some(_) => deliveries::ask(&st, crate::dispatch::Command::Status).await.ok(),
         None => None,
     };
     let slot = st.slot.latest().and_then(Result::ok);
-    let body = crate::metrics::render(&st.source.snapshot(), slot.as_ref(), dispatch.as_ref());
+    let body = metrics_page::render(&st.source.snapshot(), slot.as_ref(), dispatch.as_ref());
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,

@@ -24,7 +24,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::http::AppState;
+use super::AppState;
 use crate::queue::record::{ChangeRecord, EventId};
 use crate::queue::Queue;
 

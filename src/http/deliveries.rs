@@ -11,9 +11,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::engine::Unanswered;
-use super::Command;
-use crate::http::AppState;
+use super::AppState;
+use crate::dispatch::{Command, Unanswered};
 use crate::queue::record::EventId;
 
 pub fn routes() -> Router<AppState> {
@@ -34,7 +33,7 @@ pub(crate) async fn ask<T>(
     st: &AppState,
     cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Response> {
-    super::engine::ask(st.dispatch.as_ref(), cmd)
+    crate::dispatch::ask(st.dispatch.as_ref(), cmd)
         .await
         .map_err(|e| match e {
             Unanswered::Disabled => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
