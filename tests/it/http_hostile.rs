@@ -609,3 +609,72 @@ fn each_http_limit_is_validated_and_its_error_names_the_key() {
     assert_eq!(fieldsync::http::derived_max_connections(65536), 4096);
     assert_eq!(fieldsync::http::derived_max_connections(100), 16);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_to_the_admin_port_under_a_1024_descriptor_limit_leave_healthz_capture_and_delivery_working(
+) {
+    raise_own_nofile(IDLE_CONNECTIONS as u64 + 512);
+    let cluster = cluster_with_schema();
+    let receiver = Receiver::start(SECRET).await;
+    let db = sql(&cluster).await;
+    seed(&db, 1, &receiver.url()).await;
+    let work = Workdir::new(&cluster);
+    let admin = SocketAddr::from(([127, 0, 0, 1], crate::support::daemon::free_port()));
+    configure(
+        &work,
+        "",
+        &format!(
+            "{}[admin]\nlisten = \"{admin}\"\nuser = \"dba\"\npassword = \"a-long-admin-password\"\n",
+            dispatch_toml(10_000)
+        ),
+    );
+    let mut d = Limited::spawn(&work.config, &work.log, Some(NOFILE));
+    wait_connected(&mut d, &work).await;
+    let fds_before = d.open_fds();
+
+    // the flood: 2,000 connections to the admin port that never log in
+    let held = tokio::task::spawn_blocking(move || {
+        (0..IDLE_CONNECTIONS)
+            .map(|i| {
+                TcpStream::connect_timeout(&admin, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("admin connection {i}: {e}"))
+            })
+            .collect::<Vec<TcpStream>>()
+    })
+    .await
+    .unwrap();
+    let fds_during = d.open_fds();
+
+    // while they are held: /healthz answers, a change is captured and delivered
+    let http = work.http;
+    let healthz = tokio::task::spawn_blocking(move || http_get(http, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(healthz.map(|(code, _)| code), Some(200));
+    let delivered = receiver.accepted().len();
+    add_field(&db, &wedding(0)).await;
+    wait_for_async(
+        Duration::from_secs(30),
+        "a change delivered while the admin port is flooded",
+        || {
+            let n = receiver.accepted().len();
+            async move { n > delivered }
+        },
+    )
+    .await;
+    d.assert_running(&work.log);
+    drop(held);
+    let log = std::fs::read_to_string(&work.log).unwrap();
+    eprintln!(
+        "admin flood under RLIMIT_NOFILE={NOFILE}: descriptors {fds_before} before, {fds_during} during"
+    );
+    assert!(
+        !log.contains("Too many open files") && !log.contains("cannot connect to the endpoint"),
+        "no descriptor exhaustion: {log}"
+    );
+    assert!(
+        fds_during < fds_before + 200,
+        "the admin port holds at most its caps: {fds_during} descriptors"
+    );
+    d.terminate();
+}
