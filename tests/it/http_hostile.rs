@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::dispatch::{add_field, dispatch_toml, seed, wedding, ORG, SECRET};
 use crate::support::daemon::{self, http_get, read_queue, sql, Workdir};
 use crate::support::receiver::Receiver;
-use crate::support::{cluster_with_schema, wait_for_async};
+use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 /// The open-file limit (soft = hard) the flooded daemon runs under: the default under a systemd
 /// unit without `LimitNOFILE`.
@@ -205,25 +205,35 @@ fn closed_by_server(mut s: &TcpStream, deadline: Instant) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_idle_connections_under_a_1024_descriptor_limit_leave_healthz_capture_and_delivery_working(
-) {
+/// A daemon under `NOFILE` descriptors with one wedding and a webhook receiver, streaming; `http`
+/// goes to its `[http]` section and `extra` after its `[dispatch]` one.
+async fn flood_target(
+    http: &str,
+    extra: &str,
+) -> (Cluster, Receiver, tokio_postgres::Client, Workdir, Limited) {
     raise_own_nofile(IDLE_CONNECTIONS as u64 + 512);
     let cluster = cluster_with_schema();
     let receiver = Receiver::start(SECRET).await;
     let db = sql(&cluster).await;
     seed(&db, 1, &receiver.url()).await;
     let work = Workdir::new(&cluster);
-    configure(
-        &work,
+    configure(&work, http, &(dispatch_toml(10_000) + extra));
+    let mut d = Limited::spawn(&work.config, &work.log, Some(NOFILE));
+    wait_connected(&mut d, &work).await;
+    (cluster, receiver, db, work, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_under_a_1024_descriptor_limit_leave_healthz_capture_and_delivery_working(
+) {
+    let (_cluster, receiver, db, work, mut d) = flood_target(
         &http_keys(&format!(
             "header_read_timeout = \"{}s\"\n",
             HEADER_READ_TIMEOUT.as_secs()
         )),
-        &dispatch_toml(10_000),
-    );
-    let mut d = Limited::spawn(&work.config, &work.log, Some(NOFILE));
-    wait_connected(&mut d, &work).await;
+        "",
+    )
+    .await;
     // one delivery before the flood: the client's pool and the dispatcher are warm
     add_field(&db, &wedding(0)).await;
     wait_for_async(Duration::from_secs(60), "a first delivery", || {
@@ -613,23 +623,12 @@ fn each_http_limit_is_validated_and_its_error_names_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_to_the_admin_port_under_a_1024_descriptor_limit_leave_healthz_capture_and_delivery_working(
 ) {
-    raise_own_nofile(IDLE_CONNECTIONS as u64 + 512);
-    let cluster = cluster_with_schema();
-    let receiver = Receiver::start(SECRET).await;
-    let db = sql(&cluster).await;
-    seed(&db, 1, &receiver.url()).await;
-    let work = Workdir::new(&cluster);
     let admin = SocketAddr::from(([127, 0, 0, 1], crate::support::daemon::free_port()));
-    configure(
-        &work,
+    let (_cluster, receiver, db, work, mut d) = flood_target(
         "",
-        &format!(
-            "{}[admin]\nlisten = \"{admin}\"\nuser = \"dba\"\npassword = \"a-long-admin-password\"\n",
-            dispatch_toml(10_000)
-        ),
-    );
-    let mut d = Limited::spawn(&work.config, &work.log, Some(NOFILE));
-    wait_connected(&mut d, &work).await;
+        &format!("[admin]\nlisten = \"{admin}\"\nuser = \"dba\"\npassword = \"a-long-admin-password\"\n"),
+    )
+    .await;
     let fds_before = d.open_fds();
 
     // the flood: 2,000 connections to the admin port that never log in
