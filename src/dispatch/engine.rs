@@ -371,7 +371,7 @@ impl Dispatcher {
                 _ => break,
             }
         }
-        self.persist()?;
+        self.persist(true)?;
         Ok(())
     }
 
@@ -638,7 +638,9 @@ impl Dispatcher {
             }
         }
         if flush {
-            self.persist()?;
+            // the decisions only: raising the floor (a scan of the final states) waits for the
+            // once-a-second housekeeping, off the delivery path
+            self.persist(false)?;
             crate::metrics::order_flush();
         }
         for start in starts {
@@ -825,17 +827,18 @@ impl Dispatcher {
                 }
             }
         }
-        self.persist()?;
+        self.persist(true)?;
         if prune {
             self.store.prune_log(self.cfg.log_retention)?;
         }
         Ok(())
     }
 
-    /// Makes every final state decided so far durable, with the floor: every delivery of an event
-    /// before it is final.
-    fn persist(&mut self) -> Result<(), QueueError> {
-        self.store.persist(self.floor())?;
+    /// Makes every final state decided so far durable, and with `raise_floor` the floor: every
+    /// delivery of an event before it is final.
+    fn persist(&mut self, raise_floor: bool) -> Result<(), QueueError> {
+        let floor = if raise_floor { self.floor() } else { None };
+        self.store.persist(floor)?;
         for integ in self.integrations.values_mut() {
             integ.unflushed.clear();
         }
