@@ -145,6 +145,15 @@ fn configure(work: &Workdir, http: &str, extra: &str) {
     std::fs::write(&work.config, toml).unwrap();
 }
 
+/// Waits until the receiver has accepted more than `before` events.
+async fn delivered_beyond(receiver: &Receiver, before: usize, what: &str) {
+    wait_for_async(Duration::from_secs(30), what, || {
+        let n = receiver.accepted().len();
+        async move { n > before }
+    })
+    .await;
+}
+
 async fn wait_connected(daemon: &mut Limited, work: &Workdir) {
     wait_for_async(Duration::from_secs(60), "the daemon to stream", || {
         daemon.assert_running(&work.log);
@@ -299,13 +308,10 @@ async fn two_thousand_idle_connections_under_a_1024_descriptor_limit_leave_healt
         },
     )
     .await;
-    wait_for_async(
-        Duration::from_secs(30),
+    delivered_beyond(
+        &receiver,
+        delivered,
         "the change to be delivered to the webhook during the flood",
-        || {
-            let n = receiver.accepted().len();
-            async move { n > delivered }
-        },
     )
     .await;
     assert_eq!(receiver.stats().bad_signatures, 0);
@@ -652,13 +658,10 @@ async fn two_thousand_idle_connections_to_the_admin_port_under_a_1024_descriptor
     assert_eq!(healthz.map(|(code, _)| code), Some(200));
     let delivered = receiver.accepted().len();
     add_field(&db, &wedding(0)).await;
-    wait_for_async(
-        Duration::from_secs(30),
+    delivered_beyond(
+        &receiver,
+        delivered,
         "a change delivered while the admin port is flooded",
-        || {
-            let n = receiver.accepted().len();
-            async move { n > delivered }
-        },
     )
     .await;
     d.assert_running(&work.log);
