@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use fieldsync::config::Config;
 use fieldsync::devdb::{Cluster, ClusterOptions};
 use fieldsync::lsn::Lsn;
-use fieldsync::queue::Queue;
 use fieldsync::source::progress::SourceStatus;
 use fieldsync::source::stream::Source;
+use fieldsync::store::Store;
 
 const ORG: &str = "00000000-0000-0000-0000-0000000000be";
 const WEDDING: &str = "00000000-0000-0000-0000-0000000000b0";
@@ -276,7 +276,7 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> ([f64; 4],
         std::iter::empty::<(String, String)>(),
     )
     .expect("bench config");
-    let queue = Queue::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
+    let queue = Store::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(SourceStatus::default());
     let source = Source::new(Arc::new(cfg.clone()), queue.clone(), status.clone()).unwrap();

@@ -13,17 +13,17 @@ use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
-use crate::queue::{Queue, QueueError};
 use crate::source::health::SlotWatch;
 use crate::source::progress::SourceStatus;
 use crate::source::stream::{Source, StreamError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("prerequisite failed: {}: {}{}", .0.name, .0.detail, .0.fix.as_ref().map(|f| format!("\n  fix: {f}")).unwrap_or_default())]
     Preflight(CheckResult),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Listen {
         key: &'static str,
@@ -38,7 +38,7 @@ pub enum AppError {
     #[error("replication task ended abnormally: {0}")]
     Task(String),
     #[error("dispatcher stopped: {0}")]
-    Dispatch(QueueError),
+    Dispatch(StoreError),
     #[error("integration secrets: {0}")]
     Credentials(String),
 }
@@ -48,12 +48,12 @@ pub struct Daemon {
     pub http_addr: SocketAddr,
     /// The SQL admin port, when `[admin] listen` is set.
     pub admin_addr: Option<SocketAddr>,
-    pub queue: Queue,
+    pub queue: Store,
     pub status: Arc<SourceStatus>,
     shutdown: watch::Sender<bool>,
     source: JoinHandle<Result<(), StreamError>>,
     http: JoinHandle<std::io::Result<()>>,
-    dispatch: Option<JoinHandle<Result<(), QueueError>>>,
+    dispatch: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
 impl Daemon {
@@ -62,7 +62,7 @@ impl Daemon {
         check::preflight(&config).await.map_err(AppError::Preflight)?;
         // before any task records a metric: handles taken earlier would record nowhere
         crate::metrics::install();
-        let queue = Queue::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
+        let queue = Store::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
         let listener = http::bind(config.http.listen).map_err(|source| AppError::Listen {
             key: "[http] listen",
             addr: config.http.listen,

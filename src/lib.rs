@@ -6,8 +6,8 @@
 //! # Layout, in the order data flows
 //! Ground floor, shared by all:
 //! - `lsn`: WAL positions. `secret`: values that print as `***`, and short excerpts for errors.
-//! - `queue`: the sled store: change queue, durable watermark, delivery state and log, context.
-//!   It imports nothing above it but the event envelope its records carry.
+//! - `store`: the sled store and its one error: change queue, durable watermark, the stored event,
+//!   delivery state and log, wedding context. It imports nothing above it.
 //!
 //! Capture, from PostgreSQL to the queue:
 //! - `pg`: ordinary SQL connections and TLS. `source`: the replication connection, progress and
@@ -33,8 +33,8 @@
 
 // ground floor
 pub mod lsn;
-pub mod queue;
 pub mod secret;
+pub mod store;
 
 // capture
 pub mod capture;

@@ -10,8 +10,8 @@ use fieldsync::app::{AppError, Daemon};
 use fieldsync::config::Config;
 use fieldsync::http::deliveries::RequeueRequest;
 use fieldsync::http::RecordSummary;
-use fieldsync::queue::record::EventId;
-use fieldsync::queue::{Queue, QueueError};
+use fieldsync::store::record::EventId;
+use fieldsync::store::{Store, StoreError};
 
 /// glibc's allocator returns and refaults the memory sled's page churn frees and takes again;
 /// mimalloc keeps capture's allocation cost flat (see bench/capture.rs).
@@ -298,7 +298,7 @@ async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match Queue::open(&config.queue.path, config.queue.cache_capacity_bytes) {
+    match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
         Ok(queue) => match print_queue(&queue, last) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -307,7 +307,7 @@ async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
             }
         },
         // The daemon holds the queue: ask it over HTTP instead.
-        Err(QueueError::Locked { .. }) => ask_daemon(&config, "GET", &format!("/queue?last={last}"), None),
+        Err(StoreError::Locked { .. }) => ask_daemon(&config, "GET", &format!("/queue?last={last}"), None),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -394,7 +394,7 @@ fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
             )
         }
     };
-    match Queue::open(&config.queue.path, config.queue.cache_capacity_bytes) {
+    match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
         Ok(queue) => match offline_deliveries(&queue, what) {
             Ok(text) => {
                 println!("{text}");
@@ -405,7 +405,7 @@ fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Err(QueueError::Locked { .. }) => ask_daemon(&config, method, &path, body.as_deref()),
+        Err(StoreError::Locked { .. }) => ask_daemon(&config, method, &path, body.as_deref()),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -413,7 +413,7 @@ fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
     }
 }
 
-fn offline_deliveries(queue: &Queue, what: Deliveries) -> Result<String, QueueError> {
+fn offline_deliveries(queue: &Store, what: Deliveries) -> Result<String, StoreError> {
     let store = queue.deliveries()?;
     let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("serializes");
     Ok(match what {
@@ -460,7 +460,7 @@ fn offline_deliveries(queue: &Queue, what: Deliveries) -> Result<String, QueueEr
 }
 
 /// Pauses or resumes an integration in the store; the daemon reads it when it starts.
-fn set_paused(queue: &Queue, integration: &str, pause: bool) -> Result<String, QueueError> {
+fn set_paused(queue: &Store, integration: &str, pause: bool) -> Result<String, StoreError> {
     if !queue.context()?.integrations()?.contains_key(integration) {
         return Ok(format!(
             "no integration with id {integration:?} (as of the daemon's last run)"
@@ -480,7 +480,7 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn print_queue(queue: &Queue, last: usize) -> Result<(), QueueError> {
+fn print_queue(queue: &Store, last: usize) -> Result<(), StoreError> {
     let s = queue.summary()?;
     println!("records:       {}", s.records);
     println!("transactions:  {}", s.transactions);

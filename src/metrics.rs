@@ -52,7 +52,7 @@ pub fn invalid_event(field_type: &str) {
 }
 
 /// One delivery attempt's outcome (`delivered`, `retry`, `dead`, `disabled`, `superseded`).
-pub fn delivery(integration: &str, outcome: crate::queue::deliveries::LogOutcome) {
+pub fn delivery(integration: &str, outcome: crate::store::deliveries::LogOutcome) {
     counter!("fieldsync_deliveries_total", "integration" => integration.to_owned(), "outcome" => outcome.as_str())
         .increment(1);
 }

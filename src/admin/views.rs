@@ -9,8 +9,8 @@ use tokio::sync::oneshot;
 use super::sql::{state, Catalog, Column, Function, Rows, SqlError, Type, Value};
 use crate::dispatch::Command;
 use crate::http::AppState;
-use crate::queue::record::EventId;
-use crate::queue::QueueError;
+use crate::store::record::EventId;
+use crate::store::StoreError;
 
 const fn col(name: &'static str, ty: Type) -> Column {
     Column { name, ty }
@@ -106,7 +106,7 @@ pub struct Views {
     pub runtime: tokio::runtime::Handle,
 }
 
-fn storage(e: QueueError) -> SqlError {
+fn storage(e: StoreError) -> SqlError {
     SqlError::new(state::INTERNAL_ERROR, format!("reading the queue: {e}"))
 }
 

@@ -20,8 +20,8 @@ use crate::events::build::{Cell, Commit, Role, RowView};
 use crate::events::{Envelope, EventBuilder};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Column, Datum, Message, OldTuple, Relation, RelationCache, Tuple};
-use crate::queue::record::{EventId, OldImage, Op, TxnRecord};
-use crate::queue::{QueueError, QueueWriter};
+use crate::store::record::{EventId, OldImage, Op, TxnRecord};
+use crate::store::{QueueWriter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -34,7 +34,7 @@ pub enum CaptureError {
         source: pgoutput::ResolveError,
     },
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Store(#[from] StoreError),
 }
 
 /// What a message did to the stream position.
@@ -406,7 +406,7 @@ fn protocol(lsn: Lsn, what: &str) -> CaptureError {
 }
 
 /// The stored record, serialized straight from the decoded tuples. Field names match
-/// [`crate::queue::record::ChangeRecord`].
+/// [`crate::store::record::ChangeRecord`].
 #[derive(Serialize)]
 struct RecordRef<'a> {
     id: EventId,

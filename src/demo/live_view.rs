@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::queue::deliveries::{DeliveryStore, LogEntry, LogOutcome};
-use crate::queue::record::{ChangeRecord, ColumnValue, EventId};
-use crate::queue::{Durable, Queue, QueueError};
+use crate::store::deliveries::{DeliveryStore, LogEntry, LogOutcome};
+use crate::store::record::{ChangeRecord, ColumnValue, EventId};
+use crate::store::{Durable, Store, StoreError};
 
 /// How often the delivery log is read when the durable watermark does not move.
 pub(super) const POLL: Duration = Duration::from_millis(100);
@@ -39,7 +39,7 @@ const ERROR_CHARS: usize = 96;
 type LogKey = (String, String, EventId, u32, LogOutcome);
 
 pub(super) struct LiveView {
-    queue: Queue,
+    queue: Store,
     store: DeliveryStore,
     durable: watch::Receiver<Durable>,
     /// The queue's watermark channel closed: the daemon stopped.
@@ -67,7 +67,7 @@ struct System {
 }
 
 impl LiveView {
-    pub(super) fn new(queue: &Queue) -> Result<LiveView, QueueError> {
+    pub(super) fn new(queue: &Store) -> Result<LiveView, StoreError> {
         Ok(LiveView {
             queue: queue.clone(),
             store: queue.deliveries()?,
@@ -97,7 +97,7 @@ impl LiveView {
 
     /// Waits until the durable watermark moves or [`POLL`] passes, then prints what is new.
     /// Cancel-safe: it prints only after its one wait.
-    pub(super) async fn step(&mut self) -> Result<(), QueueError> {
+    pub(super) async fn step(&mut self) -> Result<(), StoreError> {
         if self.closed {
             tokio::time::sleep(POLL).await;
         } else if let Ok(Err(_)) = tokio::time::timeout(POLL, self.durable.changed()).await {
@@ -107,12 +107,12 @@ impl LiveView {
     }
 
     /// Prints the changes captured and the delivery attempts logged since the last call.
-    pub(super) fn print_new(&mut self) -> Result<(), QueueError> {
+    pub(super) fn print_new(&mut self) -> Result<(), StoreError> {
         self.print_captured()?;
         self.print_deliveries()
     }
 
-    fn print_captured(&mut self) -> Result<(), QueueError> {
+    fn print_captured(&mut self) -> Result<(), StoreError> {
         loop {
             let records = self.queue.records_after(self.last, 1000)?;
             if records.is_empty() {
@@ -135,7 +135,7 @@ impl LiveView {
         }
     }
 
-    fn print_deliveries(&mut self) -> Result<(), QueueError> {
+    fn print_deliveries(&mut self) -> Result<(), StoreError> {
         let mut last = WINDOW;
         let window = loop {
             let got = self.store.read_log(None, None, last)?;
@@ -159,7 +159,7 @@ impl LiveView {
         Ok(())
     }
 
-    fn print_entry(&mut self, e: &LogEntry) -> Result<(), QueueError> {
+    fn print_entry(&mut self, e: &LogEntry) -> Result<(), StoreError> {
         let name = self.name(&e.integration_id)?;
         let (number, commit_time) = match self.changes.get(&e.event_id) {
             Some(&(n, t)) => (format!("#{n}"), Some(t)),
@@ -203,7 +203,7 @@ impl LiveView {
     }
 
     /// The integration's type, or its id when it is not known.
-    fn name(&mut self, id: &str) -> Result<String, QueueError> {
+    fn name(&mut self, id: &str) -> Result<String, StoreError> {
         if !self.names.contains_key(id) {
             self.names = (self.queue.context()?.integrations()?.into_iter())
                 .map(|(id, i)| (id, i.integration_type))
@@ -294,7 +294,7 @@ fn unix_micros() -> i64 {
 
 /// A short description: the changed columns of an update, or the row's key facts.
 fn summary(r: &ChangeRecord) -> String {
-    let text = |row: &crate::queue::record::Row, col: &str| match row.get(col) {
+    let text = |row: &crate::store::record::Row, col: &str| match row.get(col) {
         Some(ColumnValue::Text(t)) => t.clone(),
         Some(ColumnValue::Null) => "null".into(),
         Some(ColumnValue::Unchanged) => "(unchanged)".into(),

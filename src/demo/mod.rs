@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::app::{AppError, Daemon};
 use crate::config::Config;
 use crate::devdb::{Cluster, ClusterOptions, DevDbError};
-use crate::queue::QueueError;
+use crate::store::StoreError;
 
 mod live_view;
 
@@ -30,7 +30,7 @@ pub enum DemoError {
     #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Store(#[from] StoreError),
     #[error("demo configuration: {0}")]
     Config(String),
     #[error("scripted edit failed: {0}")]

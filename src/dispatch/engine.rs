@@ -20,9 +20,9 @@ use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
 use crate::lsn::Lsn;
-use crate::queue::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry, LogOutcome};
-use crate::queue::record::EventId;
-use crate::queue::{Queue, QueueError};
+use crate::store::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry, LogOutcome};
+use crate::store::record::EventId;
+use crate::store::{Store, StoreError};
 
 /// Records read from the queue per step.
 const READ_BATCH: usize = 512;
@@ -225,7 +225,7 @@ struct Done {
 
 pub struct Dispatcher {
     cfg: DispatchConfig,
-    queue: Queue,
+    queue: Store,
     context: ContextStore,
     store: DeliveryStore,
     client: reqwest::Client,
@@ -234,7 +234,7 @@ pub struct Dispatcher {
     /// Round-robin start for fairness between integrations.
     order: Vec<Arc<str>>,
     read_pos: Option<EventId>,
-    /// [`crate::queue::Durable::deliveries`] when the reader last reached the durable end; the
+    /// [`crate::store::Durable::deliveries`] when the reader last reached the durable end; the
     /// queue is read again only when it grows (after a start, it is read to the end once).
     read_deliveries: Option<u64>,
     in_flight: usize,
@@ -291,9 +291,9 @@ impl Dispatcher {
     /// the `pause` policy asks capture to stop reading).
     pub fn new(
         cfg: DispatchConfig,
-        queue: Queue,
+        queue: Store,
         credentials: Arc<Credentials>,
-    ) -> Result<(Dispatcher, watch::Receiver<bool>), QueueError> {
+    ) -> Result<(Dispatcher, watch::Receiver<bool>), StoreError> {
         let context = queue.context()?;
         let store = queue.deliveries()?;
         let client = reqwest::Client::builder()
@@ -332,7 +332,7 @@ impl Dispatcher {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), StoreError> {
         self.read_pos = self.store.floor()?.map(before);
         self.load_requeued()?;
         let mut durable = self.queue.durable();
@@ -391,7 +391,7 @@ impl Dispatcher {
     // ---- reading -------------------------------------------------------------------------
 
     /// Reads the next durable records that have deliveries; true when there may be more.
-    fn read(&mut self) -> Result<bool, QueueError> {
+    fn read(&mut self) -> Result<bool, StoreError> {
         let staged = self.queue.durable().borrow().deliveries;
         if self.read_deliveries.is_some_and(|seen| seen >= staged) {
             return Ok(false);
@@ -420,7 +420,7 @@ impl Dispatcher {
         r: &Queued,
         prev: Option<EventId>,
         only: Option<&Arc<str>>,
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), StoreError> {
         let mut payload: Option<Arc<Payload>> = None;
         for target in &r.deliveries {
             if only.is_some_and(|o| **o != **target) {
@@ -458,7 +458,7 @@ impl Dispatcher {
     }
 
     /// Reads again for integrations that were backpressured and have drained to half the bound.
-    fn reload_overflow(&mut self) -> Result<(), QueueError> {
+    fn reload_overflow(&mut self) -> Result<(), StoreError> {
         let bound = self.cfg.max_queued_per_integration;
         let waiting: Vec<Arc<str>> = self
             .integrations
@@ -507,7 +507,7 @@ impl Dispatcher {
 
     /// Dead letters requeued before a restart go to their weddings' queues; the others that a
     /// later change may still supersede are indexed.
-    fn load_requeued(&mut self) -> Result<(), QueueError> {
+    fn load_requeued(&mut self) -> Result<(), StoreError> {
         for d in self.store.dead_letters()? {
             if d.requeued {
                 self.requeue_one(&d)?;
@@ -521,7 +521,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, QueueError> {
+    fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, StoreError> {
         let Some(q) = self
             .queue
             .record(d.event_id)?
@@ -541,7 +541,7 @@ impl Dispatcher {
     }
 
     /// The integration's in-memory state, created on first sight.
-    fn integration(&mut self, id: &str) -> Result<Arc<str>, QueueError> {
+    fn integration(&mut self, id: &str) -> Result<Arc<str>, StoreError> {
         if let Some((k, _)) = self.integrations.get_key_value(id) {
             return Ok(k.clone());
         }
@@ -587,7 +587,7 @@ impl Dispatcher {
 
     /// Starts what may start now. Deliveries that must not overtake an unflushed final state
     /// ([`super::order`]) leave after one flush for the whole round.
-    fn pump(&mut self, now: Instant) -> Result<(), QueueError> {
+    fn pump(&mut self, now: Instant) -> Result<(), StoreError> {
         if self.order.is_empty() {
             return Ok(());
         }
@@ -682,7 +682,7 @@ impl Dispatcher {
 
     // ---- results -------------------------------------------------------------------------
 
-    fn finish(&mut self, done: Done) -> Result<(), QueueError> {
+    fn finish(&mut self, done: Done) -> Result<(), StoreError> {
         self.in_flight -= 1;
         let now = Instant::now();
         let Some(integ) = self.integrations.get_mut(&done.integration) else {
@@ -786,7 +786,7 @@ impl Dispatcher {
 
     // ---- housekeeping and commands -------------------------------------------------------
 
-    fn housekeeping(&mut self, prune: bool) -> Result<(), QueueError> {
+    fn housekeeping(&mut self, prune: bool) -> Result<(), StoreError> {
         let rows = self.context.integrations()?;
         for integ in self.integrations.values_mut() {
             let row = rows.get(&*integ.id);
@@ -836,7 +836,7 @@ impl Dispatcher {
 
     /// Makes every final state decided so far durable, and with `raise_floor` the floor: every
     /// delivery of an event before it is final.
-    fn persist(&mut self, raise_floor: bool) -> Result<(), QueueError> {
+    fn persist(&mut self, raise_floor: bool) -> Result<(), StoreError> {
         let floor = if raise_floor { self.floor() } else { None };
         self.store.persist(floor)?;
         for integ in self.integrations.values_mut() {
@@ -864,7 +864,7 @@ impl Dispatcher {
         Some(floor)
     }
 
-    fn command(&mut self, cmd: Command) -> Result<(), QueueError> {
+    fn command(&mut self, cmd: Command) -> Result<(), StoreError> {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -916,7 +916,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn pause(&mut self, integration: &str, pause: bool) -> Result<Result<bool, String>, QueueError> {
+    fn pause(&mut self, integration: &str, pause: bool) -> Result<Result<bool, String>, StoreError> {
         if !self.integrations.contains_key(integration)
             && !self.context.integrations()?.contains_key(integration)
         {
@@ -1144,7 +1144,7 @@ fn wake_all(integ: &mut Integ) {
 
 /// The next delivery to start: the first ready wedding by priority, its head after coalescing,
 /// and whether it must wait for a flush ([`super::order`]).
-fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Result<Option<Picked>, QueueError> {
+fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Result<Option<Picked>, StoreError> {
     let wedding = loop {
         let Some(w) = integ.ready.iter_mut().find_map(|r| r.pop_front()) else {
             return Ok(None);
@@ -1209,7 +1209,7 @@ fn superseded(
     event_id: EventId,
     attempt: u32,
     error: Option<String>,
-) -> Result<(), QueueError> {
+) -> Result<(), StoreError> {
     integ.stats.superseded += 1;
     crate::metrics::delivery(&integ.id, LogOutcome::Superseded);
     store.log(&LogEntry {
@@ -1232,7 +1232,7 @@ fn dead(
     wedding: &Arc<str>,
     status: Option<u16>,
     error: &str,
-) -> Result<(), QueueError> {
+) -> Result<(), StoreError> {
     let e = pop(integ, wedding);
     integ.unflushed.settled(wedding, e.field.as_ref(), true);
     integ.dead_fields.add(wedding, e.field.as_ref(), e.id);

@@ -7,7 +7,7 @@
 //! durable. The [`Dispatcher`] reads durable records in commit order and keeps, per integration,
 //! one first-in first-out queue per wedding with at most one delivery in flight; many weddings
 //! are in flight at once. Final states (delivered, superseded, dead) go to the delivery store
-//! ([`crate::queue::deliveries`]).
+//! ([`crate::store::deliveries`]).
 //!
 //! # Rules
 //! - Order per (integration, wedding): the next event of a wedding waits for the previous one's
@@ -45,7 +45,7 @@ use crate::config::PriorityName;
 use crate::credentials::{CredentialError, Credentials};
 use crate::events::context::Integration;
 use crate::events::IntegrationType;
-use crate::queue::record::{ChangeRecord, EventId};
+use crate::store::record::{ChangeRecord, EventId};
 pub use engine::{
     ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered, WaitState,
 };

@@ -34,7 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::queue::record::EventId;
+use crate::store::record::EventId;
 
 /// A (wedding, field) key; events without a field are keyed by their wedding alone (field "").
 type FieldKey = (Arc<str>, Arc<str>);

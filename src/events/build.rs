@@ -10,8 +10,8 @@ use crate::config::mapping::{FieldsTable, IntegrationsTable, OrganizationsTable,
 use crate::config::{Config, DatePolicy, EventsConfig, Mapping, PriorityName};
 use crate::fields::{self, FieldType};
 use crate::lsn::Lsn;
-use crate::queue::record::{EventId, Op};
-use crate::queue::QueueError;
+use crate::store::record::{EventId, Op};
+use crate::store::StoreError;
 
 use super::context::{Facts, Integration, OrganizationContext};
 use super::{rfc3339_micros, ContextStore, Envelope, EventData, EventIssue, EventKind, WeddingContext};
@@ -146,7 +146,7 @@ impl EventBuilder {
         op: Op,
         old: &dyn RowView,
         new: &dyn RowView,
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), StoreError> {
         // weddings and organisations feed the cached contexts: write learnt facts, then forget them
         if matches!(role, Role::Weddings | Role::Organizations) {
             self.persist_learned()?;
@@ -193,7 +193,7 @@ impl EventBuilder {
         op: Op,
         old: &dyn RowView,
         new: &dyn RowView,
-    ) -> Result<Option<Envelope>, QueueError> {
+    ) -> Result<Option<Envelope>, StoreError> {
         let f: &FieldsTable = &self.mapping.fields;
         let kind = match op {
             Op::Insert => EventKind::Created,
@@ -325,8 +325,8 @@ impl EventBuilder {
     }
 
     /// The ids of the integrations an event goes to: its organisation's active integrations that
-    /// have an adapter and take its field type (see [`crate::dispatch::accepts`]).
-    pub fn targets(&self, event: &EventData) -> Result<Arc<[String]>, QueueError> {
+    /// have an adapter and take its field type (see [`crate::events::accepts`]).
+    pub fn targets(&self, event: &EventData) -> Result<Arc<[String]>, StoreError> {
         let Some(org) = event.organization_id.as_deref().filter(|_| self.dispatch) else {
             return Ok(Arc::from([]));
         };
@@ -369,7 +369,7 @@ impl EventBuilder {
     }
 
     /// Writes the facts learnt since the last call to the context store.
-    pub fn persist_learned(&self) -> Result<(), QueueError> {
+    pub fn persist_learned(&self) -> Result<(), StoreError> {
         for (id, facts) in self.learned.borrow_mut().drain() {
             self.context.learn(&id, facts)?;
         }
@@ -377,7 +377,7 @@ impl EventBuilder {
     }
 
     /// Notes facts about a wedding in its cached context; the store gets them at the next persist.
-    fn learn(&self, id: &str, facts: Facts) -> Result<(), QueueError> {
+    fn learn(&self, id: &str, facts: Facts) -> Result<(), StoreError> {
         self.wedding(id)?; // make sure the context is cached
         let mut cache = self.cache.borrow_mut();
         let ctx = cache
@@ -411,7 +411,7 @@ impl EventBuilder {
         Ok(())
     }
 
-    fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, QueueError> {
+    fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, StoreError> {
         if let Some(hit) = self.cache.borrow().get(id) {
             return Ok(hit.clone());
         }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::AppState;
 use crate::dispatch::{Command, Unanswered};
-use crate::queue::record::EventId;
+use crate::store::record::EventId;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,7 +55,7 @@ struct Filter {
     last: Option<usize>,
 }
 
-fn event_filter(f: &Filter) -> Result<Option<EventId>, crate::queue::record::ParseEventIdError> {
+fn event_filter(f: &Filter) -> Result<Option<EventId>, crate::store::record::ParseEventIdError> {
     f.event.as_deref().map(str::parse).transpose()
 }
 

@@ -25,8 +25,8 @@ use serde::Deserialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use super::AppState;
-use crate::queue::record::{ChangeRecord, EventId};
-use crate::queue::Queue;
+use crate::store::record::{ChangeRecord, EventId};
+use crate::store::Store;
 
 /// Records read from the queue at a time, per stream.
 pub const READ_BATCH: usize = 128;
@@ -133,11 +133,11 @@ pub async fn stream(
 /// One stream's position: the matching events after `after`, read a batch at a time as the client
 /// takes them, then live ones as they become durable.
 struct Feed {
-    queue: Queue,
+    queue: Store,
     after: Option<EventId>,
     organization: String,
     wedding: Option<String>,
-    durable: watch::Receiver<crate::queue::Durable>,
+    durable: watch::Receiver<crate::store::Durable>,
     shutdown: watch::Receiver<bool>,
     /// Matching events of the last batch read, not yet taken.
     pending: VecDeque<Event>,

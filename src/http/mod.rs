@@ -38,13 +38,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
-use crate::queue::record::{ChangeRecord, EventId, Op};
-use crate::queue::Queue;
 use crate::source::progress::SourceStatus;
+use crate::store::record::{ChangeRecord, EventId, Op};
+use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub queue: Queue,
+    pub queue: Store,
     pub source: Arc<SourceStatus>,
     pub slot: Arc<crate::source::health::SlotWatch>,
     /// The dispatcher's command channel; `None` when dispatch is disabled.

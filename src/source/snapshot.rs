@@ -21,13 +21,13 @@ use crate::check::{quote_ident, quote_literal};
 use crate::config::{Config, TableName};
 use crate::lsn::Lsn;
 use crate::pgoutput::{Column, Commit, Datum, Insert, Message, Relation, ReplicaIdentity, Tuple};
-use crate::queue::{Queue, SnapshotState};
+use crate::store::{SnapshotState, Store};
 
 /// Takes the snapshot; returns the slot's consistent point, where streaming starts.
 pub async fn take(
     conn: &mut ReplicationConnection,
     config: &Config,
-    queue: &Queue,
+    queue: &Store,
     capture: &mut Capture,
 ) -> Result<Lsn, StreamError> {
     let slot = &config.replication.slot;

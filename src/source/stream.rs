@@ -21,7 +21,7 @@ use crate::check::quote_literal;
 use crate::config::{Config, SnapshotMode};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, DecodeError};
-use crate::queue::{Queue, QueueError, SnapshotState};
+use crate::store::{SnapshotState, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -30,7 +30,7 @@ pub enum StreamError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Store(#[from] StoreError),
     #[error("cannot decode the pgoutput message at {lsn}: {source}")]
     Decode {
         lsn: Lsn,
@@ -66,7 +66,7 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Source {
     config: Arc<Config>,
-    queue: Queue,
+    queue: Store,
     status: Arc<SourceStatus>,
     capture: Capture,
     progress: Progress,
@@ -75,7 +75,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(config: Arc<Config>, queue: Queue, status: Arc<SourceStatus>) -> Result<Source, StreamError> {
+    pub fn new(config: Arc<Config>, queue: Store, status: Arc<SourceStatus>) -> Result<Source, StreamError> {
         let events = crate::events::EventBuilder::new(&config, queue.context()?);
         let capture = Capture::new(&config, queue.writer()?, events);
         let head_end = queue.head()?.last.map_or(Lsn::ZERO, |t| t.end_lsn);

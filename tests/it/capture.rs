@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use fieldsync::queue::record::{ChangeRecord, ColumnValue, OldImage, Op};
-use fieldsync::queue::Queue;
+use fieldsync::store::record::{ChangeRecord, ColumnValue, OldImage, Op};
+use fieldsync::store::Store;
 
 use crate::support::daemon::{self, sql};
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-async fn wait_for_records(queue: &Queue, n: usize) -> Vec<ChangeRecord> {
+async fn wait_for_records(queue: &Store, n: usize) -> Vec<ChangeRecord> {
     let start = std::time::Instant::now();
     loop {
         let records = queue.records_after(None, usize::MAX).unwrap();
@@ -34,7 +34,7 @@ async fn wait_for_records(queue: &Queue, n: usize) -> Vec<ChangeRecord> {
     }
 }
 
-fn text<'a>(row: &'a Option<fieldsync::queue::record::Row>, col: &str) -> &'a ColumnValue {
+fn text<'a>(row: &'a Option<fieldsync::store::record::Row>, col: &str) -> &'a ColumnValue {
     row.as_ref()
         .and_then(|r| r.get(col))
         .unwrap_or_else(|| panic!("column {col} missing in {row:?}"))

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldsync::queue::record::ColumnValue;
+use fieldsync::store::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
 use crate::support::cluster_with_schema;
@@ -131,7 +131,7 @@ fn log_tail(log: &std::path::Path) -> String {
 }
 
 /// Which values are missing or doubled, and the stored transactions around the first gap.
-fn describe_gaps(records: &[fieldsync::queue::record::ChangeRecord], total: u64) -> String {
+fn describe_gaps(records: &[fieldsync::store::record::ChangeRecord], total: u64) -> String {
     let mut seen = vec![0u32; total as usize + 1];
     let mut around = Vec::new();
     for r in records.iter().filter(|r| r.table == "form_field_values") {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fieldsync::queue::record::EventId;
+use fieldsync::store::record::EventId;
 use rand::{Rng, SeedableRng};
 
 use crate::support::daemon::{self, sql, DaemonProcess, Workdir};

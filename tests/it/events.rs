@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldsync::events::{Envelope, EventKind};
-use fieldsync::queue::Queue;
+use fieldsync::store::Store;
 use rand::{Rng, SeedableRng};
 
 use crate::support::daemon::{self, caught_up, sql};
@@ -19,7 +19,7 @@ const ORG: &str = "0e000000-0000-4000-8000-000000000001";
 const WEDDING: &str = "0e000000-0000-4000-8000-0000000000a1";
 const FIELD: &str = "0e000000-0000-4000-8000-0000000000f1";
 
-fn events(queue: &Queue) -> Vec<Envelope> {
+fn events(queue: &Store) -> Vec<Envelope> {
     queue
         .records_after(None, usize::MAX)
         .unwrap()
@@ -28,7 +28,7 @@ fn events(queue: &Queue) -> Vec<Envelope> {
         .collect()
 }
 
-async fn wait_for_events(queue: &Queue, n: usize) -> Vec<Envelope> {
+async fn wait_for_events(queue: &Store, n: usize) -> Vec<Envelope> {
     wait_for_async(DEADLINE, &format!("{n} events"), || async {
         events(queue).len() >= n
     })

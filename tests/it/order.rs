@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldsync::queue::deliveries::LogOutcome;
-use fieldsync::queue::Queue;
 use fieldsync::sandbox::{Api, Faults as SandboxFaults};
+use fieldsync::store::deliveries::LogOutcome;
+use fieldsync::store::Store;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -188,7 +188,7 @@ fn check_tave(state: &Value, want: &BTreeMap<(usize, &str), Value>) -> Result<()
 
 /// How many deliveries of `integration` the delivery log records as superseded (coalesced).
 fn superseded(queue: &std::path::Path, integration: &str) -> usize {
-    let queue = Queue::open(queue, 16 << 20).unwrap();
+    let queue = Store::open(queue, 16 << 20).unwrap();
     let log = queue
         .deliveries()
         .unwrap()

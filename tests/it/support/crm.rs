@@ -4,7 +4,7 @@
 use fieldsync::dispatch::Payload;
 use fieldsync::fields::{check, Context, FieldType, Rules};
 use fieldsync::lsn::Lsn;
-use fieldsync::queue::record::EventId;
+use fieldsync::store::record::EventId;
 use serde_json::{json, Value};
 
 /// A wedding's context as events carry it.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fieldsync::app::Daemon;
 use fieldsync::config::Config;
-use fieldsync::queue::record::ChangeRecord;
-use fieldsync::queue::Queue;
+use fieldsync::store::record::ChangeRecord;
+use fieldsync::store::Store;
 
 use super::Cluster;
 
@@ -78,7 +78,7 @@ pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
 
 /// Every durable record of the queue at `path` (the daemon must not hold it).
 pub fn read_queue(path: &Path) -> Vec<ChangeRecord> {
-    let queue = Queue::open(path, 16 << 20).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
+    let queue = Store::open(path, 16 << 20).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
     queue
         .records_after(None, usize::MAX)
         .unwrap_or_else(|e| panic!("cannot read queue: {e}"))

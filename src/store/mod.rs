@@ -24,6 +24,7 @@
 pub mod chunk;
 pub mod context;
 pub mod deliveries;
+pub mod event;
 pub mod flusher;
 pub mod record;
 mod writer;
@@ -41,7 +42,7 @@ use record::{ChangeRecord, EventId, TxnRecord};
 pub use writer::QueueWriter;
 
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
+pub enum StoreError {
     #[error(
         "queue at {path} is in use by another process (is `fieldsync run` already running with this [queue] path?)"
     )]
@@ -76,11 +77,11 @@ impl Head {
     }
 }
 
-/// Lines scanned per [`Queue::records_with_deliveries`] call, so a long stretch of records
+/// Lines scanned per [`Store::records_with_deliveries`] call, so a long stretch of records
 /// without deliveries does not hold the dispatcher for long.
 pub const SCAN_LINES: usize = 16_384;
 
-/// What [`Queue::records_with_deliveries`] found, each record as its reader parsed it.
+/// What [`Store::records_with_deliveries`] found, each record as its reader parsed it.
 #[derive(Debug)]
 pub struct DeliveryBatch<T> {
     pub records: Vec<T>,
@@ -102,7 +103,7 @@ pub struct QueueSummary {
 
 /// Handle on the open queue. Cheap to clone; one [`QueueWriter`] at a time writes.
 #[derive(Clone)]
-pub struct Queue {
+pub struct Store {
     db: sled::Db,
     changes: sled::Tree,
     meta: sled::Tree,
@@ -111,7 +112,7 @@ pub struct Queue {
     _stop: Arc<StopFlusherOnDrop>,
 }
 
-/// Dropped with the last [`Queue`] handle: stops the flusher after its final flush.
+/// Dropped with the last [`Store`] handle: stops the flusher after its final flush.
 struct StopFlusherOnDrop(Arc<Flusher>);
 
 impl Drop for StopFlusherOnDrop {
@@ -156,11 +157,11 @@ fn restrict(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Queue {
+impl Store {
     /// Opens (or creates) the queue and removes any half-received transaction left by a crash.
-    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Queue, QueueError> {
+    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        restrict(path).map_err(|source| QueueError::Open {
+        restrict(path).map_err(|source| StoreError::Open {
             path: shown.clone(),
             source: sled::Error::Io(source),
         })?;
@@ -173,15 +174,15 @@ impl Queue {
             .map_err(|source| match &source {
                 // sled reports a held lock file as an I/O error with this message
                 sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-                    QueueError::Locked { path: shown.clone() }
+                    StoreError::Locked { path: shown.clone() }
                 }
-                _ => QueueError::Open {
+                _ => StoreError::Open {
                     path: shown.clone(),
                     source,
                 },
             })?;
         // and the files sled made just now
-        restrict(path).map_err(|source| QueueError::Open {
+        restrict(path).map_err(|source| StoreError::Open {
             path: shown.clone(),
             source: sled::Error::Io(source),
         })?;
@@ -204,7 +205,7 @@ impl Queue {
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
         let deliveries = deliveries::DeliveryStore::open(&db)?;
-        Ok(Queue {
+        Ok(Store {
             db,
             changes,
             meta,
@@ -215,11 +216,11 @@ impl Queue {
     }
 
     /// The writer used by capture. Only one may be in use at a time.
-    pub fn writer(&self) -> Result<QueueWriter, QueueError> {
+    pub fn writer(&self) -> Result<QueueWriter, StoreError> {
         Ok(QueueWriter::new(self.clone(), read_head(&self.meta)?))
     }
 
-    pub fn snapshot_state(&self) -> Result<Option<SnapshotState>, QueueError> {
+    pub fn snapshot_state(&self) -> Result<Option<SnapshotState>, StoreError> {
         self.meta
             .get(SNAPSHOT)?
             .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("meta/snapshot", &e.to_string())))
@@ -227,7 +228,7 @@ impl Queue {
     }
 
     /// Records the snapshot's progress durably (flushed before returning).
-    pub fn set_snapshot_state(&self, state: SnapshotState) -> Result<(), QueueError> {
+    pub fn set_snapshot_state(&self, state: SnapshotState) -> Result<(), StoreError> {
         self.meta
             .insert(SNAPSHOT, serde_json::to_vec(&state).expect("state serializes"))?;
         self.db.flush()?;
@@ -236,11 +237,11 @@ impl Queue {
 
     /// The wedding context store kept in the same database.
     /// The delivery store (one per open queue: its buffers are shared by every handle).
-    pub fn deliveries(&self) -> Result<deliveries::DeliveryStore, QueueError> {
+    pub fn deliveries(&self) -> Result<deliveries::DeliveryStore, StoreError> {
         Ok(self.deliveries.clone())
     }
 
-    pub fn context(&self) -> Result<context::ContextStore, QueueError> {
+    pub fn context(&self) -> Result<context::ContextStore, StoreError> {
         context::ContextStore::open(&self.db)
     }
 
@@ -255,7 +256,7 @@ impl Queue {
     }
 
     /// Flushes everything written so far and waits for the watermark to cover it.
-    pub fn flush_blocking(&self) -> Result<Durable, QueueError> {
+    pub fn flush_blocking(&self) -> Result<Durable, StoreError> {
         self.flusher.flush_now()
     }
 
@@ -265,7 +266,7 @@ impl Queue {
     }
 
     /// The highest LSN confirmed to PostgreSQL so far, as persisted.
-    pub fn confirmed(&self) -> Result<Lsn, QueueError> {
+    pub fn confirmed(&self) -> Result<Lsn, StoreError> {
         Ok(match self.meta.get(CONFIRMED)? {
             Some(v) => Lsn::from_be_bytes(
                 v.as_ref()
@@ -277,7 +278,7 @@ impl Queue {
     }
 
     /// Records a confirmed LSN. Persisted with the next flush; never moves backwards.
-    pub fn save_confirmed(&self, lsn: Lsn) -> Result<(), QueueError> {
+    pub fn save_confirmed(&self, lsn: Lsn) -> Result<(), StoreError> {
         self.meta.fetch_and_update(CONFIRMED, |old| {
             let old = old
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
@@ -287,19 +288,19 @@ impl Queue {
         Ok(())
     }
 
-    pub fn head(&self) -> Result<Head, QueueError> {
+    pub fn head(&self) -> Result<Head, StoreError> {
         read_head(&self.meta)
     }
 
     /// Writes and flushes a probe key: an error means the queue cannot make records durable.
-    pub fn probe_write(&self) -> Result<(), QueueError> {
+    pub fn probe_write(&self) -> Result<(), StoreError> {
         self.meta
             .insert("probe", &chrono::Utc::now().timestamp_micros().to_be_bytes())?;
         self.meta.flush()?;
         Ok(())
     }
 
-    pub fn summary(&self) -> Result<QueueSummary, QueueError> {
+    pub fn summary(&self) -> Result<QueueSummary, StoreError> {
         let head = self.head()?;
         Ok(QueueSummary {
             records: head.total_records,
@@ -315,7 +316,7 @@ impl Queue {
         &self,
         after: Option<EventId>,
         limit: usize,
-    ) -> Result<Vec<ChangeRecord>, QueueError> {
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
         let mut out = Vec::new();
         self.visit_after(after, |id, line| {
             if out.len() >= limit {
@@ -327,14 +328,14 @@ impl Queue {
         Ok(out)
     }
 
-    /// Durable records after `after` that list deliveries (see [`crate::dispatch`]), at most
+    /// Durable records after `after` that list deliveries (see `crate::dispatch`), at most
     /// `limit`, without decoding the others. Scans at most [`SCAN_LINES`] lines per call.
     pub fn records_with_deliveries<T, E: std::fmt::Display>(
         &self,
         after: Option<EventId>,
         limit: usize,
         parse: impl Fn(EventId, &[u8]) -> Result<Option<T>, E>,
-    ) -> Result<DeliveryBatch<T>, QueueError> {
+    ) -> Result<DeliveryBatch<T>, StoreError> {
         let mut batch = DeliveryBatch {
             records: Vec::new(),
             scanned_to: None,
@@ -361,8 +362,8 @@ impl Queue {
     fn visit_after(
         &self,
         after: Option<EventId>,
-        mut visit: impl FnMut(EventId, &[u8]) -> Result<bool, QueueError>,
-    ) -> Result<(), QueueError> {
+        mut visit: impl FnMut(EventId, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let visible = self.durable().borrow().commit_lsn;
         for item in self.changes.range(self.chunk_holding(after)?..) {
             let (_, chunk) = item?;
@@ -380,7 +381,7 @@ impl Queue {
     }
 
     /// The key of the chunk holding `after` (where a read after it starts); empty for the start.
-    fn chunk_holding(&self, after: Option<EventId>) -> Result<Vec<u8>, QueueError> {
+    fn chunk_holding(&self, after: Option<EventId>) -> Result<Vec<u8>, StoreError> {
         match after.map(|id| self.changes.range(..=id.key()).next_back()) {
             Some(Some(item)) => Ok(item?.0.to_vec()),
             _ => Ok(Vec::new()),
@@ -388,7 +389,7 @@ impl Queue {
     }
 
     /// The durable record with this id, if any.
-    pub fn record(&self, id: EventId) -> Result<Option<ChangeRecord>, QueueError> {
+    pub fn record(&self, id: EventId) -> Result<Option<ChangeRecord>, StoreError> {
         let visible = self.durable().borrow().commit_lsn;
         if id.commit_lsn > visible {
             return Ok(None);
@@ -406,7 +407,7 @@ impl Queue {
     }
 
     /// The newest `n` durable records, oldest first.
-    pub fn last_records(&self, n: usize) -> Result<Vec<ChangeRecord>, QueueError> {
+    pub fn last_records(&self, n: usize) -> Result<Vec<ChangeRecord>, StoreError> {
         let visible = self.durable().borrow().commit_lsn;
         let mut out = Vec::new();
         'chunks: for item in self.changes.iter().rev() {
@@ -427,7 +428,7 @@ impl Queue {
     }
 }
 
-fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
+fn read_head(meta: &sled::Tree) -> Result<Head, StoreError> {
     match meta.get(HEAD)? {
         Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("meta/head", &e.to_string())),
         None => Ok(Head::default()),
@@ -436,7 +437,7 @@ fn read_head(meta: &sled::Tree) -> Result<Head, QueueError> {
 
 /// Removes every record committed after `head` (all of them when `None`): whole chunks past it,
 /// and the tail of the chunk that straddles it. Returns how many records were removed.
-fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueError> {
+fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, StoreError> {
     let from = match head {
         Some(Lsn(u64::MAX)) => return Ok(0),
         Some(h) => EventId {
@@ -471,12 +472,12 @@ fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, QueueErr
     Ok(removed)
 }
 
-fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, QueueError> {
+fn decode_record(id: &EventId, bytes: &[u8]) -> Result<ChangeRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(&format!("record {id}"), &e.to_string()))
 }
 
-fn corrupt(what: &str, reason: &str) -> QueueError {
-    QueueError::Corrupt {
+fn corrupt(what: &str, reason: &str) -> StoreError {
+    StoreError::Corrupt {
         what: what.to_owned(),
         reason: reason.to_owned(),
     }

@@ -12,11 +12,11 @@ use super::chunk::{self, CHUNK_BYTES};
 const FLUSH_EVERY_BYTES: usize = 16 << 20;
 use super::flusher::Durable;
 use super::record::{EventId, TxnRecord};
-use super::{remove_after, Head, Queue, QueueError, HEAD};
+use super::{remove_after, Head, Store, StoreError, HEAD};
 use crate::lsn::Lsn;
 
 pub struct QueueWriter {
-    queue: Queue,
+    queue: Store,
     /// The newest committed transaction, including those not yet synced.
     head: Head,
     pub(super) chunk: Vec<u8>,
@@ -30,7 +30,7 @@ pub struct QueueWriter {
 }
 
 impl QueueWriter {
-    pub(super) fn new(queue: Queue, head: Head) -> QueueWriter {
+    pub(super) fn new(queue: Store, head: Head) -> QueueWriter {
         QueueWriter {
             queue,
             head,
@@ -48,7 +48,7 @@ impl QueueWriter {
     }
 
     /// Stages one record of the open transaction. Invisible until its commit is synced.
-    pub fn stage(&mut self, id: EventId, record_json: &[u8]) -> Result<(), QueueError> {
+    pub fn stage(&mut self, id: EventId, record_json: &[u8]) -> Result<(), StoreError> {
         self.chunk_first.get_or_insert(id);
         self.chunk.extend_from_slice(record_json);
         self.chunk.push(b'\n');
@@ -65,10 +65,10 @@ impl QueueWriter {
 
     /// Marks a transaction committed. Its records become visible (and its position durable) with
     /// the next [`QueueWriter::sync`] and flush.
-    pub fn commit(&mut self, txn: TxnRecord) -> Result<(), QueueError> {
+    pub fn commit(&mut self, txn: TxnRecord) -> Result<(), StoreError> {
         if let Some(head) = self.head.commit_lsn() {
             if txn.commit_lsn <= head {
-                return Err(QueueError::OutOfOrder {
+                return Err(StoreError::OutOfOrder {
                     commit_lsn: txn.commit_lsn,
                     head,
                 });
@@ -89,7 +89,7 @@ impl QueueWriter {
     }
 
     /// Writes staged records and the head, and hands committed transactions to the flusher.
-    pub fn sync(&mut self) -> Result<(), QueueError> {
+    pub fn sync(&mut self) -> Result<(), StoreError> {
         self.queue.flusher.check_failed()?;
         self.write_chunk()?;
         if !self.committed.is_empty() {
@@ -103,7 +103,7 @@ impl QueueWriter {
 
     /// Removes whatever was staged for the open transaction at `commit_lsn` (the connection
     /// dropped mid-transaction; PostgreSQL sends it again). Committed transactions are kept.
-    pub fn discard(&mut self, commit_lsn: Lsn) -> Result<u64, QueueError> {
+    pub fn discard(&mut self, commit_lsn: Lsn) -> Result<u64, StoreError> {
         let mut removed = 0;
         if let Some(kept) = chunk::retain(&self.chunk, |id| id.commit_lsn != commit_lsn) {
             removed += (chunk::lines(&self.chunk).count() - chunk::lines(&kept).count()) as u64;
@@ -118,7 +118,7 @@ impl QueueWriter {
         Ok(removed)
     }
 
-    fn write_chunk(&mut self) -> Result<(), QueueError> {
+    fn write_chunk(&mut self) -> Result<(), StoreError> {
         if let Some(first) = self.chunk_first.take() {
             self.queue.changes.insert(first.key(), self.chunk.as_slice())?;
             self.unflushed += self.chunk.len();

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::record::EventId;
-use super::QueueError;
+use super::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Final {
@@ -157,15 +157,15 @@ fn split_key(k: &[u8]) -> Option<(String, EventId)> {
     ))
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> QueueError {
-    QueueError::Corrupt {
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
         what: what.to_owned(),
         reason: e.to_string(),
     }
 }
 
 impl DeliveryStore {
-    pub fn open(db: &sled::Db) -> Result<DeliveryStore, QueueError> {
+    pub fn open(db: &sled::Db) -> Result<DeliveryStore, StoreError> {
         Ok(DeliveryStore {
             db: db.clone(),
             state: db.open_tree("dl_state")?,
@@ -180,24 +180,24 @@ impl DeliveryStore {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn is_final(&self, integration: &str, id: EventId) -> Result<bool, QueueError> {
+    pub fn is_final(&self, integration: &str, id: EventId) -> Result<bool, StoreError> {
         let k = key(integration, id);
         Ok(self.pending().finals.contains_key(&k) || self.state.contains_key(k)?)
     }
 
-    pub fn set_final(&self, integration: &str, id: EventId, state: Final) -> Result<(), QueueError> {
+    pub fn set_final(&self, integration: &str, id: EventId, state: Final) -> Result<(), StoreError> {
         self.pending().finals.insert(key(integration, id), state);
         Ok(())
     }
 
-    pub fn floor(&self) -> Result<Option<EventId>, QueueError> {
+    pub fn floor(&self) -> Result<Option<EventId>, StoreError> {
         Ok(self.meta.get("floor")?.and_then(|v| EventId::from_key(&v)))
     }
 
     /// Writes what is buffered (final states at or above `floor` only, in one atomic batch),
     /// raises the floor (when given) and forgets the final states below it, for every
     /// integration; then flushes, so that every decision buffered so far survives a crash.
-    pub fn persist(&self, floor: Option<EventId>) -> Result<(), QueueError> {
+    pub fn persist(&self, floor: Option<EventId>) -> Result<(), StoreError> {
         let (finals, log) = {
             let mut p = self.pending();
             (std::mem::take(&mut p.finals), std::mem::take(&mut p.log))
@@ -219,7 +219,7 @@ impl DeliveryStore {
         Ok(())
     }
 
-    fn raise_floor(&self, floor: EventId) -> Result<(), QueueError> {
+    fn raise_floor(&self, floor: EventId) -> Result<(), StoreError> {
         self.meta.insert("floor", &floor.key())?;
         let mut batch = sled::Batch::default();
         for item in self.state.iter() {
@@ -234,12 +234,12 @@ impl DeliveryStore {
 
     /// Removes a dead letter that a later change of its field supersedes (sending it again would
     /// put an older value after a newer one); durable at the next [`DeliveryStore::persist`].
-    pub fn supersede_dead(&self, integration: &str, id: EventId) -> Result<(), QueueError> {
+    pub fn supersede_dead(&self, integration: &str, id: EventId) -> Result<(), StoreError> {
         self.set_final(integration, id, Final::Superseded)?;
         self.remove_dead(integration, id)
     }
 
-    pub fn put_dead(&self, d: &DeadLetter) -> Result<(), QueueError> {
+    pub fn put_dead(&self, d: &DeadLetter) -> Result<(), StoreError> {
         self.dead.insert(
             key(&d.integration_id, d.event_id),
             serde_json::to_vec(d).expect("dead letters serialize"),
@@ -247,7 +247,7 @@ impl DeliveryStore {
         Ok(())
     }
 
-    pub fn remove_dead(&self, integration: &str, id: EventId) -> Result<(), QueueError> {
+    pub fn remove_dead(&self, integration: &str, id: EventId) -> Result<(), StoreError> {
         self.dead.remove(key(integration, id))?;
         Ok(())
     }
@@ -259,7 +259,7 @@ impl DeliveryStore {
         self.dead.scan_prefix(prefix).count()
     }
 
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.dead
             .iter()
             .map(|item| {
@@ -270,7 +270,7 @@ impl DeliveryStore {
             .collect()
     }
 
-    pub fn disabled(&self, integration: &str) -> Result<Option<Disabled>, QueueError> {
+    pub fn disabled(&self, integration: &str) -> Result<Option<Disabled>, StoreError> {
         match self.meta.get(format!("disabled/{integration}"))? {
             Some(v) => Ok(Some(
                 serde_json::from_slice(&v).map_err(|e| corrupt(&format!("disabled/{integration}"), e))?,
@@ -279,7 +279,7 @@ impl DeliveryStore {
         }
     }
 
-    pub fn set_disabled(&self, integration: &str, d: Option<&Disabled>) -> Result<(), QueueError> {
+    pub fn set_disabled(&self, integration: &str, d: Option<&Disabled>) -> Result<(), StoreError> {
         let k = format!("disabled/{integration}");
         match d {
             Some(d) => self.meta.insert(k, serde_json::to_vec(d).expect("serializes"))?,
@@ -289,14 +289,14 @@ impl DeliveryStore {
     }
 
     /// When an operator paused the integration (RFC 3339), if paused.
-    pub fn paused(&self, integration: &str) -> Result<Option<String>, QueueError> {
+    pub fn paused(&self, integration: &str) -> Result<Option<String>, StoreError> {
         match self.meta.get(format!("paused/{integration}"))? {
             Some(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
             None => Ok(None),
         }
     }
 
-    pub fn set_paused(&self, integration: &str, since: Option<&str>) -> Result<(), QueueError> {
+    pub fn set_paused(&self, integration: &str, since: Option<&str>) -> Result<(), StoreError> {
         let k = format!("paused/{integration}");
         match since {
             Some(at) => self.meta.insert(k, at.as_bytes())?,
@@ -306,7 +306,7 @@ impl DeliveryStore {
     }
 
     /// Appends an entry to the log (written with the next floor, or when the log is read).
-    pub fn log(&self, e: &LogEntry) -> Result<(), QueueError> {
+    pub fn log(&self, e: &LogEntry) -> Result<(), StoreError> {
         let mut p = self.pending();
         serde_json::to_writer(&mut p.log, e).expect("log entries serialize");
         p.log.push(b'\n');
@@ -314,7 +314,7 @@ impl DeliveryStore {
     }
 
     /// Writes buffered log lines as one chunk keyed by now (the time of its newest entry).
-    fn write_log(&self, lines: Vec<u8>) -> Result<(), QueueError> {
+    fn write_log(&self, lines: Vec<u8>) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
@@ -332,7 +332,7 @@ impl DeliveryStore {
         integration: Option<&str>,
         event: Option<EventId>,
         last: usize,
-    ) -> Result<Vec<LogEntry>, QueueError> {
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let mut out = Vec::new();
         for e in self.log_newest_first()? {
             if out.len() >= last {
@@ -350,14 +350,14 @@ impl DeliveryStore {
     }
 
     /// The log, newest entry first (buffered entries included), read one chunk at a time.
-    pub fn log_newest_first(&self) -> Result<impl Iterator<Item = Result<LogEntry, QueueError>>, QueueError> {
+    pub fn log_newest_first(&self) -> Result<impl Iterator<Item = Result<LogEntry, StoreError>>, StoreError> {
         let buffered = std::mem::take(&mut self.pending().log);
         self.write_log(buffered)?;
         Ok(self
             .log
             .iter()
             .rev()
-            .flat_map(|item| -> Vec<Result<LogEntry, QueueError>> {
+            .flat_map(|item| -> Vec<Result<LogEntry, StoreError>> {
                 match item {
                     Err(e) => vec![Err(e.into())],
                     Ok((_, chunk)) => chunk
@@ -373,7 +373,7 @@ impl DeliveryStore {
     }
 
     /// Removes log chunks whose newest entry is older than `retention`; returns how many.
-    pub fn prune_log(&self, retention: std::time::Duration) -> Result<usize, QueueError> {
+    pub fn prune_log(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
         let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
         let cutoff = now.saturating_sub(retention.as_micros() as u64);
         let mut removed = 0;

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::QueueError;
+use super::StoreError;
 
 /// Facts about a wedding learnt from its field values, which later events carry in its context.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -93,7 +93,7 @@ pub struct ContextStore {
 }
 
 impl ContextStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<ContextStore, QueueError> {
+    pub(crate) fn open(db: &sled::Db) -> Result<ContextStore, StoreError> {
         Ok(ContextStore {
             weddings: db.open_tree("ctx_weddings")?,
             organizations: db.open_tree("ctx_organizations")?,
@@ -103,7 +103,7 @@ impl ContextStore {
 
     /// A wedding row changed: replace its columns, keep the facts learnt from its fields (a
     /// venue column left empty keeps the venue of the venue field).
-    pub fn upsert_wedding(&self, mut w: WeddingContext) -> Result<(), QueueError> {
+    pub fn upsert_wedding(&self, mut w: WeddingContext) -> Result<(), StoreError> {
         if let Some(old) = self.get::<WeddingContext>(&self.weddings, &w.id)? {
             w.guest_total = w.guest_total.or(old.guest_total);
             w.venue = w.venue.or(old.venue);
@@ -112,13 +112,13 @@ impl ContextStore {
         put(&self.weddings, w.id.as_bytes(), &w)
     }
 
-    pub fn delete_wedding(&self, id: &str) -> Result<(), QueueError> {
+    pub fn delete_wedding(&self, id: &str) -> Result<(), StoreError> {
         self.weddings.remove(id.as_bytes())?;
         Ok(())
     }
 
     /// Records facts learnt from field values (guest total, venue and its capacity).
-    pub fn learn(&self, wedding_id: &str, facts: Facts) -> Result<(), QueueError> {
+    pub fn learn(&self, wedding_id: &str, facts: Facts) -> Result<(), StoreError> {
         let mut w = self
             .get::<WeddingContext>(&self.weddings, wedding_id)?
             .unwrap_or_else(|| WeddingContext {
@@ -131,16 +131,16 @@ impl ContextStore {
         put(&self.weddings, wedding_id.as_bytes(), &w)
     }
 
-    pub fn upsert_organization(&self, o: OrganizationContext) -> Result<(), QueueError> {
+    pub fn upsert_organization(&self, o: OrganizationContext) -> Result<(), StoreError> {
         put(&self.organizations, o.id.as_bytes(), &o)
     }
 
-    pub fn delete_organization(&self, id: &str) -> Result<(), QueueError> {
+    pub fn delete_organization(&self, id: &str) -> Result<(), StoreError> {
         self.organizations.remove(id.as_bytes())?;
         Ok(())
     }
 
-    pub fn upsert_integration(&self, i: Integration) -> Result<(), QueueError> {
+    pub fn upsert_integration(&self, i: Integration) -> Result<(), StoreError> {
         // an integration may move to another organisation: drop any old key first
         self.delete_integration(&i.id)?;
         put(
@@ -150,7 +150,7 @@ impl ContextStore {
         )
     }
 
-    pub fn delete_integration(&self, id: &str) -> Result<(), QueueError> {
+    pub fn delete_integration(&self, id: &str) -> Result<(), StoreError> {
         for item in self.integrations.iter() {
             let (key, _) = item?;
             if key.rsplit(|b| *b == 0).next() == Some(id.as_bytes()) {
@@ -161,18 +161,18 @@ impl ContextStore {
     }
 
     /// `TRUNCATE` of a context table.
-    pub fn clear_weddings(&self) -> Result<(), QueueError> {
+    pub fn clear_weddings(&self) -> Result<(), StoreError> {
         Ok(self.weddings.clear()?)
     }
-    pub fn clear_organizations(&self) -> Result<(), QueueError> {
+    pub fn clear_organizations(&self) -> Result<(), StoreError> {
         Ok(self.organizations.clear()?)
     }
-    pub fn clear_integrations(&self) -> Result<(), QueueError> {
+    pub fn clear_integrations(&self) -> Result<(), StoreError> {
         Ok(self.integrations.clear()?)
     }
 
     /// The wedding's context with its organisation's name and, when the wedding has none, time zone.
-    pub fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, QueueError> {
+    pub fn wedding(&self, id: &str) -> Result<Option<WeddingContext>, StoreError> {
         let Some(mut w) = self.get::<WeddingContext>(&self.weddings, id)? else {
             return Ok(None);
         };
@@ -186,7 +186,7 @@ impl ContextStore {
     }
 
     /// Every integration (active or not), by id.
-    pub fn integrations(&self) -> Result<std::collections::HashMap<String, Integration>, QueueError> {
+    pub fn integrations(&self) -> Result<std::collections::HashMap<String, Integration>, StoreError> {
         let mut out = std::collections::HashMap::new();
         for item in self.integrations.iter() {
             let (key, value) = item?;
@@ -197,7 +197,7 @@ impl ContextStore {
     }
 
     /// The active integrations of an organisation.
-    pub fn active_integrations(&self, organization_id: &str) -> Result<Vec<Integration>, QueueError> {
+    pub fn active_integrations(&self, organization_id: &str) -> Result<Vec<Integration>, StoreError> {
         let mut prefix = organization_id.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
@@ -215,7 +215,7 @@ impl ContextStore {
         &self,
         tree: &sled::Tree,
         id: &str,
-    ) -> Result<Option<T>, QueueError> {
+    ) -> Result<Option<T>, StoreError> {
         tree.get(id.as_bytes())?
             .map(|v| decode(id.as_bytes(), &v))
             .transpose()
@@ -229,13 +229,13 @@ fn integration_key(organization_id: &str, id: &str) -> Vec<u8> {
     k
 }
 
-fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), QueueError> {
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
     tree.insert(key, serde_json::to_vec(value).expect("context serializes"))?;
     Ok(())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, QueueError> {
-    serde_json::from_slice(value).map_err(|e| QueueError::Corrupt {
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
         what: format!("context entry {}", String::from_utf8_lossy(key)),
         reason: e.to_string(),
     })

@@ -35,7 +35,7 @@ fn stage_txn(w: &mut QueueWriter, commit: u64, n: u32) {
 #[test]
 fn committed_records_become_visible_once_flushed_in_commit_order() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 3);
     w.sync().unwrap();
@@ -88,7 +88,7 @@ fn committed_records_become_visible_once_flushed_in_commit_order() {
 fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let q = Queue::open(dir.path(), 8 << 20).unwrap();
+        let q = Store::open(dir.path(), 8 << 20).unwrap();
         let mut w = q.writer().unwrap();
         stage_txn(&mut w, 100, 2);
         w.commit(txn(100, 2)).unwrap();
@@ -97,7 +97,7 @@ fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
         q.flush_blocking().unwrap();
         q.db.flush().unwrap();
     }
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(q.records_after(None, 1000).unwrap().len(), 2);
     let stored: usize = q
         .changes
@@ -118,21 +118,21 @@ fn a_half_written_transaction_is_removed_when_the_queue_reopens() {
 #[test]
 fn a_replayed_transaction_is_refused_by_the_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 1);
     w.commit(txn(100, 1)).unwrap();
     assert!(w.is_stored(Lsn(100)) && w.is_stored(Lsn(50)));
     assert!(matches!(
         w.commit(txn(100, 1)),
-        Err(QueueError::OutOfOrder { .. })
+        Err(StoreError::OutOfOrder { .. })
     ));
 }
 
 #[test]
 fn discarding_an_open_transaction_removes_only_its_records() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 2);
     w.commit(txn(100, 2)).unwrap();
@@ -156,22 +156,22 @@ fn discarding_an_open_transaction_removes_only_its_records() {
 fn the_confirmed_position_is_kept_and_never_goes_backwards() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let q = Queue::open(dir.path(), 8 << 20).unwrap();
+        let q = Store::open(dir.path(), 8 << 20).unwrap();
         q.save_confirmed(Lsn(500)).unwrap();
         q.save_confirmed(Lsn(400)).unwrap();
         q.flush_blocking().unwrap();
         q.db.flush().unwrap();
     }
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     assert_eq!(q.confirmed().unwrap(), Lsn(500));
 }
 
 #[test]
 fn a_queue_in_use_is_reported_as_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let _q = Queue::open(dir.path(), 8 << 20).unwrap();
-    match Queue::open(dir.path(), 8 << 20) {
-        Err(QueueError::Locked { .. }) => {}
+    let _q = Store::open(dir.path(), 8 << 20).unwrap();
+    match Store::open(dir.path(), 8 << 20) {
+        Err(StoreError::Locked { .. }) => {}
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("a queue in use must not open twice"),
     }
@@ -180,7 +180,7 @@ fn a_queue_in_use_is_reported_as_locked() {
 #[test]
 fn a_large_transaction_is_written_out_in_bounded_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path(), 8 << 20).unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 5_000);
     assert!(q.changes.len() >= 2, "chunks were written before the commit");
@@ -238,10 +238,10 @@ fn the_store_is_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     // a store made before the rule, world-readable
-    drop(Queue::open(&path, 1 << 20).unwrap());
+    drop(Store::open(&path, 1 << 20).unwrap());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(path.join("conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let q = Queue::open(&path, 1 << 20).unwrap();
+    let q = Store::open(&path, 1 << 20).unwrap();
     let all = modes(&path);
     assert!(all.len() > 2, "{all:?}");
     for (p, is_dir, mode) in all {

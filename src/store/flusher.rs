@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::QueueError;
+use super::StoreError;
 use crate::lsn::Lsn;
 
 /// The newest transaction whose records are flushed.
@@ -146,10 +146,10 @@ impl Flusher {
         st.written != st.durable
     }
 
-    pub(super) fn check_failed(&self) -> Result<(), QueueError> {
+    pub(super) fn check_failed(&self) -> Result<(), StoreError> {
         let st = self.state.lock().expect("flusher lock");
         match &st.failed {
-            Some(reason) => Err(QueueError::FlushFailed {
+            Some(reason) => Err(StoreError::FlushFailed {
                 durable: st.durable.end_lsn,
                 reason: reason.clone(),
             }),
@@ -158,7 +158,7 @@ impl Flusher {
     }
 
     /// Waits until everything written so far is durable.
-    pub(super) fn flush_now(&self) -> Result<Durable, QueueError> {
+    pub(super) fn flush_now(&self) -> Result<Durable, StoreError> {
         let mut st = self.state.lock().expect("flusher lock");
         let target = st.written;
         self.wake.notify_all();
@@ -170,7 +170,7 @@ impl Flusher {
                 .0;
         }
         match &st.failed {
-            Some(reason) => Err(QueueError::FlushFailed {
+            Some(reason) => Err(StoreError::FlushFailed {
                 durable: st.durable.end_lsn,
                 reason: reason.clone(),
             }),

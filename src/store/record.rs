@@ -195,10 +195,10 @@ pub struct ChangeRecord {
     pub identity: Option<OldImage>,
     pub old: Option<Row>,
     pub new: Option<Row>,
-    /// The field-sync event of a field-table row (see [`crate::events`]).
+    /// The field-sync event of a field-table row (see `crate::events`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<crate::events::Envelope>,
-    /// The integrations the event goes to (ids), fixed when it was queued (see [`crate::dispatch`]).
+    pub event: Option<super::event::Envelope>,
+    /// The integrations the event goes to (ids), fixed when it was queued (see `crate::dispatch`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<String>,
 }
