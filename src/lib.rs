@@ -16,8 +16,9 @@
 //!   wedding context, and the integrations each goes to.
 //!
 //! Delivery, from the queue to the CRMs:
-//! - `dispatch`: the engine (per-wedding order, the order barrier, retries, limits, dead letters)
-//!   and one adapter per external system. `credentials`: where adapters' secrets may come from.
+//! - `adapters`: one per external system, and the one classification of their answers.
+//!   `credentials`: where adapters' secrets may come from.
+//! - `dispatch`: the engine (per-wedding order, the order barrier, retries, limits, dead letters).
 //!
 //! Serving and operating:
 //! - `http`: the HTTP port, with the delivery endpoints, the live event stream and the `/metrics`
@@ -45,6 +46,7 @@ pub mod pgoutput;
 pub mod source;
 
 // delivery
+pub mod adapters;
 pub mod credentials;
 pub mod dispatch;
 

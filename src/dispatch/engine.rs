@@ -13,8 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::{backoff, Breaker, TokenBucket};
 use super::order::{DeadFields, Unflushed};
-use super::outcome::Outcome;
-use super::{rate_limit, Adapter, Payload, Queued};
+use super::Queued;
+use crate::adapters::outcome::Outcome;
+use crate::adapters::{rate_limit, Adapter, Payload};
 use crate::config::{Backpressure, DispatchConfig, PriorityName};
 use crate::credentials::Credentials;
 use crate::events::context::Integration;

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldsync::dispatch::google::{event_id, Google};
-use fieldsync::dispatch::outcome::Outcome;
-use fieldsync::dispatch::Payload;
+use fieldsync::adapters::google::{event_id, Google};
+use fieldsync::adapters::outcome::Outcome;
+use fieldsync::adapters::Payload;
 use fieldsync::sandbox::{Accounts, Api, Faults, Running};
 use serde_json::{json, Value};
 

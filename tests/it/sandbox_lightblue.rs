@@ -1,8 +1,8 @@
 //! Contract tests of the Light Blue adapter against the Light Blue sandbox: the contact-form line
 //! protocol, `ID` + `Source` deduplication, its error codes.
 
-use fieldsync::dispatch::lightblue::LightBlue;
-use fieldsync::dispatch::outcome::Outcome;
+use fieldsync::adapters::lightblue::LightBlue;
+use fieldsync::adapters::outcome::Outcome;
 use fieldsync::sandbox::{Accounts, Api, Running};
 use serde_json::{json, Value};
 

@@ -1,8 +1,8 @@
 //! Contract tests of the Stripe adapter against the Stripe sandbox: customer per wedding, metadata
 //! within Stripe's limits, idempotency keys, Stripe's retry signals.
 
-use fieldsync::dispatch::outcome::Outcome;
-use fieldsync::dispatch::stripe::Stripe;
+use fieldsync::adapters::outcome::Outcome;
+use fieldsync::adapters::stripe::Stripe;
 use fieldsync::sandbox::{Api, Running};
 use serde_json::{json, Value};
 

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use fieldsync::adapters::outcome::Outcome;
+use fieldsync::adapters::tave::Tave;
+use fieldsync::adapters::Payload;
 use fieldsync::credentials::Credentials;
-use fieldsync::dispatch::outcome::Outcome;
-use fieldsync::dispatch::tave::Tave;
-use fieldsync::dispatch::Payload;
 use fieldsync::sandbox::{Accounts, Api, Faults, Running};
 use serde_json::{json, Value};
 

@@ -1,8 +1,8 @@
 //! Contract tests of the HoneyBook adapter against the Zapier catch-hook sandbox: a signed, flat
 //! record per change, create only.
 
-use fieldsync::dispatch::honeybook::HoneyBook;
-use fieldsync::dispatch::outcome::Outcome;
+use fieldsync::adapters::honeybook::HoneyBook;
+use fieldsync::adapters::outcome::Outcome;
 use fieldsync::sandbox::Api;
 use serde_json::json;
 

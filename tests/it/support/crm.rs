@@ -1,7 +1,7 @@
 //! Field-sync events for adapter contract tests, built the way capture builds them (the value
 //! checked and normalised by `fieldsync::fields`), without a database.
 
-use fieldsync::dispatch::Payload;
+use fieldsync::adapters::Payload;
 use fieldsync::fields::{check, Context, FieldType, Rules};
 use fieldsync::lsn::Lsn;
 use fieldsync::store::record::EventId;
@@ -91,7 +91,7 @@ fn events_read_back_as_changes() {
         json!({"adults": 2, "children": 1, "infants": 0}),
         &w,
     );
-    let c = fieldsync::dispatch::crm::Change::read(&p).unwrap();
+    let c = fieldsync::adapters::crm::Change::read(&p).unwrap();
     assert_eq!(c.int("total"), Some(3));
     assert_eq!(c.wedding.timezone.as_deref(), Some("Europe/London"));
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::api::{without, Call};
 use super::external_ids::{event_mapping_id, mapping_ids, timeline_prefix};
 use super::{truncate, Fail};
-use crate::dispatch::crm::{self, Change};
+use crate::adapters::crm::{self, Change};
 
 const EVENT_READ_ONLY: &[&str] = &[
     "links", "id", "created", "modified", "hidden", "startUtc", "endUtc", "readOnly",

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::api::Call;
 use super::{truncate, Fail};
-use crate::dispatch::crm::{self, Change};
+use crate::adapters::crm::{self, Change};
 
 impl Call<'_> {
     /// Sets the job properties and custom fields the change maps to.

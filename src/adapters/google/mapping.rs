@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use super::api::Call;
 use super::ids::event_id;
 use super::{KIND_DATE, KIND_TIMELINE};
-use crate::dispatch::crm::{self, Change};
-use crate::dispatch::outcome::Outcome;
+use crate::adapters::crm::{self, Change};
+use crate::adapters::outcome::Outcome;
 use crate::events::EventKind;
 
 impl Call<'_> {

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::api::{without, Call};
 use super::external_ids::{mapping_ids, venue_mapping_id};
 use super::{shape_error, truncate, Fail};
-use crate::dispatch::crm::Change;
+use crate::adapters::crm::Change;
 
 const CONTACT_READ_ONLY: &[&str] = &[
     "links",

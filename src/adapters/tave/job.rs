@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use super::api::{without, Call};
 use super::external_ids::{job_mapping_id, venue_mapping_id};
 use super::{shape_error, truncate, vanished, Fail, API};
-use crate::dispatch::crm::{self, Change};
-use crate::dispatch::outcome::Outcome;
+use crate::adapters::crm::{self, Change};
+use crate::adapters::outcome::Outcome;
 
 /// Read-only properties of a Job (the spec's `readOnly`), left out of every `PUT`.
 const JOB_READ_ONLY: &[&str] = &[

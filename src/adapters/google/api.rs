@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use super::{classify, Google, API};
-use crate::dispatch::crm::{self, Answer};
-use crate::dispatch::outcome::Outcome;
+use crate::adapters::crm::{self, Answer};
+use crate::adapters::outcome::Outcome;
 
 /// What a write came to.
 pub(super) enum Written {

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{classify, not_documented, shape_error, Fail, Obj, Tave, API};
-use crate::dispatch::crm;
+use crate::adapters::crm;
 
 pub(super) fn without(v: &Value, read_only: &[&str]) -> Obj {
     let mut o = v.as_object().cloned().unwrap_or_default();

@@ -25,7 +25,7 @@ pub fn event_id(wedding_id: &str, kind: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::google::KIND_TIMELINE;
+    use crate::adapters::google::KIND_TIMELINE;
 
     #[test]
     fn google_event_ids_are_deterministic_base32hex() {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::api::{Call, Written};
 use super::API;
-use crate::dispatch::outcome::Outcome;
+use crate::adapters::outcome::Outcome;
 
 /// How often an update is re-applied after 412 `conditionNotMet` before the delivery is retried.
 const MAX_REAPPLY: usize = 4;

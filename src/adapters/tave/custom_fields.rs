@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::api::Call;
 use super::{shape_error, Fail};
-use crate::dispatch::AdapterError;
+use crate::adapters::AdapterError;
 
 const NAME_KEYS: &[&str] = &[
     "adults",

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Google;
-use crate::dispatch::crm::{self, Answer};
-use crate::dispatch::outcome::Outcome;
+use crate::adapters::crm::{self, Answer};
+use crate::adapters::outcome::Outcome;
 use crate::secret::Secret;
 
 /// A token is refreshed this long before Google says it expires.
@@ -118,7 +118,7 @@ fn token_answer(answer: &Answer) -> Result<(Secret<String>, Duration), Outcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::google::tests::answer;
+    use crate::adapters::google::tests::answer;
     use serde_json::json;
 
     #[test]
