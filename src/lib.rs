@@ -27,7 +27,7 @@
 //!
 //! Wiring:
 //! - `config`: raw → checked configuration. `check`: prerequisites with their fixes. `app`: starts
-//!   and stops everything.
+//!   and stops everything. `cli`: the command line, which `main.rs` only calls.
 //!
 //! Development tooling (used by tests, benchmarks and the demo; to leave the product crate):
 //! - `sandbox`: the CRM API sandboxes. `devdb`: throwaway clusters. `demo`: the demo.
@@ -59,6 +59,7 @@ pub mod telemetry;
 // wiring
 pub mod app;
 pub mod check;
+pub mod cli;
 pub mod config;
 
 // development tooling

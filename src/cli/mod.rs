@@ -1,0 +1,214 @@
+//! The `fieldsync` command line: parsing, and the mapping of library errors to exit codes
+//! (0 success, 1 runtime failure, 2 bad configuration, 3 database prerequisites not met).
+//! `deliveries.rs`: the `deliveries` and `queue` commands, online (through the running daemon's
+//! HTTP port) or offline (on the store). `secret.rs`: keys and encrypted secrets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod deliveries;
+mod secret;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{AppError, Daemon};
+use crate::config::Config;
+use deliveries::{deliveries, queue_view, Deliveries};
+use secret::{secret, SecretCommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fieldsync",
+    version,
+    about = "Change capture from PostgreSQL to wedding CRMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// TOML configuration file; without it, defaults plus FIELDSYNC__SECTION__KEY variables.
+    #[arg(long, short, env = "FIELDSYNC_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture changes until SIGINT or SIGTERM.
+    Run(ConfigArg),
+    /// Check the configuration and the database's prerequisites, with the fix for each failure.
+    Check(ConfigArg),
+    /// Print the effective configuration (passwords redacted).
+    Config(ConfigArg),
+    /// The whole capture path on a throwaway PostgreSQL: scripted wedding edits, then a live view.
+    Demo {
+        /// Stop after the scripted edits instead of watching for your own.
+        #[arg(long)]
+        exit_after_script: bool,
+    },
+    /// Show what the queue holds: counts, durable LSN, the newest records.
+    Queue {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many of the newest records to list.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+    },
+    /// Serve the CRM API sandboxes (Tave, Google Calendar, Stripe, Light Blue, a Zapier catch hook).
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8099")]
+        listen: std::net::SocketAddr,
+        /// JSON file with the credentials the sandboxes accept (default: the documented test values).
+        #[arg(long)]
+        accounts: Option<PathBuf>,
+    },
+    /// Integration secrets: make a key, encrypt a secret for an integration's config.
+    Secret {
+        #[command(subcommand)]
+        what: SecretCommand,
+    },
+    /// Deliveries to integrations: status, dead letters, the attempt log, requeue.
+    Deliveries {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        what: Deliveries,
+    },
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // the store and anything else the daemon writes hold personal data: owner only
+    // SAFETY: umask(2) only sets this process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(c) => run(c).await,
+            Command::Check(c) => check(c).await,
+            Command::Config(c) => match load(&c) {
+                Ok(config) => {
+                    print!("{}", config.redacted());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            Command::Queue { config, last } => queue_view(config, last).await,
+            Command::Deliveries { config, what } => deliveries(config, what),
+            Command::Sandbox { listen, accounts } => sandbox(listen, accounts.as_deref()).await,
+            Command::Secret { what } => secret(what),
+            Command::Demo { exit_after_script } => {
+                match crate::demo::run(exit_after_script, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn sandbox(listen: std::net::SocketAddr, accounts: Option<&Path>) -> ExitCode {
+    let accounts = match accounts {
+        None => crate::sandbox::Accounts::default(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: --accounts {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = match crate::sandbox::spawn(listener, accounts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("sandboxes listening on {}: /tave/api/v2, /tave/webservice/create-lead/{{studioId}}, /google/calendar/v3, /google/oauth2/token, /stripe/v1, /lightblue/api.php, /zapier/hooks/catch/{{id}}/{{key}}/; state at /_sandbox/state", running.url());
+    shutdown_signal().await;
+    ExitCode::SUCCESS
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    Config::load_or_default(arg.config.as_deref()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn run(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::telemetry::init_logging(&config.log);
+    // before anything opens descriptors: the HTTP connection cap is derived from this limit
+    crate::http::raise_nofile_limit();
+    let daemon = match Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => return report(e),
+    };
+    match daemon.run_until(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
+    }
+}
+
+fn report(e: AppError) -> ExitCode {
+    eprintln!("error: {e}");
+    tracing::error!(error = %e, "fieldsync stopped");
+    match e {
+        AppError::Preflight(_) => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn check(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = crate::check::run(&config).await;
+    print!("{report}");
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
