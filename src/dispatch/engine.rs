@@ -3,7 +3,7 @@
 //! deliveries run as their own tasks and report back over a channel.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,10 +13,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::{backoff, Breaker, TokenBucket};
 use super::order::{DeadFields, Unflushed};
+use super::scheduler::{Entry, Lanes, WaitState};
 use super::Queued;
 use crate::adapters::outcome::Outcome;
 use crate::adapters::{rate_limit, Adapter, Payload};
-use crate::config::{Backpressure, DispatchConfig, PriorityName};
+use crate::config::{Backpressure, DispatchConfig};
 use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
@@ -74,26 +75,6 @@ pub enum Command {
     Waiting(oneshot::Sender<Vec<WaitingDelivery>>),
 }
 
-/// Where a delivery the dispatcher holds stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitState {
-    InFlight,
-    RetryWait,
-    Queued,
-}
-
-impl WaitState {
-    /// The label of `/deliveries/queue` and the admin `queue` view.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WaitState::InFlight => "in_flight",
-            WaitState::RetryWait => "retry_wait",
-            WaitState::Queued => "queued",
-        }
-    }
-}
-
 /// A delivery the dispatcher holds: queued, waiting for a retry, or in flight.
 #[derive(Clone, Debug, Serialize)]
 pub struct WaitingDelivery {
@@ -145,42 +126,13 @@ pub struct IntegrationStatus {
     pub rate_limited_seconds: f64,
 }
 
-struct Entry {
-    id: EventId,
-    field: Option<Arc<str>>,
-    priority: PriorityName,
-    payload: Arc<Payload>,
-    queued_at: Instant,
-    commit_time: i64,
-    attempts: u32,
-    last_status: Option<u16>,
-    /// A dead letter sent again on request; tracked by the dead-letter tree, not the floor.
-    requeued: bool,
-}
-
-#[derive(Default)]
-struct WeddingQ {
-    fifo: VecDeque<Entry>,
-    /// How many entries of each field wait, for coalescing.
-    fields: HashMap<Arc<str>, u32>,
-    /// In a ready queue (at most once).
-    in_ready: bool,
-    in_flight: bool,
-    /// Waiting for a retry until then.
-    not_before: Option<Instant>,
-}
-
 struct Integ {
     id: Arc<str>,
     kind: String,
     adapter: Result<Arc<Adapter>, String>,
     fingerprint: u64,
-    weddings: HashMap<Arc<str>, WeddingQ>,
-    /// Weddings whose next event may go now, by that event's priority.
-    ready: [VecDeque<Arc<str>>; 3],
-    queued: usize,
-    /// Ids held in memory (not requeued ones), for the floor.
-    pending: BTreeSet<EventId>,
+    /// The per-wedding queues and their rules ([`super::scheduler`]).
+    lanes: Lanes<Arc<Payload>>,
     /// Backpressured: records after this position (up to the reader's) are not loaded.
     overflow: Option<Option<EventId>>,
     breaker: Breaker,
@@ -190,20 +142,11 @@ struct Integ {
     disabled: Option<String>,
     /// Paused by an operator since then (RFC 3339).
     paused: Option<String>,
-    in_flight: usize,
     stats: IntegrationStatus,
     /// Final states not yet flushed that a later delivery must not overtake ([`super::order`]).
     unflushed: Unflushed,
     /// Dead letters a later change of their field supersedes when it is sent.
     dead_fields: DeadFields,
-}
-
-/// The head of a wedding's queue, picked to start; `must_flush` when it may not leave before the
-/// final states decided so far are durable ([`super::order`]).
-struct Picked {
-    wedding: Arc<str>,
-    payload: Arc<Payload>,
-    must_flush: bool,
 }
 
 /// A delivery picked to start once the round's flush (if any) is done.
@@ -256,14 +199,6 @@ fn fingerprint(i: &Integration) -> u64 {
     i.config.to_string().hash(&mut h);
     i.is_active.hash(&mut h);
     h.finish()
-}
-
-fn rank(p: PriorityName) -> usize {
-    match p {
-        PriorityName::Critical => 0,
-        PriorityName::Important => 1,
-        PriorityName::Optional => 2,
-    }
 }
 
 /// The id just before `id`, so that reading "after" it starts at `id`.
@@ -382,7 +317,7 @@ impl Dispatcher {
             wake = wake.min(*at);
         }
         for i in self.integrations.values() {
-            if let (Some(at), true) = (i.blocked_until, i.ready.iter().any(|r| !r.is_empty())) {
+            if let (Some(at), true) = (i.blocked_until, i.lanes.has_ready()) {
                 wake = wake.min(at);
             }
         }
@@ -436,10 +371,10 @@ impl Dispatcher {
             if self.store.is_final(&id, r.id)? {
                 continue;
             }
-            if integ.queued >= bound {
+            if integ.lanes.queued() >= bound {
                 integ.overflow = Some(prev);
                 integ.stats.backpressure_hits += 1;
-                tracing::warn!(integration = %id, queued = integ.queued, "deliveries backpressured: later events wait in the queue ([dispatch] max_queued_per_integration)");
+                tracing::warn!(integration = %id, queued = integ.lanes.queued(), "deliveries backpressured: later events wait in the queue ([dispatch] max_queued_per_integration)");
                 if self.cfg.backpressure == Backpressure::Pause {
                     self.pause.send_replace(true);
                 }
@@ -464,7 +399,7 @@ impl Dispatcher {
         let waiting: Vec<Arc<str>> = self
             .integrations
             .values()
-            .filter(|i| i.overflow.is_some() && i.queued <= bound / 2)
+            .filter(|i| i.overflow.is_some() && i.lanes.queued() <= bound / 2)
             .map(|i| i.id.clone())
             .collect();
         for id in waiting {
@@ -553,17 +488,13 @@ impl Dispatcher {
             kind: String::new(),
             adapter: Err(String::new()),
             fingerprint: 0,
-            weddings: HashMap::new(),
-            ready: Default::default(),
-            queued: 0,
-            pending: BTreeSet::new(),
+            lanes: Lanes::default(),
             overflow: None,
             breaker: Breaker::new(self.cfg.breaker_failures, self.cfg.breaker_cooldown),
             bucket: None,
             blocked_until: None,
             disabled: None,
             paused: self.store.paused(&id)?,
-            in_flight: 0,
             stats: IntegrationStatus {
                 id: id.to_string(),
                 ..Default::default()
@@ -575,6 +506,7 @@ impl Dispatcher {
         if let Some(d) = self.store.disabled(&id)? {
             if d.config_fingerprint == integ.fingerprint {
                 integ.disabled = Some(d.reason);
+                integ.lanes.set_disabled(true);
             } else {
                 self.store.set_disabled(&id, None)?;
             }
@@ -605,7 +537,7 @@ impl Dispatcher {
                 _ => continue,
             };
             while self.in_flight < self.cfg.max_in_flight {
-                if integ.blocked_until.is_some_and(|t| t > now) || integ.ready.iter().all(|r| r.is_empty()) {
+                if integ.blocked_until.is_some_and(|t| t > now) || !integ.lanes.has_ready() {
                     break;
                 }
                 integ.blocked_until = None;
@@ -623,12 +555,18 @@ impl Dispatcher {
                         break;
                     }
                 }
-                let Some(picked) = next_entry(integ, &self.store)? else {
+                let Some(picked) = integ.lanes.pick() else {
                     integ.breaker.on_not_sent();
                     continue;
                 };
-                flush |= picked.must_flush;
-                integ.in_flight += 1;
+                flush |= settle_skipped(
+                    integ,
+                    &self.store,
+                    &picked.wedding,
+                    picked.superseded,
+                    picked.id,
+                    picked.field.as_ref(),
+                )?;
                 self.in_flight += 1;
                 starts.push(Start {
                     integration: integ.id.clone(),
@@ -668,15 +606,8 @@ impl Dispatcher {
                 break;
             }
             let Reverse((at, integration, wedding)) = self.timers.pop().expect("peeked");
-            let Some(integ) = self.integrations.get_mut(&integration) else {
-                continue;
-            };
-            let Some(w) = integ.weddings.get_mut(&wedding) else {
-                continue;
-            };
-            if w.not_before == Some(at) {
-                w.not_before = None;
-                make_ready(integ, &wedding);
+            if let Some(integ) = self.integrations.get_mut(&integration) {
+                integ.lanes.wake(&wedding, at);
             }
         }
     }
@@ -689,16 +620,11 @@ impl Dispatcher {
         let Some(integ) = self.integrations.get_mut(&done.integration) else {
             return Ok(());
         };
-        integ.in_flight -= 1;
-        let Some(w) = integ.weddings.get_mut(&done.wedding) else {
-            return Ok(());
-        };
-        w.in_flight = false;
-        let Some(entry) = w.fifo.front_mut() else {
+        let Some(entry) = integ.lanes.landed(&done.wedding) else {
             return Ok(());
         };
         entry.last_status = done.outcome.status();
-        let (id, attempt) = (entry.id, entry.attempts);
+        let (id, attempt, queued_at) = (entry.id, entry.attempts, entry.queued_at);
         let latency_ms = Some(done.latency.as_secs_f64() * 1000.0);
         let mut log = LogEntry {
             at: now_rfc3339(),
@@ -718,7 +644,7 @@ impl Dispatcher {
                 reopened = integ.breaker.on_answer();
                 log.outcome = LogOutcome::Delivered;
                 integ.stats.delivered += 1;
-                let e = pop(integ, &done.wedding);
+                let e = integ.lanes.finish(&done.wedding);
                 integ.unflushed.settled(&done.wedding, e.field.as_ref(), false);
                 let now_micros = chrono::Utc::now().timestamp_micros();
                 crate::metrics::delivered_after(&done.integration, (now_micros - e.commit_time) as f64 / 1e6);
@@ -726,7 +652,6 @@ impl Dispatcher {
                 if e.requeued {
                     self.store.remove_dead(&done.integration, id)?;
                 }
-                schedule(integ, &done.wedding);
             }
             Outcome::Retry {
                 after,
@@ -742,8 +667,7 @@ impl Dispatcher {
                         integ.stats.rate_limited_seconds += wait.as_secs_f64();
                     }
                 }
-                let expired =
-                    attempt >= self.cfg.max_attempts || entry.queued_at.elapsed() >= self.cfg.max_age;
+                let expired = attempt >= self.cfg.max_attempts || queued_at.elapsed() >= self.cfg.max_age;
                 if expired {
                     log.outcome = LogOutcome::Dead;
                     dead(integ, &self.store, &done.wedding, status, error)?;
@@ -751,7 +675,7 @@ impl Dispatcher {
                     log.outcome = LogOutcome::Retry;
                     integ.stats.retries += 1;
                     let at = now + backoff(attempt, self.cfg.retry_base, self.cfg.retry_cap, after);
-                    w.not_before = Some(at);
+                    integ.lanes.retry(&done.wedding, at);
                     self.timers
                         .push(Reverse((at, done.integration.clone(), done.wedding.clone())));
                 }
@@ -766,6 +690,7 @@ impl Dispatcher {
                 log.outcome = LogOutcome::Disabled;
                 tracing::error!(integration = %done.integration, "{error}");
                 integ.disabled = Some(error.clone());
+                integ.lanes.set_disabled(true);
                 self.store.set_disabled(
                     &done.integration,
                     Some(&Disabled {
@@ -780,7 +705,7 @@ impl Dispatcher {
         crate::metrics::delivery(&done.integration, log.outcome);
         if reopened {
             // the endpoint answers again: weddings waiting for a retry go now, in order
-            wake_all(integ);
+            wake(integ);
         }
         Ok(())
     }
@@ -799,25 +724,22 @@ impl Dispatcher {
             if integ.disabled.take().is_some() {
                 tracing::info!(integration = %integ.id, "integration re-enabled: its configuration changed");
                 self.store.set_disabled(&integ.id, None)?;
+                integ.lanes.set_disabled(false);
             }
-            wake_all(integ);
+            wake(integ);
         }
         // deliveries to integrations that were deactivated or deleted are dead letters
         let gone: Vec<Arc<str>> = self
             .integrations
             .values()
-            .filter(|i| i.queued > 0 && rows.get(&*i.id).map_or(true, |r| !r.is_active))
+            .filter(|i| i.lanes.queued() > 0 && rows.get(&*i.id).map_or(true, |r| !r.is_active))
             .map(|i| i.id.clone())
             .collect();
         for id in gone {
             let integ = self.integrations.get_mut(&id).expect("listed");
-            let weddings: Vec<Arc<str>> = integ.weddings.keys().cloned().collect();
+            let weddings: Vec<Arc<str>> = integ.lanes.weddings().cloned().collect();
             for w in weddings {
-                while integ
-                    .weddings
-                    .get(&w)
-                    .is_some_and(|q| !q.fifo.is_empty() && !q.in_flight)
-                {
+                while integ.lanes.idle_head(&w) {
                     dead(
                         integ,
                         &self.store,
@@ -849,8 +771,8 @@ impl Dispatcher {
     fn floor(&self) -> Option<EventId> {
         let mut floor = next(self.read_pos?);
         for i in self.integrations.values() {
-            if let Some(first) = i.pending.first() {
-                floor = floor.min(*first);
+            if let Some(first) = i.lanes.first_pending() {
+                floor = floor.min(first);
             }
             if let Some(after) = i.overflow {
                 floor = floor.min(after.map_or(
@@ -937,7 +859,7 @@ impl Dispatcher {
             self.store.set_paused(&id, None)?;
             integ.paused = None;
             tracing::info!(integration = %id, "integration resumed by an operator");
-            wake_all(integ);
+            wake(integ);
         }
         Ok(Ok(true))
     }
@@ -947,22 +869,15 @@ impl Dispatcher {
         let mut ids: Vec<&Arc<str>> = self.integrations.keys().collect();
         ids.sort();
         for id in ids {
-            let integ = &self.integrations[id];
-            let mut weddings: Vec<(&Arc<str>, &WeddingQ)> = integ.weddings.iter().collect();
-            weddings.sort_by_key(|(_, w)| w.fifo.front().map(|e| e.id));
-            for (wedding, w) in weddings {
-                for (n, e) in w.fifo.iter().enumerate() {
+            for (wedding, entries) in self.integrations[id].lanes.waiting() {
+                for (e, state) in entries {
                     out.push(WaitingDelivery {
                         integration_id: id.to_string(),
                         event_id: e.id,
                         wedding_id: wedding_id(wedding),
                         field_id: e.field.as_deref().map(str::to_owned),
                         priority: e.priority.as_str(),
-                        state: match (n, w.in_flight, w.not_before.is_some()) {
-                            (0, true, _) => WaitState::InFlight,
-                            (0, _, true) => WaitState::RetryWait,
-                            _ => WaitState::Queued,
-                        },
+                        state,
                         attempts: e.attempts,
                         last_status: e.last_status,
                         waiting_seconds: e.queued_at.elapsed().as_secs_f64(),
@@ -985,14 +900,13 @@ impl Dispatcher {
                 disabled: i.disabled.clone(),
                 paused_since: i.paused.clone(),
                 breaker: i.breaker.state().as_str(),
-                queued: i.queued,
-                in_flight: i.in_flight,
+                queued: i.lanes.queued(),
+                in_flight: i.lanes.in_flight(),
                 backpressured: i.overflow.is_some(),
                 dead_letters: self.store.dead_count(&i.id),
                 oldest_age_seconds: i
-                    .weddings
-                    .values()
-                    .filter_map(|w| w.fifo.front())
+                    .lanes
+                    .heads()
                     .map(|e| e.queued_at.elapsed().as_secs_f64())
                     .reduce(f64::max),
                 ..i.stats.clone()
@@ -1036,170 +950,54 @@ fn wedding_id(key: &str) -> Option<String> {
     (!key.is_empty()).then(|| key.to_owned())
 }
 
-/// Appends an event to its wedding's queue (a requeued one goes in id order).
+/// Appends an event to its wedding's queue.
 fn push(integ: &mut Integ, event: &Queued, payload: Arc<Payload>, requeued: bool) {
-    let wedding: Arc<str> = Arc::from(event.wedding_id.as_deref().unwrap_or(""));
-    let field: Option<Arc<str>> = event.field_id.as_deref().map(Arc::from);
-    let entry = Entry {
-        id: payload.id,
-        field: field.clone(),
-        priority: event.priority,
+    let mut entry = Entry::new(
+        payload.id,
+        event.field_id.as_deref(),
+        event.priority,
         payload,
-        queued_at: Instant::now(),
-        commit_time: event.commit_time,
-        attempts: 0,
-        last_status: None,
-        requeued,
-    };
-    if !requeued {
-        integ.pending.insert(entry.id);
-    }
-    integ.queued += 1;
-    let (w_key, w) = match integ.weddings.get_key_value(&wedding) {
-        Some((k, _)) => (k.clone(), integ.weddings.get_mut(&wedding).expect("present")),
-        None => (wedding.clone(), integ.weddings.entry(wedding).or_default()),
-    };
-    if let Some(f) = field {
-        *w.fields.entry(f).or_default() += 1;
-    }
-    // a requeued entry goes before later events (never before one in flight)
-    let start = usize::from(w.in_flight);
-    let at = if requeued {
-        (start..w.fifo.len())
-            .find(|&i| w.fifo[i].id > entry.id)
-            .unwrap_or(w.fifo.len())
-    } else {
-        w.fifo.len()
-    };
-    w.fifo.insert(at, entry);
-    make_ready(integ, &w_key);
+        Instant::now(),
+    );
+    entry.commit_time = event.commit_time;
+    entry.requeued = requeued;
+    integ.lanes.push(event.wedding_id.as_deref().unwrap_or(""), entry);
 }
 
-/// Puts a wedding in its ready queue when its next event may go: it has one, nothing of it is in
-/// flight or waiting for a retry, and the integration is enabled.
-fn make_ready(integ: &mut Integ, wedding: &Arc<str>) {
-    let Some(w) = integ.weddings.get_mut(wedding) else {
-        return;
-    };
-    if w.in_ready || w.in_flight || w.not_before.is_some() || integ.disabled.is_some() {
-        return;
-    }
-    if let Some(head) = w.fifo.front() {
-        w.in_ready = true;
-        integ.ready[rank(head.priority)].push_back(wedding.clone());
-    }
-}
-
-/// Removes the head of a wedding's queue.
-fn pop(integ: &mut Integ, wedding: &Arc<str>) -> Entry {
-    let w = integ.weddings.get_mut(wedding).expect("wedding has a queue");
-    let e = w.fifo.pop_front().expect("queue has a head");
-    if let Some(f) = &e.field {
-        if let Some(n) = w.fields.get_mut(f) {
-            *n -= 1;
-            if *n == 0 {
-                w.fields.remove(f);
-            }
-        }
-    }
-    integ.pending.remove(&e.id);
-    integ.queued -= 1;
-    e
-}
-
-/// After a final state: the wedding's next event is ready, or the wedding is idle.
-fn schedule(integ: &mut Integ, wedding: &Arc<str>) {
-    match integ.weddings.get(wedding) {
-        Some(w) if w.fifo.is_empty() && !w.in_flight => {
-            integ.weddings.remove(wedding);
-        }
-        Some(_) => make_ready(integ, wedding),
-        None => {}
-    }
-}
-
-/// Every wedding with events and nothing in flight is ready now (the endpoint is back, or the
-/// integration was reconfigured).
-fn wake_all(integ: &mut Integ) {
-    if integ.disabled.is_some() {
-        return;
-    }
+/// The endpoint answers again, or the integration was reconfigured or resumed: weddings waiting
+/// for a retry go now, in order.
+fn wake(integ: &mut Integ) {
     integ.blocked_until = None;
-    for r in &mut integ.ready {
-        r.clear();
-    }
-    let mut keys: Vec<(EventId, Arc<str>)> = Vec::new();
-    for (k, w) in integ.weddings.iter_mut() {
-        w.in_ready = false;
-        w.not_before = None;
-        if let Some(head) = w.fifo.front() {
-            keys.push((head.id, k.clone()));
-        }
-    }
-    // oldest first, so the backlog drains in commit order
-    keys.sort();
-    for (_, k) in keys {
-        make_ready(integ, &k);
-    }
+    integ.lanes.wake_all();
 }
 
-/// The next delivery to start: the first ready wedding by priority, its head after coalescing,
-/// and whether it must wait for a flush ([`super::order`]).
-fn next_entry(integ: &mut Integ, store: &DeliveryStore) -> Result<Option<Picked>, StoreError> {
-    let wedding = loop {
-        let Some(w) = integ.ready.iter_mut().find_map(|r| r.pop_front()) else {
-            return Ok(None);
-        };
-        if let Some(q) = integ.weddings.get_mut(&w) {
-            q.in_ready = false;
-            if !q.in_flight && q.not_before.is_none() && !q.fifo.is_empty() {
-                break w;
-            }
-        }
-    };
-    loop {
-        let Some(w) = integ.weddings.get(&wedding) else {
-            return Ok(None);
-        };
-        let Some(head) = w.fifo.front() else {
-            return Ok(None);
-        };
-        let newer_waits = head
-            .field
-            .as_ref()
-            .is_some_and(|f| w.fields.get(f).copied().unwrap_or(0) > 1);
-        if !newer_waits {
-            break;
-        }
-        let e = pop(integ, &wedding);
-        integ.unflushed.settled(&wedding, e.field.as_ref(), true);
+/// Records what the scheduler skipped to pick event `id` of (`wedding`, `field`): the older
+/// values of its field it superseded, and the dead letters of that field it supersedes. True when
+/// the pick may not leave before the final states decided so far are durable ([`super::order`]).
+fn settle_skipped(
+    integ: &mut Integ,
+    store: &DeliveryStore,
+    wedding: &Arc<str>,
+    skipped: Vec<Entry<Arc<Payload>>>,
+    id: EventId,
+    field: Option<&Arc<str>>,
+) -> Result<bool, StoreError> {
+    for e in skipped {
+        integ.unflushed.settled(wedding, e.field.as_ref(), true);
         store.set_final(&integ.id, e.id, Final::Superseded)?;
         if e.requeued {
             store.remove_dead(&integ.id, e.id)?;
         }
-        superseded(integ, store, &wedding, e.id, e.attempts, None)?;
+        superseded(integ, store, wedding, e.id, e.attempts, None)?;
     }
-    let Some(w) = integ.weddings.get_mut(&wedding) else {
-        return Ok(None);
-    };
-    let Some(head) = w.fifo.front_mut() else {
-        return Ok(None);
-    };
-    w.in_flight = true;
-    head.attempts += 1;
-    let (id, field, payload) = (head.id, head.field.clone(), head.payload.clone());
-    let mut flush = integ.unflushed.blocks(&wedding, field.as_ref());
-    for dead in integ.dead_fields.take_older(&wedding, field.as_ref(), id) {
+    let mut flush = integ.unflushed.blocks(wedding, field);
+    for dead in integ.dead_fields.take_older(wedding, field, id) {
         store.supersede_dead(&integ.id, dead)?;
         let why = format!("a dead letter superseded by the later change {id} of its field");
-        superseded(integ, store, &wedding, dead, 0, Some(why))?;
+        superseded(integ, store, wedding, dead, 0, Some(why))?;
         flush = true;
     }
-    Ok(Some(Picked {
-        wedding,
-        payload,
-        must_flush: flush,
-    }))
+    Ok(flush)
 }
 
 /// Counts and logs a delivery superseded by a later change of its field.
@@ -1234,7 +1032,7 @@ fn dead(
     status: Option<u16>,
     error: &str,
 ) -> Result<(), StoreError> {
-    let e = pop(integ, wedding);
+    let e = integ.lanes.finish(wedding);
     integ.unflushed.settled(wedding, e.field.as_ref(), true);
     integ.dead_fields.add(wedding, e.field.as_ref(), e.id);
     integ.stats.dead += 1;
@@ -1251,6 +1049,5 @@ fn dead(
         failed_at: now_rfc3339(),
         requeued: false,
     })?;
-    schedule(integ, wedding);
     Ok(())
 }

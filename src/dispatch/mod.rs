@@ -10,12 +10,9 @@
 //! ([`crate::store::deliveries`]).
 //!
 //! # Rules
-//! - Order per (integration, wedding): the next event of a wedding waits for the previous one's
-//!   final state. A failing wedding delays only itself.
-//! - Coalescing: when several undelivered events of the same (integration, wedding, field) wait,
-//!   only the newest is sent; the others are recorded as superseded.
-//! - Priority: a wedding whose next event is critical goes before important, before optional,
-//!   when an integration has more ready weddings than it may start.
+//! - Order per (integration, wedding), coalescing to the newest value of a field, priority under
+//!   backlog: the pure [`scheduler`], one [`scheduler::Lanes`] per integration.
+//! - Order across crashes: [`order`], the barrier between final states and later deliveries.
 //! - Retries: exponential backoff with full jitter ([`limits::backoff`]); the target's own signal
 //!   (`Retry-After`) wins; after `max_attempts` or `max_age` a delivery becomes a dead letter.
 //! - Each integration has a token bucket (its API's published limit, or its config's
@@ -28,14 +25,14 @@
 mod engine;
 pub mod limits;
 mod order;
+pub mod scheduler;
 
 use bytes::Bytes;
 
 use crate::config::PriorityName;
 use crate::store::record::{ChangeRecord, EventId};
-pub use engine::{
-    ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered, WaitState,
-};
+pub use engine::{ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered};
+pub use scheduler::WaitState;
 
 /// A queued event as the dispatcher needs it: where it goes, what orders it, and the bytes sent.
 #[derive(Debug)]
