@@ -18,7 +18,10 @@
 //! Delivery, from the queue to the CRMs:
 //! - `adapters`: one per external system, and the one classification of their answers.
 //!   `credentials`: where adapters' secrets may come from.
-//! - `dispatch`: the engine (per-wedding order, the order barrier, retries, limits, dead letters).
+//! - `dispatch`: the pure scheduler (per-wedding order, coalescing, priority) and the engine that
+//!   does the I/O (the order barrier, retries, limits, dead letters).
+//! - `ops`: operator reads and actions on deliveries (requeue, pause, resume, dead letters), the
+//!   one implementation behind the HTTP endpoints, the admin port and the command line.
 //!
 //! Serving and operating:
 //! - `http`: the HTTP port, with the delivery endpoints, the live event stream and the `/metrics`
@@ -49,6 +52,7 @@ pub mod source;
 pub mod adapters;
 pub mod credentials;
 pub mod dispatch;
+pub mod ops;
 
 // serving and operating
 pub mod admin;

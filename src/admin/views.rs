@@ -1,14 +1,12 @@
 //! The admin port's views and functions over the running daemon. Queries run on a blocking
-//! thread: the views read the queue and the delivery store directly and ask the dispatcher over
-//! its command channel.
+//! thread: the views read the queue directly; deliveries are read and acted on through
+//! [`crate::ops`].
 
 use std::collections::BTreeMap;
 
-use tokio::sync::oneshot;
-
 use super::sql::{state, Catalog, Column, Function, Rows, SqlError, Type, Value};
-use crate::dispatch::Command;
 use crate::http::AppState;
+use crate::ops::{Filter, OpsError};
 use crate::store::record::EventId;
 use crate::store::StoreError;
 
@@ -110,12 +108,24 @@ fn storage(e: StoreError) -> SqlError {
     SqlError::new(state::INTERNAL_ERROR, format!("reading the queue: {e}"))
 }
 
+/// An operator action's error as SQL sees it.
+fn ops_error(e: OpsError) -> SqlError {
+    match e {
+        OpsError::UnknownIntegration(id) => unknown_integration(&id),
+        OpsError::Store(e) => storage(e),
+        e @ (OpsError::Disabled | OpsError::Stopped | OpsError::NotRunning) => {
+            SqlError::new(state::OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string())
+        }
+    }
+}
+
 impl Views {
-    /// Asks the dispatcher (from the blocking thread a query runs on).
-    fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SqlError> {
-        self.runtime
-            .block_on(crate::dispatch::ask(self.state.dispatch.as_ref(), cmd))
-            .map_err(|e| SqlError::new(state::OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string()))
+    /// Runs an operator action (from the blocking thread a query runs on).
+    fn ops<T, F: std::future::Future<Output = Result<T, OpsError>>>(
+        &self,
+        action: impl FnOnce(crate::ops::Ops) -> F,
+    ) -> Result<T, SqlError> {
+        self.runtime.block_on(action(self.state.ops())).map_err(ops_error)
     }
 
     fn status(&self) -> Result<Vec<Value>, SqlError> {
@@ -123,7 +133,7 @@ impl Views {
         let q = self.state.queue.summary().map_err(storage)?;
         let slot = self.state.slot.latest().and_then(Result::ok);
         let in_flight = match &self.state.dispatch {
-            Some(_) => Value::Int(self.ask(Command::Status)?.in_flight as i64),
+            Some(_) => Value::Int(self.ops(|o| async move { o.status().await })?.in_flight as i64),
             None => Value::Null,
         };
         Ok(vec![
@@ -155,7 +165,7 @@ impl Views {
     }
 
     fn integrations(&self) -> Result<Vec<Vec<Value>>, SqlError> {
-        let status = self.ask(Command::Status)?;
+        let status = self.ops(|o| async move { o.status().await })?;
         let mut configured: BTreeMap<String, crate::events::context::Integration> = self
             .state
             .queue
@@ -228,7 +238,7 @@ impl Views {
 
     fn queue(&self) -> Result<Vec<Vec<Value>>, SqlError> {
         Ok(self
-            .ask(Command::Waiting)?
+            .ops(|o| async move { o.waiting().await })?
             .into_iter()
             .map(|w| {
                 vec![
@@ -248,10 +258,11 @@ impl Views {
     }
 
     fn dead_letters(&self) -> Result<Vec<Vec<Value>>, SqlError> {
-        let store = self.state.queue.deliveries().map_err(storage)?;
-        Ok(store
-            .dead_letters()
-            .map_err(storage)?
+        Ok(self
+            .state
+            .ops()
+            .dead_letters(&Filter::default())
+            .map_err(ops_error)?
             .into_iter()
             .map(|d| {
                 vec![
@@ -278,53 +289,13 @@ impl Views {
             })?]),
             None => None,
         };
-        let n = self
-            .ask(|reply| Command::Requeue {
-                integration: Some(integration.clone()),
-                events,
-                reply,
-            })?
-            .map_err(|e| SqlError::new(state::INVALID_PARAMETER_VALUE, e))?;
-        // nothing requeued: say so when the integration is unknown rather than answer 0
-        if n == 0 && !self.known_integration(&integration)? {
-            return Err(unknown_integration(&integration));
-        }
-        Ok(Value::Int(n as i64))
-    }
-
-    /// Configured, known to the dispatcher, or holding dead letters.
-    fn known_integration(&self, id: &str) -> Result<bool, SqlError> {
-        if self
-            .state
-            .queue
-            .context()
-            .and_then(|c| c.integrations())
-            .map_err(storage)?
-            .contains_key(id)
-        {
-            return Ok(true);
-        }
-        if self.state.dispatch.is_some() && self.ask(Command::Status)?.integrations.iter().any(|i| i.id == id)
-        {
-            return Ok(true);
-        }
-        let store = self.state.queue.deliveries().map_err(storage)?;
-        Ok(store
-            .dead_letters()
-            .map_err(storage)?
-            .iter()
-            .any(|d| d.integration_id == id))
+        let answer = self.ops(|o| async move { o.requeue(Some(integration), events).await })?;
+        Ok(Value::Int(answer.requeued as i64))
     }
 
     fn pause(&self, args: &[Value], pause: bool) -> Result<Value, SqlError> {
         let integration = args[0].render();
-        let changed = self
-            .ask(|reply| Command::Pause {
-                integration,
-                pause,
-                reply,
-            })?
-            .map_err(unknown_integration_because)?;
+        let changed = self.ops(|o| async move { o.pause(&integration, pause).await })?;
         Ok(Value::text(match (pause, changed) {
             (true, true) => "paused",
             (true, false) => "already paused",
@@ -336,13 +307,9 @@ impl Views {
 
 /// `42704` with the hint the README promises.
 fn unknown_integration(id: &str) -> SqlError {
-    unknown_integration_because(format!("no integration with id {id:?}"))
+    SqlError::new(state::UNDEFINED_OBJECT, format!("no integration with id {id:?}"))
+        .hint("SELECT integration_id FROM integrations lists them")
 }
-
-fn unknown_integration_because(message: String) -> SqlError {
-    SqlError::new(state::UNDEFINED_OBJECT, message).hint("SELECT integration_id FROM integrations lists them")
-}
-
 fn rows(v: Vec<Vec<Value>>) -> Rows<'static> {
     Box::new(v.into_iter().map(Ok))
 }

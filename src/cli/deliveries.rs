@@ -9,9 +9,10 @@ use clap::Subcommand;
 
 use super::{load, ConfigArg};
 use crate::config::Config;
-use crate::http::deliveries::RequeueRequest;
+use crate::http::deliveries::{PauseRequest, RequeueRequest};
 use crate::http::RecordSummary;
-use crate::store::record::EventId;
+use crate::ops::{Filter, Ops, OpsError};
+use crate::store::record::{EventId, ParseEventIdError};
 use crate::store::{Store, StoreError};
 
 #[derive(Subcommand)]
@@ -66,97 +67,40 @@ pub(super) async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
     }
 }
 
-/// `fieldsync deliveries`: asks the running daemon; without one, reads (and, for requeue, marks)
-/// the delivery store directly, and the next start sends what was requeued.
-pub(super) fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
+/// `fieldsync deliveries`: asks the running daemon over HTTP; without one, acts on the store
+/// through [`crate::ops`] (reads, and for requeue, pause and resume, writes that the next start
+/// acts on).
+pub(super) async fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
     let config = match load(&arg) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let query = |pairs: &[(&str, &Option<String>)]| {
-        let q: Vec<String> = pairs
-            .iter()
-            .filter_map(|(k, v)| {
-                v.as_ref()
-                    .map(|v| format!("{k}={}", crate::config::percent_encode(v)))
-            })
-            .collect();
-        if q.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", q.join("&"))
-        }
-    };
-    let pause_body = |integration: &String| {
-        let req = crate::http::deliveries::PauseRequest {
-            integration_id: integration.clone(),
-        };
-        Some(serde_json::to_string(&req).expect("serializes"))
-    };
-    let (method, path, body) = match &what {
-        Deliveries::Pause { integration } => {
-            ("POST", "/deliveries/pause".to_owned(), pause_body(integration))
-        }
-        Deliveries::Resume { integration } => {
-            ("POST", "/deliveries/resume".to_owned(), pause_body(integration))
-        }
-        Deliveries::Status => ("GET", "/deliveries".to_owned(), None),
-        Deliveries::Dead { integration } => (
-            "GET",
-            format!("/deliveries/dead{}", query(&[("integration", integration)])),
-            None,
-        ),
-        Deliveries::Log {
-            integration,
-            event,
-            last,
-        } => (
-            "GET",
-            format!(
-                "/deliveries/log{}",
-                query(&[
-                    ("integration", integration),
-                    ("event", event),
-                    ("last", &Some(last.to_string()))
-                ])
-            ),
-            None,
-        ),
-        Deliveries::Requeue {
-            integration,
-            event_ids,
-        } => {
-            let ids: Result<Vec<EventId>, _> = event_ids.iter().map(|s| s.parse()).collect();
-            let ids = match ids {
-                Ok(ids) => ids,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let req = RequeueRequest {
-                integration_id: integration.clone(),
-                event_ids: (!ids.is_empty()).then_some(ids),
-            };
-            (
-                "POST",
-                "/deliveries/requeue".to_owned(),
-                Some(serde_json::to_string(&req).expect("serializes")),
-            )
+    let action = match Action::parse(what) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
     match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
-        Ok(queue) => match offline_deliveries(&queue, what) {
+        Ok(store) => match action.offline(Ops::offline(store)).await {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS
+            }
+            Err(e @ OpsError::UnknownIntegration(_)) => {
+                eprintln!("error: {e} (the store knows the integrations of the daemon's last run)");
+                ExitCode::from(1)
             }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(1)
             }
         },
-        Err(StoreError::Locked { .. }) => ask_daemon(&config, method, &path, body.as_deref()),
+        Err(StoreError::Locked { .. }) => {
+            let (method, path, body) = action.request();
+            ask_daemon(&config, method, &path, body.as_deref())
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
@@ -164,67 +108,111 @@ pub(super) fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
     }
 }
 
-fn offline_deliveries(queue: &Store, what: Deliveries) -> Result<String, StoreError> {
-    let store = queue.deliveries()?;
-    let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("serializes");
-    Ok(match what {
-        Deliveries::Status => {
-            "the daemon is not running: no delivery status (dead letters and the log are readable)".to_owned()
-        }
-        Deliveries::Dead { integration } => json(serde_json::json!(store
-            .dead_letters()?
-            .into_iter()
-            .filter(|d| integration.as_ref().map_or(true, |i| *i == d.integration_id))
-            .collect::<Vec<_>>())),
-        Deliveries::Log {
-            integration,
-            event,
-            last,
-        } => {
-            let event = event.and_then(|e| e.parse().ok());
-            json(serde_json::json!(store.read_log(
-                integration.as_deref(),
-                event,
-                last
-            )?))
-        }
-        Deliveries::Requeue {
-            integration,
-            event_ids,
-        } => {
-            let events: Option<Vec<EventId>> =
-                (!event_ids.is_empty()).then(|| event_ids.iter().filter_map(|e| e.parse().ok()).collect());
-            let mut n = 0;
-            for mut d in store.dead_letters()? {
-                if d.requeue_matches(integration.as_deref(), events.as_deref()) {
-                    d.requeued = true;
-                    store.put_dead(&d)?;
-                    n += 1;
-                }
-            }
-            queue.flush_blocking()?;
-            format!("{{\"requeued\": {n}, \"note\": \"sent when the daemon next starts\"}}")
-        }
-        Deliveries::Pause { integration } => set_paused(queue, &integration, true)?,
-        Deliveries::Resume { integration } => set_paused(queue, &integration, false)?,
-    })
+/// A `deliveries` command with its arguments checked.
+enum Action {
+    Status,
+    Dead(Filter),
+    Log(Filter, usize),
+    Requeue(RequeueRequest),
+    Pause(String, bool),
 }
 
-/// Pauses or resumes an integration in the store; the daemon reads it when it starts.
-fn set_paused(queue: &Store, integration: &str, pause: bool) -> Result<String, StoreError> {
-    if !queue.context()?.integrations()?.contains_key(integration) {
-        return Ok(format!(
-            "no integration with id {integration:?} (as of the daemon's last run)"
-        ));
+impl Action {
+    fn parse(what: Deliveries) -> Result<Action, ParseEventIdError> {
+        Ok(match what {
+            Deliveries::Status => Action::Status,
+            Deliveries::Dead { integration } => Action::Dead(Filter {
+                integration,
+                event: None,
+            }),
+            Deliveries::Log {
+                integration,
+                event,
+                last,
+            } => Action::Log(
+                Filter {
+                    integration,
+                    event: event.as_deref().map(str::parse).transpose()?,
+                },
+                last,
+            ),
+            Deliveries::Requeue {
+                integration,
+                event_ids,
+            } => {
+                let ids = event_ids
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<Vec<EventId>, _>>()?;
+                Action::Requeue(RequeueRequest {
+                    integration_id: integration,
+                    event_ids: (!ids.is_empty()).then_some(ids),
+                })
+            }
+            Deliveries::Pause { integration } => Action::Pause(integration, true),
+            Deliveries::Resume { integration } => Action::Pause(integration, false),
+        })
     }
-    let store = queue.deliveries()?;
-    let changed = store.paused(integration)?.is_some() != pause;
-    let since = crate::dispatch::now_rfc3339();
-    if changed {
-        store.set_paused(integration, pause.then_some(since.as_str()))?;
-        queue.flush_blocking()?;
+
+    /// The running daemon's endpoint for it: method, path and body.
+    fn request(self) -> (&'static str, String, Option<String>) {
+        let query = |f: &Filter, last: Option<usize>| {
+            let pairs = [
+                ("integration", f.integration.clone()),
+                ("event", f.event.map(|e| e.to_string())),
+                ("last", last.map(|n| n.to_string())),
+            ];
+            let q: Vec<String> = pairs
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.as_ref()
+                        .map(|v| format!("{k}={}", crate::config::percent_encode(v)))
+                })
+                .collect();
+            if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            }
+        };
+        match self {
+            Action::Status => ("GET", "/deliveries".to_owned(), None),
+            Action::Dead(f) => ("GET", format!("/deliveries/dead{}", query(&f, None)), None),
+            Action::Log(f, last) => ("GET", format!("/deliveries/log{}", query(&f, Some(last))), None),
+            Action::Requeue(req) => (
+                "POST",
+                "/deliveries/requeue".to_owned(),
+                Some(serde_json::json!(req).to_string()),
+            ),
+            Action::Pause(integration, pause) => (
+                "POST",
+                format!("/deliveries/{}", if pause { "pause" } else { "resume" }),
+                Some(
+                    serde_json::json!(PauseRequest {
+                        integration_id: integration
+                    })
+                    .to_string(),
+                ),
+            ),
+        }
     }
-    Ok(serde_json::json!({"paused": pause, "changed": changed}).to_string())
+
+    /// Runs it on a store no daemon holds; the answer as the daemon's endpoint would give it.
+    async fn offline(self, ops: Ops) -> Result<String, OpsError> {
+        let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("serializes");
+        Ok(match self {
+            Action::Status => json(serde_json::json!(ops.status().await?)),
+            Action::Dead(f) => json(serde_json::json!(ops.dead_letters(&f)?)),
+            Action::Log(f, last) => json(serde_json::json!(ops.log(&f, last)?)),
+            Action::Requeue(req) => json(serde_json::json!(
+                ops.requeue(req.integration_id, req.event_ids).await?
+            )),
+            Action::Pause(integration, pause) => {
+                let changed = ops.pause(&integration, pause).await?;
+                json(serde_json::json!({"paused": pause, "changed": changed}))
+            }
+        })
+    }
 }
 
 fn display(p: &Path) -> String {

@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Queue { config, last } => queue_view(config, last).await,
-            Command::Deliveries { config, what } => deliveries(config, what),
+            Command::Deliveries { config, what } => deliveries(config, what).await,
             Command::Sandbox { listen, accounts } => sandbox(listen, accounts.as_deref()).await,
             Command::Secret { what } => secret(what),
             Command::Demo { exit_after_script } => {

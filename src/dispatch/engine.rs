@@ -22,7 +22,9 @@ use crate::credentials::Credentials;
 use crate::events::context::Integration;
 use crate::events::ContextStore;
 use crate::lsn::Lsn;
-use crate::store::deliveries::{DeadLetter, DeliveryStore, Disabled, Final, LogEntry, LogOutcome};
+use crate::store::deliveries::{
+    now_rfc3339, DeadLetter, DeliveryStore, Disabled, Final, LogEntry, LogOutcome,
+};
 use crate::store::record::EventId;
 use crate::store::{Store, StoreError};
 
@@ -62,14 +64,14 @@ pub enum Command {
     Requeue {
         integration: Option<String>,
         events: Option<Vec<EventId>>,
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: oneshot::Sender<usize>,
     },
     /// Pause (true) or resume (false) an integration's deliveries; answers whether that changed
-    /// anything, or why the integration is unknown.
+    /// anything (`None`: no such integration).
     Pause {
         integration: String,
         pause: bool,
-        reply: oneshot::Sender<Result<bool, String>>,
+        reply: oneshot::Sender<Option<bool>>,
     },
     /// The deliveries waiting in memory, per integration and wedding in delivery order.
     Waiting(oneshot::Sender<Vec<WaitingDelivery>>),
@@ -186,11 +188,6 @@ pub struct Dispatcher {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     pause: watch::Sender<bool>,
-}
-
-/// Now, as the delivery store records times.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn fingerprint(i: &Integration) -> u64 {
@@ -797,33 +794,16 @@ impl Dispatcher {
                 events,
                 reply,
             } => {
-                let mut n = 0;
-                for mut d in self.store.dead_letters()? {
-                    if !d.requeue_matches(integration.as_deref(), events.as_deref()) {
-                        continue;
-                    }
-                    if self.requeue_one(&d)? {
-                        let (wedding, field) = dead_key(&d);
-                        if let Some(integ) = self.integrations.get_mut(&*d.integration_id) {
-                            integ.dead_fields.remove(&wedding, field.as_ref(), d.event_id);
-                        }
-                        d.requeued = true;
-                        self.store.put_dead(&d)?;
-                        self.store.log(&LogEntry {
-                            at: now_rfc3339(),
-                            integration_id: d.integration_id.clone(),
-                            event_id: d.event_id,
-                            wedding_id: d.wedding_id.clone(),
-                            attempt: 0,
-                            outcome: LogOutcome::Requeued,
-                            status: None,
-                            error: None,
-                            latency_ms: None,
-                        })?;
-                        n += 1;
+                let store = self.store.clone();
+                let requeued =
+                    store.requeue(integration.as_deref(), events.as_deref(), |d| self.requeue_one(d))?;
+                for d in &requeued {
+                    let (wedding, field) = dead_key(d);
+                    if let Some(integ) = self.integrations.get_mut(&*d.integration_id) {
+                        integ.dead_fields.remove(&wedding, field.as_ref(), d.event_id);
                     }
                 }
-                let _ = reply.send(Ok(n));
+                let _ = reply.send(requeued.len());
             }
             Command::Pause {
                 integration,
@@ -839,16 +819,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn pause(&mut self, integration: &str, pause: bool) -> Result<Result<bool, String>, StoreError> {
+    fn pause(&mut self, integration: &str, pause: bool) -> Result<Option<bool>, StoreError> {
         if !self.integrations.contains_key(integration)
             && !self.context.integrations()?.contains_key(integration)
         {
-            return Ok(Err(format!("no integration with id {integration:?}")));
+            return Ok(None);
         }
         let id = self.integration(integration)?;
         let integ = self.integrations.get_mut(&id).expect("just ensured");
         if integ.paused.is_some() == pause {
-            return Ok(Ok(false));
+            return Ok(Some(false));
         }
         if pause {
             let at = now_rfc3339();
@@ -861,7 +841,7 @@ impl Dispatcher {
             tracing::info!(integration = %id, "integration resumed by an operator");
             wake(integ);
         }
-        Ok(Ok(true))
+        Ok(Some(true))
     }
 
     fn waiting(&self) -> Vec<WaitingDelivery> {

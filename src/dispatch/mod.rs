@@ -31,7 +31,7 @@ use bytes::Bytes;
 
 use crate::config::PriorityName;
 use crate::store::record::{ChangeRecord, EventId};
-pub use engine::{ask, now_rfc3339, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered};
+pub use engine::{ask, Command, DispatchStatus, Dispatcher, IntegrationStatus, Unanswered, WaitingDelivery};
 pub use scheduler::WaitState;
 
 /// A queued event as the dispatcher needs it: where it goes, what orders it, and the bytes sent.

@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use super::AppState;
-use crate::dispatch::{Command, Unanswered};
-use crate::store::record::EventId;
+use crate::ops::{self, OpsError};
+use crate::store::record::{EventId, ParseEventIdError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,74 +24,60 @@ pub fn routes() -> Router<AppState> {
         .route("/deliveries/resume", post(|st, req| pause(st, req, false)))
 }
 
-fn failed(e: impl std::fmt::Display) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+/// An operator action's error as an HTTP answer.
+fn failed(e: OpsError) -> Response {
+    let status = match e {
+        OpsError::Disabled | OpsError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+        OpsError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
+        OpsError::Stopped | OpsError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, format!("{e}\n")).into_response()
 }
 
-pub(crate) async fn ask<T>(
-    st: &AppState,
-    cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
-) -> Result<T, Response> {
-    crate::dispatch::ask(st.dispatch.as_ref(), cmd)
-        .await
-        .map_err(|e| match e {
-            Unanswered::Disabled => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
-            Unanswered::Stopped => failed(e),
-        })
-}
-
-async fn status(State(st): State<AppState>) -> Response {
-    match ask(&st, Command::Status).await {
-        Ok(s) => Json(s).into_response(),
-        Err(r) => r,
+fn answer<T: Serialize>(r: Result<T, OpsError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => failed(e),
     }
 }
 
+fn bad_request(e: ParseEventIdError) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    answer(st.ops().status().await)
+}
+
 #[derive(Deserialize)]
-struct Filter {
+struct ReadQuery {
     integration: Option<String>,
     event: Option<String>,
     last: Option<usize>,
 }
 
-fn event_filter(f: &Filter) -> Result<Option<EventId>, crate::store::record::ParseEventIdError> {
-    f.event.as_deref().map(str::parse).transpose()
+fn filter(q: ReadQuery) -> Result<(ops::Filter, Option<usize>), ParseEventIdError> {
+    let event = q.event.as_deref().map(str::parse::<EventId>).transpose()?;
+    Ok((
+        ops::Filter {
+            integration: q.integration,
+            event,
+        },
+        q.last,
+    ))
 }
 
-fn bad_request(e: impl std::fmt::Display) -> Response {
-    (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-}
-
-async fn dead(State(st): State<AppState>, Query(f): Query<Filter>) -> Response {
-    let event = match event_filter(&f) {
-        Ok(e) => e,
-        Err(e) => return bad_request(e),
-    };
-    match st.queue.deliveries().and_then(|s| s.dead_letters()) {
-        Ok(list) => Json(
-            list.into_iter()
-                .filter(|d| f.integration.as_ref().map_or(true, |i| *i == d.integration_id))
-                .filter(|d| event.map_or(true, |e| e == d.event_id))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(e) => failed(e),
+async fn dead(State(st): State<AppState>, Query(q): Query<ReadQuery>) -> Response {
+    match filter(q) {
+        Ok((f, _)) => answer(st.ops().dead_letters(&f)),
+        Err(e) => bad_request(e),
     }
 }
 
-async fn log(State(st): State<AppState>, Query(f): Query<Filter>) -> Response {
-    let event = match event_filter(&f) {
-        Ok(e) => e,
-        Err(e) => return bad_request(e),
-    };
-    let last = f.last.unwrap_or(50).min(10_000);
-    match st
-        .queue
-        .deliveries()
-        .and_then(|s| s.read_log(f.integration.as_deref(), event, last))
-    {
-        Ok(list) => Json(list).into_response(),
-        Err(e) => failed(e),
+async fn log(State(st): State<AppState>, Query(q): Query<ReadQuery>) -> Response {
+    match filter(q) {
+        Ok((f, last)) => answer(st.ops().log(&f, last.unwrap_or(50))),
+        Err(e) => bad_request(e),
     }
 }
 
@@ -104,17 +89,7 @@ pub struct RequeueRequest {
 }
 
 async fn requeue(State(st): State<AppState>, Json(req): Json<RequeueRequest>) -> Response {
-    let answer = ask(&st, |reply| Command::Requeue {
-        integration: req.integration_id,
-        events: req.event_ids,
-        reply,
-    })
-    .await;
-    match answer {
-        Ok(Ok(n)) => Json(serde_json::json!({"requeued": n})).into_response(),
-        Ok(Err(e)) => bad_request(e),
-        Err(r) => r,
-    }
+    answer(st.ops().requeue(req.integration_id, req.event_ids).await)
 }
 
 /// `POST /deliveries/pause` and `/deliveries/resume` body.
@@ -124,15 +99,10 @@ pub struct PauseRequest {
 }
 
 async fn pause(State(st): State<AppState>, Json(req): Json<PauseRequest>, pause: bool) -> Response {
-    let answer = ask(&st, |reply| Command::Pause {
-        integration: req.integration_id,
-        pause,
-        reply,
-    })
-    .await;
-    match answer {
-        Ok(Ok(changed)) => Json(serde_json::json!({"paused": pause, "changed": changed})).into_response(),
-        Ok(Err(e)) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
-        Err(r) => r,
-    }
+    answer(
+        st.ops()
+            .pause(&req.integration_id, pause)
+            .await
+            .map(|changed| serde_json::json!({"paused": pause, "changed": changed})),
+    )
 }

@@ -57,6 +57,13 @@ pub struct AppState {
     pub max_streams: u32,
 }
 
+impl AppState {
+    /// Operator actions and reads, through this daemon's dispatcher.
+    pub fn ops(&self) -> crate::ops::Ops {
+        crate::ops::Ops::online(self.queue.clone(), self.dispatch.clone())
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
@@ -73,10 +80,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let dispatch = match st.dispatch {
-        Some(_) => deliveries::ask(&st, crate::dispatch::Command::Status).await.ok(),
-        None => None,
-    };
+    let dispatch = st.ops().status().await.ok();
     let slot = st.slot.latest().and_then(Result::ok);
     let body = metrics_page::render(&st.source.snapshot(), slot.as_ref(), dispatch.as_ref());
     (

@@ -104,6 +104,11 @@ impl LogOutcome {
     }
 }
 
+/// Now, as the delivery store records times (RFC 3339, microseconds, UTC).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// One attempt (or a decision without one: superseded, dead, requeued), as the log keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -250,6 +255,38 @@ impl DeliveryStore {
     pub fn remove_dead(&self, integration: &str, id: EventId) -> Result<(), StoreError> {
         self.dead.remove(key(integration, id))?;
         Ok(())
+    }
+
+    /// Requeues the dead letters a request matches ([`DeadLetter::requeue_matches`]): each one
+    /// `take` accepts (the running dispatcher queues it; offline, the next start will) is marked
+    /// requeued and logged as such. Answers the dead letters requeued.
+    pub fn requeue(
+        &self,
+        integration: Option<&str>,
+        events: Option<&[EventId]>,
+        mut take: impl FnMut(&DeadLetter) -> Result<bool, StoreError>,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut requeued = Vec::new();
+        for mut d in self.dead_letters()? {
+            if !d.requeue_matches(integration, events) || !take(&d)? {
+                continue;
+            }
+            d.requeued = true;
+            self.put_dead(&d)?;
+            self.log(&LogEntry {
+                at: now_rfc3339(),
+                integration_id: d.integration_id.clone(),
+                event_id: d.event_id,
+                wedding_id: d.wedding_id.clone(),
+                attempt: 0,
+                outcome: LogOutcome::Requeued,
+                status: None,
+                error: None,
+                latency_ms: None,
+            })?;
+            requeued.push(d);
+        }
+        Ok(requeued)
     }
 
     /// How many dead letters an integration has now.

@@ -640,3 +640,139 @@ async fn with_the_pause_policy_capture_stops_reading_while_an_integration_is_ove
     assert!(d.queue.summary().unwrap().records > stored);
     d.stop().await.unwrap();
 }
+
+/// `fieldsync deliveries` with its config, as an operator runs it; answers (exit code, stdout, stderr).
+fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(daemon::binary())
+        .args(["deliveries", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_start_acts_on_it() {
+    let Setup {
+        receiver,
+        db,
+        d,
+        _dir,
+        _cluster,
+    } = setup(3, 2, "", "").await;
+    let blocked = wedding(0);
+    receiver.set_faults(Faults {
+        reject_wedding: Some(blocked.clone()),
+        ..Faults::default()
+    });
+    edit(&db, 4, 40, 3, 2).await;
+    daemon::caught_up(&db, &d).await;
+    let others: BTreeMap<_, _> = db_state(&db)
+        .await
+        .into_iter()
+        .filter(|((w, _), _)| *w != blocked)
+        .collect();
+    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
+        let got = receiver.final_state();
+        others.iter().all(|(k, v)| got.get(k) == Some(v))
+    })
+    .await;
+    wait_for_async(
+        DEADLINE,
+        "the blocked wedding's deliveries to be dead letters",
+        || async { deliveries_status(&d)["integrations"][0]["queued"] == 0 },
+    )
+    .await;
+    let (_, online_dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
+    let online_dead: Vec<serde_json::Value> = serde_json::from_str(&online_dead).unwrap();
+    assert!(!online_dead.is_empty());
+    d.stop().await.unwrap();
+
+    // the daemon is stopped: the CLI works on the store
+    let config = _dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!("[queue]\npath = \"{}\"\n", _dir.path().join("q").display()),
+    )
+    .unwrap();
+    let (code, out, err) = cli(&config, &["dead", "--integration", INTEGRATION]);
+    assert_eq!(code, 0, "{err}");
+    let offline_dead: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        offline_dead, online_dead,
+        "offline and online read the same dead letters"
+    );
+    let (code, _, err) = cli(&config, &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the daemon is not running"), "{err}");
+    let (code, _, err) = cli(&config, &["pause", "no-such-integration"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no integration with id \"no-such-integration\""),
+        "{err}"
+    );
+    let (code, _, err) = cli(&config, &["requeue", "not-an-event-id"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = cli(&config, &["pause", INTEGRATION]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer, serde_json::json!({"paused": true, "changed": true}));
+    let (code, out, err) = cli(&config, &["requeue", "--integration", INTEGRATION]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["requeued"], online_dead.len());
+    assert_eq!(answer["note"], "sent when the daemon next starts");
+    let (_, out, _) = cli(&config, &["log", "--last", "1000"]);
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        log.iter().filter(|e| e["outcome"] == "requeued").count(),
+        online_dead.len(),
+        "an offline requeue is logged like an online one"
+    );
+
+    // the next start: paused, so the requeued dead letters wait; resumed, they are delivered
+    receiver.set_faults(Faults::default());
+    let toml = daemon::config_toml(&_cluster, &_dir.path().join("q"), 0) + &dispatch_toml(2);
+    let d = daemon::start(&toml).await;
+    wait_for_async(DEADLINE, "the requeued dead letters to wait, paused", || async {
+        deliveries_status(&d)["integrations"][0]["queued"] == online_dead.len()
+    })
+    .await;
+    let status = deliveries_status(&d);
+    assert!(status["integrations"][0]["paused_since"].is_string(), "{status}");
+    assert_eq!(status["integrations"][0]["in_flight"], 0, "{status}");
+    assert!(receiver.final_state().keys().all(|(w, _)| *w != blocked));
+    let std::net::SocketAddr::V4(http) = d.http_addr else {
+        panic!("IPv4 listener")
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{http}\"\n[queue]\npath = \"{}\"\n",
+            _dir.path().join("q").display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli(&config, &["resume", INTEGRATION]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"paused": false, "changed": true})
+    );
+    converge(&db, &receiver).await;
+    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
+        daemon::http_get(d.http_addr, "/deliveries/dead")
+            .unwrap()
+            .1
+            .trim()
+            == "[]"
+    })
+    .await;
+    d.stop().await.unwrap();
+}
