@@ -14,6 +14,7 @@ mod events;
 mod health;
 mod hostile;
 mod http_hostile;
+mod layering;
 mod memory;
 mod metrics;
 mod official_clients;

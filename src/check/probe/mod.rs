@@ -481,5 +481,4 @@ pub(super) fn privileges_result(role: &str, facts: &[TableFacts]) -> CheckResult
 }
 
 #[cfg(test)]
-#[path = "probe_tests.rs"]
 mod tests;
