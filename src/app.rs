@@ -61,7 +61,7 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
         check::preflight(&config).await.map_err(AppError::Preflight)?;
         // before any task records a metric: handles taken earlier would record nowhere
-        crate::metrics::install();
+        crate::telemetry::metrics::install();
         let queue = Store::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
         let listener = http::bind(config.http.listen).map_err(|source| AppError::Listen {
             key: "[http] listen",

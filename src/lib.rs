@@ -25,8 +25,7 @@
 //!
 //! Serving and operating:
 //! - `http`: the HTTP port, with the delivery endpoints, the live event stream and the `/metrics`
-//!   page. `admin`: the SQL admin port. `metrics`: metric names and recording, used by every
-//!   floor. `telemetry`: logs.
+//!   page. `admin`: the SQL admin port. `telemetry`: logs, and metrics recorded by every floor.
 //!
 //! Wiring:
 //! - `config`: raw → checked configuration. `check`: prerequisites with their fixes. `app`: starts
@@ -57,7 +56,6 @@ pub mod ops;
 // serving and operating
 pub mod admin;
 pub mod http;
-pub mod metrics;
 pub mod telemetry;
 
 // wiring

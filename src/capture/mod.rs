@@ -206,7 +206,7 @@ impl Capture {
                     self.counters
                         .entry(key)
                         .or_insert_with(|| {
-                            crate::metrics::changes_counter(
+                            crate::telemetry::metrics::changes_counter(
                                 names.get(&key.0).map_or("", String::as_str),
                                 key.1,
                             )

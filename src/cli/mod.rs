@@ -165,7 +165,7 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::telemetry::init_logging(&config.log);
+    crate::telemetry::logs::init_logging(&config.log);
     // before anything opens descriptors: the HTTP connection cap is derived from this limit
     crate::http::raise_nofile_limit();
     let daemon = match Daemon::start(config).await {

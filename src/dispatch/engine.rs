@@ -577,7 +577,7 @@ impl Dispatcher {
             // the decisions only: raising the floor (a scan of the final states) waits for the
             // once-a-second housekeeping, off the delivery path
             self.persist(false)?;
-            crate::metrics::order_flush();
+            crate::telemetry::metrics::order_flush();
         }
         for start in starts {
             let done = self.done_tx.clone();
@@ -644,7 +644,10 @@ impl Dispatcher {
                 let e = integ.lanes.finish(&done.wedding);
                 integ.unflushed.settled(&done.wedding, e.field.as_ref(), false);
                 let now_micros = chrono::Utc::now().timestamp_micros();
-                crate::metrics::delivered_after(&done.integration, (now_micros - e.commit_time) as f64 / 1e6);
+                crate::telemetry::metrics::delivered_after(
+                    &done.integration,
+                    (now_micros - e.commit_time) as f64 / 1e6,
+                );
                 self.store.set_final(&done.integration, id, Final::Delivered)?;
                 if e.requeued {
                     self.store.remove_dead(&done.integration, id)?;
@@ -699,7 +702,7 @@ impl Dispatcher {
             }
         }
         self.store.log(&log)?;
-        crate::metrics::delivery(&done.integration, log.outcome);
+        crate::telemetry::metrics::delivery(&done.integration, log.outcome);
         if reopened {
             // the endpoint answers again: weddings waiting for a retry go now, in order
             wake(integ);
@@ -990,7 +993,7 @@ fn superseded(
     error: Option<String>,
 ) -> Result<(), StoreError> {
     integ.stats.superseded += 1;
-    crate::metrics::delivery(&integ.id, LogOutcome::Superseded);
+    crate::telemetry::metrics::delivery(&integ.id, LogOutcome::Superseded);
     store.log(&LogEntry {
         at: now_rfc3339(),
         integration_id: integ.id.to_string(),

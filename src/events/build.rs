@@ -247,7 +247,7 @@ impl EventBuilder {
         let (valid, normalized, mut errors, warnings) = match (&new_value, op) {
             (_, Op::Delete) => (true, None, Vec::new(), Vec::new()),
             (_, _) if unreadable.is_some() => {
-                crate::metrics::invalid_event(&field_type_text);
+                crate::telemetry::metrics::invalid_event(&field_type_text);
                 (false, None, issues(unreadable.into_iter().collect()), Vec::new())
             }
             (value, _) => {
@@ -258,7 +258,7 @@ impl EventBuilder {
                 };
                 let checked = fields::check(&field_type, value.as_ref().unwrap_or(&null), &ctx, &rules);
                 if !checked.valid {
-                    crate::metrics::invalid_event(&field_type_text);
+                    crate::telemetry::metrics::invalid_event(&field_type_text);
                 }
                 (
                     checked.valid,
@@ -272,7 +272,7 @@ impl EventBuilder {
             (valid, normalized)
         } else {
             if valid {
-                crate::metrics::invalid_event(&field_type_text);
+                crate::telemetry::metrics::invalid_event(&field_type_text);
             }
             errors.extend(context_errors);
             (false, None)

@@ -13,7 +13,7 @@ pub fn render(
     slot: Option<&SlotHealth>,
     dispatch: Option<&DispatchStatus>,
 ) -> String {
-    let handle = crate::metrics::install();
+    let handle = crate::telemetry::metrics::install();
     let now_ms = chrono::Utc::now().timestamp_millis();
     gauge!("fieldsync_replication_connected").set(f64::from(u8::from(source.connected)));
     gauge!("fieldsync_replication_received_lsn").set(source.received_lsn.0 as f64);

@@ -116,7 +116,7 @@ fn arrows_point_down_from_serving_to_delivery_to_capture_to_the_store() {
         ("dispatch", &["ops", "http", "admin", "cli", "app"]),
         ("ops", &["http", "admin", "cli", "app"]),
         (
-            "metrics",
+            "telemetry",
             &["dispatch", "adapters", "ops", "http", "admin", "cli", "app"],
         ),
         (

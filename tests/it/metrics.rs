@@ -188,10 +188,14 @@ backpressure = \"pause\"
 fn operator_files_name_only_exported_series() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     // the series are named where they are recorded and on the /metrics page
-    let exporter: String = ["src/metrics.rs", "src/http/metrics_page.rs", "src/http/mod.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
-        .collect();
+    let exporter: String = [
+        "src/telemetry/metrics.rs",
+        "src/http/metrics_page.rs",
+        "src/http/mod.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+    .collect();
     for file in ["deploy/prometheus-alerts.yml", "deploy/grafana-dashboard.json"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let mut names = 0;
