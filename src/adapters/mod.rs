@@ -7,7 +7,10 @@
 //!   custom fields and events. [`google`]: Google Calendar events. [`stripe`]: Stripe customer
 //!   metadata. [`honeybook`]: HoneyBook through Zapier catch hooks. [`lightblue`]: Light Blue's
 //!   booking API. [`crm`]: what the CRM adapters share (reading an event, answers).
+//! - [`config`]: an integration's config read into its adapter's struct, which refuses unknown
+//!   keys, and the keys every integration takes ([`config::Common`]).
 
+pub mod config;
 pub mod crm;
 pub mod google;
 pub mod honeybook;
@@ -139,14 +142,11 @@ impl Adapter {
 /// The integration's own rate limit from its config (`rate_limit_per_second`, `burst`), else the
 /// adapter's default (its API's published or observed limit; none for a generic webhook).
 pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
-    let Some(rate) = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64()) else {
+    let common = config::common(&i.config).unwrap_or_default();
+    let Some(rate) = common.rate_limit_per_second else {
         return IntegrationType::parse(&i.integration_type).and_then(default_rate);
     };
-    let burst = i
-        .config
-        .get("burst")
-        .and_then(|b| b.as_u64())
-        .map_or(rate.ceil() as u32, |b| b as u32);
+    let burst = common.burst.unwrap_or(rate.ceil() as u32);
     (rate > 0.0).then_some((rate, burst.max(1)))
 }
 
