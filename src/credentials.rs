@@ -142,11 +142,25 @@ impl Credentials {
 
     /// The secret under `key` in an integration's config; `None` when the key is absent.
     pub fn get(&self, config: &Value, key: &str) -> Result<Option<Secret<String>>, CredentialError> {
+        self.resolve(key, config.get(key))
+    }
+
+    /// Like [`get`](Self::get), for a secret the adapter cannot work without.
+    pub fn require(&self, config: &Value, key: &str, hint: &str) -> Result<Secret<String>, CredentialError> {
+        self.resolve_required(key, config.get(key), hint)
+    }
+
+    /// The secret `value` of config key `key` (plain text or a reference); `None` when absent.
+    pub fn resolve(
+        &self,
+        key: &str,
+        value: Option<&Value>,
+    ) -> Result<Option<Secret<String>>, CredentialError> {
         let invalid = |why: String| CredentialError::Invalid {
             key: key.to_owned(),
             why,
         };
-        let value = match config.get(key) {
+        let value = match value {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) => {
                 tracing::warn!(
@@ -180,9 +194,14 @@ impl Credentials {
         Ok(Some(Secret::new(value)))
     }
 
-    /// Like [`get`](Self::get), for a secret the adapter cannot work without.
-    pub fn require(&self, config: &Value, key: &str, hint: &str) -> Result<Secret<String>, CredentialError> {
-        self.get(config, key)?.ok_or_else(|| CredentialError::Missing {
+    /// Like [`resolve`](Self::resolve), for a secret the adapter cannot work without.
+    pub fn resolve_required(
+        &self,
+        key: &str,
+        value: Option<&Value>,
+        hint: &str,
+    ) -> Result<Secret<String>, CredentialError> {
+        self.resolve(key, value)?.ok_or_else(|| CredentialError::Missing {
             key: key.to_owned(),
             hint: hint.to_owned(),
         })

@@ -7,18 +7,22 @@
 //! Limit: create only. Zapier's HoneyBook actions create records; nothing comes back (no ids) and
 //! nothing can be updated, so a later change arrives as another record for the Zap to route.
 //!
-//! Config: `{"url": "https://hooks.zapier.com/hooks/catch/<id>/<key>/", "secret": <whsec_ secret
-//! or reference>}`.
+//! Config ([`HoneyBookConfig`], a webhook's keys): `{"url":
+//! "https://hooks.zapier.com/hooks/catch/<id>/<key>/", "secret": <whsec_ secret or reference>}`,
+//! optionally `secrets` and `timeout_ms` as for a webhook, and the common keys.
 
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use super::crm::{self, Change};
-use super::webhook::Webhook;
-use super::{AdapterError, Payload};
+use super::webhook::{Webhook, WebhookConfig};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
-use crate::events::EventKind;
+use crate::events::{EventKind, IntegrationType};
+
+/// A HoneyBook integration's own config keys: a webhook's (`url` must be a Zapier catch hook).
+pub type HoneyBookConfig = WebhookConfig;
 
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
 /// (Zapier's catch hooks take bursts but count tasks; keep a steady pace).
@@ -30,15 +34,12 @@ pub struct HoneyBook {
 
 impl HoneyBook {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<HoneyBook, AdapterError> {
-        if let Some(url) = config
-            .get("url")
-            .and_then(Value::as_str)
-            .and_then(|u| reqwest::Url::parse(u).ok())
-        {
+        let (_, c): (_, HoneyBookConfig) = config::parse(IntegrationType::HoneyBook, config)?;
+        if let Some(url) = c.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok()) {
             credentials.check_url("url", &url, &["hooks.zapier.com"])?;
         }
         Ok(HoneyBook {
-            hook: Webhook::from_config(config, credentials)?,
+            hook: Webhook::new(c, credentials)?,
         })
     }
 

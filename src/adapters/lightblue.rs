@@ -8,22 +8,35 @@
 //! required) and `-3` (invalid type or parameters) are dead letters naming the fix; other codes
 //! are dead letters with Light Blue's message.
 //!
-//! Config: `{"api_key": <secret reference>, "url": "https://online.lightbluesoftware.com/api.php",
-//! "source": "fieldsync"}`.
+//! Config ([`LightBlueConfig`]): `{"api_key": <secret reference>, "url":
+//! "https://online.lightbluesoftware.com/api.php", "source": "fieldsync"}` and the common keys;
+//! any other key is refused.
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm::{self, Change};
 use super::outcome::{redact_url, Outcome};
-use super::{AdapterError, Payload};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
+use crate::events::IntegrationType;
 use crate::secret::Secret;
 
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
 /// (Light Blue publishes no limit; a contact form is not meant for bursts).
 pub const DEFAULT_RATE: (f64, u32) = (2.0, 4);
+
+/// A Light Blue integration's own config keys (no `Debug`: it holds the API key).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightBlueConfig {
+    api_key: Option<Value>,
+    url: Option<String>,
+    /// `Source` of each submission, with `ID` what Light Blue deduplicates on.
+    source: Option<String>,
+}
 
 pub struct LightBlue {
     url: reqwest::Url,
@@ -33,9 +46,10 @@ pub struct LightBlue {
 
 impl LightBlue {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<LightBlue, AdapterError> {
-        let url = config
-            .get("url")
-            .and_then(Value::as_str)
+        let (_, c): (_, LightBlueConfig) = config::parse(IntegrationType::LightBlue, config)?;
+        let url = c
+            .url
+            .as_deref()
             .unwrap_or("https://online.lightbluesoftware.com/api.php");
         let url = reqwest::Url::parse(url).map_err(|_| {
             AdapterError::config(
@@ -44,16 +58,12 @@ impl LightBlue {
             )
         })?;
         credentials.check_url("url", &url, &["online.lightbluesoftware.com"])?;
-        let key = credentials.require(
-            config,
+        let key = credentials.resolve_required(
             "api_key",
+            c.api_key.as_ref(),
             "set config.api_key to a reference to the Light Blue API key (Preferences › Integrations › API & Zapier)",
         )?;
-        let source = config
-            .get("source")
-            .and_then(Value::as_str)
-            .unwrap_or("fieldsync")
-            .to_owned();
+        let source = c.source.unwrap_or_else(|| "fieldsync".to_owned());
         Ok(LightBlue { url, key, source })
     }
 

@@ -7,7 +7,10 @@
 //!   custom fields and events. [`google`]: Google Calendar events. [`stripe`]: Stripe customer
 //!   metadata. [`honeybook`]: HoneyBook through Zapier catch hooks. [`lightblue`]: Light Blue's
 //!   booking API. [`crm`]: what the CRM adapters share (reading an event, answers).
+//! - [`config`]: an integration's config read into its adapter's struct, which refuses unknown
+//!   keys, and the keys every integration takes ([`config::Common`]).
 
+pub mod config;
 pub mod crm;
 pub mod google;
 pub mod honeybook;
@@ -139,14 +142,11 @@ impl Adapter {
 /// The integration's own rate limit from its config (`rate_limit_per_second`, `burst`), else the
 /// adapter's default (its API's published or observed limit; none for a generic webhook).
 pub fn rate_limit(i: &Integration) -> Option<(f64, u32)> {
-    let Some(rate) = i.config.get("rate_limit_per_second").and_then(|r| r.as_f64()) else {
+    let common = config::common(&i.config).unwrap_or_default();
+    let Some(rate) = common.rate_limit_per_second else {
         return IntegrationType::parse(&i.integration_type).and_then(default_rate);
     };
-    let burst = i
-        .config
-        .get("burst")
-        .and_then(|b| b.as_u64())
-        .map_or(rate.ceil() as u32, |b| b as u32);
+    let burst = common.burst.unwrap_or(rate.ceil() as u32);
     (rate > 0.0).then_some((rate, burst.max(1)))
 }
 
@@ -183,5 +183,113 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("\"fax\" has no adapter"), "{e}");
+    }
+
+    const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    /// Every key the README and the module docs give for each type, with the common keys.
+    fn documented() -> Vec<(&'static str, serde_json::Value)> {
+        let ulid = "01h35ccwymj5ctckp8px1azhg6";
+        vec![
+            (
+                "webhook",
+                serde_json::json!({"url": "https://example.com/hook", "secret": HOOK_SECRET,
+                    "secrets": ["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], "timeout_ms": 15000}),
+            ),
+            (
+                "tave",
+                serde_json::json!({"api_key": "k", "base_url": "https://workspace.vsco.co/api/v2",
+                    "external_url": "https://fieldsync.invalid/weddings/{wedding_id}",
+                    "custom_fields": {"adults": "A", "children": "C", "infants": "I", "dietary_notes": "D",
+                        "dietary_prefix": "Diet: ", "budget_prefix": "Budget: "},
+                    "job_type_id": ulid, "event_type_id": ulid, "timeout_ms": 15000}),
+            ),
+            (
+                "google_calendar",
+                serde_json::json!({"client_id": "c.apps.googleusercontent.com", "client_secret": "s",
+                    "refresh_token": "r", "calendar_id": "primary",
+                    "base_url": "https://www.googleapis.com/calendar/v3",
+                    "token_url": "https://oauth2.googleapis.com/token", "timeout_ms": 15000}),
+            ),
+            (
+                "stripe",
+                serde_json::json!({"secret_key": "sk_test_1", "base_url": "https://api.stripe.com/v1"}),
+            ),
+            (
+                "lightblue",
+                serde_json::json!({"api_key": "k", "url": "https://online.lightbluesoftware.com/api.php",
+                    "source": "fieldsync"}),
+            ),
+            (
+                "honeybook",
+                serde_json::json!({"url": "https://hooks.zapier.com/hooks/catch/1/abc/", "secret": HOOK_SECRET,
+                    "secrets": [HOOK_SECRET], "timeout_ms": 15000}),
+            ),
+        ]
+    }
+
+    fn built(kind: &str, config: serde_json::Value) -> Result<Adapter, AdapterError> {
+        Adapter::build(&integration(kind, config, true), &Credentials::default())
+    }
+
+    #[test]
+    fn every_documented_key_of_every_adapter_is_accepted() {
+        let types: Vec<&str> = documented().iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(types.len(), IntegrationType::ALL.len());
+        for (kind, mut config) in documented() {
+            config["rate_limit_per_second"] = serde_json::json!(2.5);
+            config["burst"] = serde_json::json!(5);
+            config["field_types"] = serde_json::json!(["wedding_date"]);
+            if let Err(e) = built(kind, config.clone()) {
+                panic!("{kind}: {e}");
+            }
+            assert_eq!(rate_limit(&integration(kind, config, true)), Some((2.5, 5)));
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_it_the_type_and_the_accepted_keys() {
+        for (kind, mut config) in documented() {
+            config["colour"] = serde_json::json!("sk_live_colourful");
+            let e = built(kind, config).err().expect("refused").to_string();
+            let expect =
+                format!("integration config: \"colour\" is not a key of a {kind} integration (accepted: ");
+            assert!(e.starts_with(&expect), "{e}");
+            assert!(e.contains("rate_limit_per_second, burst, field_types)"), "{e}");
+            assert!(!e.contains("sk_live"), "{e}");
+        }
+        let e = built(
+            "tave",
+            serde_json::json!({"api_key": "k", "custom_fields": {"adultz": "A"}}),
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(e.contains("\"custom_fields.adultz\" is not a key of a tave integration (accepted in custom_fields: adults, children"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_type_never_the_value() {
+        let secret = "sk_live_51HxWrongPlace";
+        for (kind, config) in documented() {
+            let keys = config.as_object().unwrap().keys().cloned();
+            for key in keys.chain(config::COMMON_KEYS.map(String::from)) {
+                let mut wrong = config.clone();
+                wrong[key.as_str()] = serde_json::json!([{"value": secret}]);
+                let e = built(kind, wrong).err().expect("refused").to_string();
+                assert!(e.contains(&key) && !e.contains(secret), "{kind}.{key}: {e}");
+            }
+        }
+        let e = built(
+            "stripe",
+            serde_json::json!({"secret_key": "sk_test_1", "base_url": 42}),
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert_eq!(
+            e,
+            "integration config: base_url must be a string (in a stripe integration)"
+        );
     }
 }

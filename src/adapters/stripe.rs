@@ -14,18 +14,21 @@
 //! - `Stripe-Should-Retry` decides when present; else 429, 409 and 5xx are retried, 401 and 403
 //!   hold the integration (fix the key), other 4xx are dead letters naming Stripe's error code.
 //!
-//! Config: `{"secret_key": <secret reference>, "base_url": "https://api.stripe.com/v1"}`.
+//! Config ([`StripeConfig`]): `{"secret_key": <secret reference>, "base_url":
+//! "https://api.stripe.com/v1"}` and the common keys; any other key is refused.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm::{self, Answer, Change};
 use super::outcome::{redact_url, Outcome};
-use super::{AdapterError, Payload};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
+use crate::events::IntegrationType;
 use crate::secret::Secret;
 
 /// Requests per second and burst when the integration's config sets no `rate_limit_per_second`
@@ -37,6 +40,14 @@ const MAX_KEY_CHARS: usize = 40;
 const MAX_VALUE_CHARS: usize = 500;
 const WEDDING_KEY: &str = "fieldsync_wedding_id";
 
+/// A Stripe integration's own config keys (no `Debug`: it holds the secret key).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    secret_key: Option<Value>,
+    base_url: Option<String>,
+}
+
 pub struct Stripe {
     base: String,
     key: Secret<String>,
@@ -46,9 +57,10 @@ pub struct Stripe {
 
 impl Stripe {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<Stripe, AdapterError> {
-        let base = match config.get("base_url") {
+        let (_, c): (_, StripeConfig) = config::parse(IntegrationType::Stripe, config)?;
+        let base = match c.base_url {
             None => "https://api.stripe.com/v1".to_owned(),
-            Some(Value::String(u)) if reqwest::Url::parse(u).is_ok() => u.trim_end_matches('/').to_owned(),
+            Some(u) if reqwest::Url::parse(&u).is_ok() => u.trim_end_matches('/').to_owned(),
             Some(_) => {
                 return Err(AdapterError::config(
                     "base_url",
@@ -58,9 +70,9 @@ impl Stripe {
         };
         let url = reqwest::Url::parse(&base).expect("checked above");
         credentials.check_url("base_url", &url, &["api.stripe.com"])?;
-        let key = credentials.require(
-            config,
+        let key = credentials.resolve_required(
             "secret_key",
+            c.secret_key.as_ref(),
             "set config.secret_key to a reference to the Stripe secret key ({\"env\": \"FIELDSYNC_SECRET_STRIPE\"}) with customer write access",
         )?;
         Ok(Stripe {

@@ -3,19 +3,35 @@
 //! seconds, `webhook-signature` one `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` per secret
 //! (several while a secret is rotated), keyed with the base64-decoded bytes after `whsec_`.
 //!
-//! Integration config: `{"url": "https://…", "secret": "whsec_…", "secrets": ["whsec_…"],
-//! "timeout_ms": 15000, "rate_limit_per_second": 50, "burst": 100, "field_types": [...]}`; only
-//! `url` and one secret are required.
+//! Integration config ([`WebhookConfig`]): `{"url": "https://…", "secret": "whsec_…",
+//! "secrets": ["whsec_…"], "timeout_ms": 15000}` and the common `rate_limit_per_second`,
+//! `burst`, `field_types`; only `url` and one secret are required, any other key is refused.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::hmac;
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::outcome::{classify_http, classify_transport, redact_url, Outcome};
-use super::{AdapterError, Payload};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
+use crate::events::IntegrationType;
+
+/// A webhook integration's own config keys (no `Debug`: it holds secrets).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The receiver, http(s).
+    pub(super) url: Option<String>,
+    /// The `whsec_…` signing secret, or a reference to one.
+    secret: Option<Value>,
+    /// More secrets, while one is rotated: each request is signed with every one.
+    secrets: Option<Vec<Value>>,
+    timeout_ms: Option<u64>,
+}
 
 pub struct Webhook {
     url: reqwest::Url,
@@ -24,14 +40,17 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn from_config(
-        config: &serde_json::Value,
-        credentials: &Credentials,
-    ) -> Result<Webhook, AdapterError> {
-        let url = config.get("url").and_then(|u| u.as_str()).ok_or_else(|| {
+    pub fn from_config(config: &Value, credentials: &Credentials) -> Result<Webhook, AdapterError> {
+        let (_, c) = config::parse(IntegrationType::Webhook, config)?;
+        Webhook::new(c, credentials)
+    }
+
+    /// The adapter of a read config (a webhook's, or a HoneyBook integration's).
+    pub(super) fn new(c: WebhookConfig, credentials: &Credentials) -> Result<Webhook, AdapterError> {
+        let url = c.url.ok_or_else(|| {
             AdapterError::config("url", "is missing: set config.url to the receiver's https URL")
         })?;
-        let url = reqwest::Url::parse(url).map_err(|e| {
+        let url = reqwest::Url::parse(&url).map_err(|e| {
             AdapterError::config("url", &format!("is not a URL ({e}): use https://host/path"))
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -44,12 +63,9 @@ impl Webhook {
             ));
         }
         let mut secrets = Vec::new();
-        secrets.extend(credentials.get(config, "secret")?);
-        if let Some(list) = config.get("secrets").and_then(|s| s.as_array()) {
-            for (i, item) in list.iter().enumerate() {
-                let slot = serde_json::json!({ format!("secrets[{i}]"): item });
-                secrets.extend(credentials.get(&slot, &format!("secrets[{i}]"))?);
-            }
+        secrets.extend(credentials.resolve("secret", c.secret.as_ref())?);
+        for (i, item) in c.secrets.iter().flatten().enumerate() {
+            secrets.extend(credentials.resolve(&format!("secrets[{i}]"), Some(item))?);
         }
         if secrets.is_empty() {
             return Err(AdapterError::config(
@@ -65,10 +81,7 @@ impl Webhook {
                     .map_err(|why| AdapterError::config(&format!("secret #{}", i + 1), why))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let timeout = config
-            .get("timeout_ms")
-            .and_then(|t| t.as_u64())
-            .map(Duration::from_millis);
+        let timeout = c.timeout_ms.map(Duration::from_millis);
         Ok(Webhook { url, keys, timeout })
     }
 

@@ -1,9 +1,10 @@
 //! The Google Calendar adapter (`integration_type = 'google_calendar'`): mirrors a wedding's
 //! timeline, date and venue into one calendar.
 //!
-//! Integration config: `{"client_id": "…", "client_secret": <secret>, "refresh_token": <secret>,
-//! "calendar_id": "primary", "base_url": "https://www.googleapis.com/calendar/v3",
-//! "token_url": "https://oauth2.googleapis.com/token", "timeout_ms": 15000}`; secrets are plain
+//! Integration config ([`GoogleConfig`]): `{"client_id": "…", "client_secret": <secret>,
+//! "refresh_token": <secret>, "calendar_id": "primary", "base_url":
+//! "https://www.googleapis.com/calendar/v3", "token_url": "https://oauth2.googleapis.com/token",
+//! "timeout_ms": 15000}` and the common keys; any other key is refused. Secrets are plain
 //! strings or `{"env"|"file"|"encrypted": …}` references (crate::credentials).
 //!
 //! # Mapping
@@ -37,12 +38,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::Url;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::crm::{self, Answer, Change};
 use super::outcome::{redact_url, Outcome};
-use super::{AdapterError, Payload};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
+use crate::events::IntegrationType;
 use crate::secret::Secret;
 
 mod api;
@@ -73,6 +76,19 @@ pub struct Google {
     refreshing: tokio::sync::Mutex<()>,
 }
 
+/// A Google Calendar integration's own config keys (no `Debug`: it holds secrets).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    client_id: Option<String>,
+    client_secret: Option<Value>,
+    refresh_token: Option<Value>,
+    calendar_id: Option<String>,
+    base_url: Option<String>,
+    token_url: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
 /// The checked config.
 struct Settings {
     client_id: String,
@@ -87,16 +103,12 @@ struct Settings {
 /// A URL of the config (or its default), which must be Google's own host unless the daemon allows
 /// another base.
 fn config_url(
-    config: &serde_json::Value,
     key: &str,
+    given: Option<&str>,
     default: &str,
     credentials: &Credentials,
 ) -> Result<Url, AdapterError> {
-    let text = match config.get(key) {
-        None | Some(Value::Null) => default,
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(AdapterError::config(key, "must be a string URL")),
-    };
+    let text = given.unwrap_or(default);
     let url = Url::parse(text.trim_end_matches('/'))
         .map_err(|e| AdapterError::config(key, &format!("is not a URL ({e}): use the default {default}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -111,13 +123,11 @@ fn config_url(
 }
 
 impl Google {
-    pub fn from_config(
-        config: &serde_json::Value,
-        credentials: &Credentials,
-    ) -> Result<Google, AdapterError> {
+    pub fn from_config(config: &Value, credentials: &Credentials) -> Result<Google, AdapterError> {
+        let (_, c): (_, GoogleConfig) = config::parse(IntegrationType::GoogleCalendar, config)?;
         let client_id =
-            match config.get("client_id") {
-                Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+            match c.client_id {
+                Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
                 Some(_) => {
                     return Err(AdapterError::config(
                         "client_id",
@@ -129,19 +139,19 @@ impl Google {
                     "is missing: set config.client_id to the OAuth client id from the Google Cloud console",
                 )),
             };
-        let client_secret = credentials.require(
-            config,
+        let client_secret = credentials.resolve_required(
             "client_secret",
+            c.client_secret.as_ref(),
             "set config.client_secret to the OAuth client's secret (or an env/file/encrypted reference)",
         )?;
-        let refresh_token = credentials.require(
-            config,
+        let refresh_token = credentials.resolve_required(
             "refresh_token",
+            c.refresh_token.as_ref(),
             "set config.refresh_token to the refresh token from the calendar owner's consent (or a reference)",
         )?;
-        let calendar_id = match config.get("calendar_id") {
-            None | Some(Value::Null) => "primary".to_owned(),
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        let calendar_id = match c.calendar_id {
+            None => "primary".to_owned(),
+            Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
             Some(_) => {
                 return Err(AdapterError::config(
                     "calendar_id",
@@ -149,19 +159,20 @@ impl Google {
                 ))
             }
         };
-        let timeout = config
-            .get("timeout_ms")
-            .and_then(Value::as_u64)
-            .map(Duration::from_millis);
         Ok(Google {
             s: Box::new(Settings {
                 client_id,
                 client_secret,
                 refresh_token,
                 calendar_id,
-                base: config_url(config, "base_url", DEFAULT_BASE, credentials)?,
-                token_url: config_url(config, "token_url", DEFAULT_TOKEN_URL, credentials)?,
-                timeout,
+                base: config_url("base_url", c.base_url.as_deref(), DEFAULT_BASE, credentials)?,
+                token_url: config_url(
+                    "token_url",
+                    c.token_url.as_deref(),
+                    DEFAULT_TOKEN_URL,
+                    credentials,
+                )?,
+                timeout: c.timeout_ms.map(Duration::from_millis),
             }),
             token: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),

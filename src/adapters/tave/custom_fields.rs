@@ -1,20 +1,24 @@
 //! Studio-wide job custom fields: their configured names, and the cache of ids found by name
 //! (created when missing, one at a time).
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::Call;
 use super::{shape_error, Fail};
 use crate::adapters::AdapterError;
 
-const NAME_KEYS: &[&str] = &[
-    "adults",
-    "children",
-    "infants",
-    "dietary_notes",
-    "dietary_prefix",
-    "budget_prefix",
-];
+/// Config `custom_fields`: the names to use instead of the defaults.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CustomFieldNames {
+    adults: Option<String>,
+    children: Option<String>,
+    infants: Option<String>,
+    dietary_notes: Option<String>,
+    dietary_prefix: Option<String>,
+    budget_prefix: Option<String>,
+}
 
 /// Custom field names (config `custom_fields` overrides the defaults).
 #[derive(Clone, Debug)]
@@ -41,45 +45,25 @@ impl Default for Names {
 }
 
 impl Names {
-    /// The defaults with config `custom_fields` (an object of names by key) applied.
-    pub(super) fn from_config(config: Option<&Value>) -> Result<Names, AdapterError> {
+    /// The defaults with config `custom_fields` applied.
+    pub(super) fn from_config(c: CustomFieldNames) -> Result<Names, AdapterError> {
         let mut names = Names::default();
-        match config {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(o)) => {
-                for (k, v) in o {
-                    let name = v
-                        .as_str()
-                        .filter(|s| !s.trim().is_empty() && s.chars().count() <= 255);
-                    let Some(name) = name else {
-                        return Err(AdapterError::config(
-                            &format!("custom_fields.{k}"),
-                            "must be a custom field name of 1 to 255 characters",
-                        ));
-                    };
-                    let slot = match k.as_str() {
-                        "adults" => &mut names.adults,
-                        "children" => &mut names.children,
-                        "infants" => &mut names.infants,
-                        "dietary_notes" => &mut names.dietary_notes,
-                        "dietary_prefix" => &mut names.dietary_prefix,
-                        "budget_prefix" => &mut names.budget_prefix,
-                        _ => {
-                            return Err(AdapterError::config(
-                                &format!("custom_fields.{k}"),
-                                &format!("is not a known name: use one of {}", NAME_KEYS.join(", ")),
-                            ))
-                        }
-                    };
-                    *slot = name.to_owned();
-                }
-            }
-            Some(_) => {
+        for (key, given, slot) in [
+            ("adults", c.adults, &mut names.adults),
+            ("children", c.children, &mut names.children),
+            ("infants", c.infants, &mut names.infants),
+            ("dietary_notes", c.dietary_notes, &mut names.dietary_notes),
+            ("dietary_prefix", c.dietary_prefix, &mut names.dietary_prefix),
+            ("budget_prefix", c.budget_prefix, &mut names.budget_prefix),
+        ] {
+            let Some(name) = given else { continue };
+            if name.trim().is_empty() || name.chars().count() > 255 {
                 return Err(AdapterError::config(
-                    "custom_fields",
-                    "must be an object of custom field names",
-                ))
+                    &format!("custom_fields.{key}"),
+                    "must be a custom field name of 1 to 255 characters",
+                ));
             }
+            *slot = name;
         }
         Ok(names)
     }

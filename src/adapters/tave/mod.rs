@@ -1,13 +1,13 @@
 //! The VSCO Workspace (formerly Tave) adapter (`integration_type = 'tave'`), REST API v2
 //! (../shared/CRM_APIS.md §1).
 //!
-//! Integration config:
+//! Integration config ([`TaveConfig`]):
 //! `{"api_key": <secret>, "base_url": "https://workspace.vsco.co/api/v2",
 //!   "external_url": "https://fieldsync.invalid/weddings/{wedding_id}",
 //!   "custom_fields": {"adults": "…", "children": "…", "infants": "…", "dietary_notes": "…",
 //!                     "dietary_prefix": "Dietary: ", "budget_prefix": "Budget: "},
-//!   "job_type_id": "<ulid>", "event_type_id": "<ulid>", "timeout_ms": 15000}`; only `api_key` is
-//! required.
+//!   "job_type_id": "<ulid>", "event_type_id": "<ulid>", "timeout_ms": 15000}` and the common
+//! keys; only `api_key` is required, any other key is refused.
 //!
 //! # Mapping (upsert mode: one job per wedding)
 //! - The job is found by `GET /job?externalMappingId=<wedding id>`, else created with
@@ -56,12 +56,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::crm::{self, Answer, Change};
 use super::outcome::{redact_url, Outcome};
-use super::{AdapterError, Payload};
+use super::{config, AdapterError, Payload};
 use crate::credentials::Credentials;
+use crate::events::IntegrationType;
 use crate::secret::Secret;
 
 mod api;
@@ -73,7 +75,7 @@ mod timeline;
 mod venue;
 
 use api::Call;
-use custom_fields::Names;
+use custom_fields::{CustomFieldNames, Names};
 pub use external_ids::{event_mapping_id, job_mapping_id, venue_mapping_id};
 pub use mapping::whole_units;
 
@@ -94,6 +96,20 @@ struct Cache {
     field_names: HashMap<String, String>,
     /// (wedding id, field id) → the budget category last delivered for it.
     budget_categories: HashMap<(String, String), String>,
+}
+
+/// A Tave integration's own config keys (no `Debug`: it holds the API key).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaveConfig {
+    api_key: Option<Value>,
+    base_url: Option<String>,
+    /// The `url` of the external mappings; `{wedding_id}` is filled in.
+    external_url: Option<String>,
+    custom_fields: Option<CustomFieldNames>,
+    job_type_id: Option<String>,
+    event_type_id: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 pub struct Tave {
@@ -129,19 +145,15 @@ fn ulid_like(s: &str) -> bool {
 
 impl Tave {
     pub fn from_config(config: &Value, credentials: &Credentials) -> Result<Tave, AdapterError> {
-        let api_key = credentials.require(
-            config,
+        let (_, c): (_, TaveConfig) = config::parse(IntegrationType::Tave, config)?;
+        let api_key = credentials.resolve_required(
             "api_key",
+            c.api_key.as_ref(),
             "set config.api_key to a VSCO Workspace API key with Read/Write permission (Settings › API), e.g. {\"env\": \"TAVE_API_KEY\"}",
         )?;
-        let text = |key: &str| -> Result<Option<&str>, AdapterError> {
-            match config.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(AdapterError::config(key, "must be a string")),
-            }
-        };
-        let base = text("base_url")?
+        let base = c
+            .base_url
+            .as_deref()
             .unwrap_or(DEFAULT_BASE)
             .trim_end_matches('/')
             .to_owned();
@@ -156,7 +168,7 @@ impl Tave {
                 ))
             }
         }
-        let external_url = text("external_url")?.unwrap_or(DEFAULT_EXTERNAL_URL).to_owned();
+        let external_url = c.external_url.unwrap_or_else(|| DEFAULT_EXTERNAL_URL.to_owned());
         let sample = external_url.replace("{wedding_id}", "00000000-0000-0000-0000-000000000000");
         if !(12..=255).contains(&sample.chars().count()) || reqwest::Url::parse(&sample).is_err() {
             return Err(AdapterError::config(
@@ -164,11 +176,11 @@ impl Tave {
                 "must be a URL of 12 to 255 characters once {wedding_id} is filled in (Tave's externalMappings url)",
             ));
         }
-        let names = Names::from_config(config.get("custom_fields"))?;
-        let id = |key: &str| -> Result<Option<String>, AdapterError> {
-            match text(key)? {
+        let names = Names::from_config(c.custom_fields.unwrap_or_default())?;
+        let id = |key: &str, value: Option<String>| -> Result<Option<String>, AdapterError> {
+            match value {
                 None => Ok(None),
-                Some(s) if ulid_like(s) => Ok(Some(s.to_owned())),
+                Some(s) if ulid_like(&s) => Ok(Some(s)),
                 Some(_) => Err(AdapterError::config(
                     key,
                     "must be a lowercase ULID (the id of the type in VSCO Workspace)",
@@ -180,12 +192,9 @@ impl Tave {
             api_key,
             external_url,
             names: Box::new(names),
-            job_type_id: id("job_type_id")?,
-            event_type_id: id("event_type_id")?,
-            timeout: config
-                .get("timeout_ms")
-                .and_then(Value::as_u64)
-                .map(Duration::from_millis),
+            job_type_id: id("job_type_id", c.job_type_id)?,
+            event_type_id: id("event_type_id", c.event_type_id)?,
+            timeout: c.timeout_ms.map(Duration::from_millis),
             cache: Box::default(),
             creating_fields: tokio::sync::Mutex::new(()),
         })
