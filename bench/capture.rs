@@ -11,19 +11,17 @@
 //!
 //! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
 
-#[path = "common.rs"]
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fieldsync::config::Config;
-use fieldsync::devdb::{Cluster, ClusterOptions};
 use fieldsync::lsn::Lsn;
 use fieldsync::source::progress::SourceStatus;
 use fieldsync::source::stream::Source;
 use fieldsync::store::Store;
+use fieldsync_dev::devdb::{Cluster, ClusterOptions};
+use fieldsync_dev::rss::peak_rss_kib;
 
 const ORG: &str = "00000000-0000-0000-0000-0000000000be";
 const WEDDING: &str = "00000000-0000-0000-0000-0000000000b0";
@@ -258,7 +256,7 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
         std::thread::sleep(Duration::from_millis(2));
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
-    let rss = common::peak_rss_kib(child.id());
+    let rss = peak_rss_kib(child.id());
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success(), "fieldsync stops cleanly");

@@ -14,17 +14,12 @@
 //!
 //! Run: `cargo bench --bench dispatch`.
 
-#[path = "common.rs"]
-mod common;
-
-#[path = "../tests/it/support/receiver.rs"]
-mod receiver;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fieldsync::devdb::{Cluster, ClusterOptions};
-use receiver::{Faults, Receiver};
+use fieldsync_dev::devdb::{Cluster, ClusterOptions};
+use fieldsync_dev::receiver::{Faults, Receiver};
+use fieldsync_dev::rss::peak_rss_kib;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ORG: &str = "0b000000-0000-4000-8000-000000000001";
@@ -105,7 +100,7 @@ async fn run() {
     );
     println!(
         "fieldsync peak RSS so far: {} MiB",
-        common::peak_rss_kib(daemon.id()) / 1024
+        peak_rss_kib(daemon.id()) / 1024
     );
 
     // 1b. the same rate, each change an update of one of 200 fields (one per wedding): almost every
@@ -185,10 +180,7 @@ async fn run() {
         cpu_per_delivery * 1e6,
         1.0 / cpu_per_delivery
     );
-    println!(
-        "fieldsync peak RSS: {} MiB",
-        common::peak_rss_kib(daemon.id()) / 1024
-    );
+    println!("fieldsync peak RSS: {} MiB", peak_rss_kib(daemon.id()) / 1024);
     let stats = receiver.stats();
     assert_eq!(stats.bad_signatures, 0);
     assert!(receiver.order_violations().is_empty());

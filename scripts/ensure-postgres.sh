@@ -2,7 +2,7 @@
 # Makes sure the PostgreSQL server binaries (initdb, pg_ctl) and client tools (psql, pg_recvlogical)
 # that fieldsync's tests, benchmarks and demo use are installed. Quiet and quick when they already
 # are; otherwise installs the Debian/Ubuntu packages with apt-get (through sudo when not root).
-# It never starts a system PostgreSQL service: tests run their own throwaway clusters (src/devdb.rs).
+# It never starts a system PostgreSQL service: tests run their own throwaway clusters (dev/src/devdb.rs).
 set -euo pipefail
 
 have_server() {

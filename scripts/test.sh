@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fieldsync's test command: makes sure PostgreSQL is installed (the integration tests start their own
 # throwaway clusters) and the virtualenv of the vendors' client libraries exists, then runs the
-# library, binary and integration tests (not the benchmarks).
+# library, binary and integration tests of the whole workspace, the product and the dev crate
+# (not the benchmarks).
 # Extra arguments go to `cargo test`, e.g. `scripts/test.sh --test it devdb`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,6 +24,6 @@ $vsco in a directory and set FIELDSYNC_API_SPECS to it."
 fi
 
 status=0
-cargo test --locked "$@" || status=$?
+cargo test --workspace --locked "$@" || status=$?
 [[ -z "$missing" ]] || printf '\n%s\n' "$missing" >&2
 exit "$status"

@@ -31,8 +31,7 @@
 //! - `config`: raw → checked configuration. `check`: prerequisites with their fixes. `app`: starts
 //!   and stops everything. `cli`: the command line, which `main.rs` only calls.
 //!
-//! Development tooling (used by tests, benchmarks and the demo; to leave the product crate):
-//! - `sandbox`: the CRM API sandboxes. `devdb`: throwaway clusters. `demo`: the demo.
+//! Development tooling (the CRM API sandboxes, throwaway clusters, the demo) lives in the `dev/` crate.
 
 // ground floor
 pub mod lsn;
@@ -63,8 +62,3 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
-
-// development tooling
-pub mod demo;
-pub mod devdb;
-pub mod sandbox;

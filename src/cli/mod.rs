@@ -3,7 +3,7 @@
 //! `deliveries.rs`: the `deliveries` and `queue` commands, online (through the running daemon's
 //! HTTP port) or offline (on the store). `secret.rs`: keys and encrypted secrets.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod deliveries;
@@ -42,12 +42,6 @@ enum Command {
     Check(ConfigArg),
     /// Print the effective configuration (passwords redacted).
     Config(ConfigArg),
-    /// The whole capture path on a throwaway PostgreSQL: scripted wedding edits, then a live view.
-    Demo {
-        /// Stop after the scripted edits instead of watching for your own.
-        #[arg(long)]
-        exit_after_script: bool,
-    },
     /// Show what the queue holds: counts, durable LSN, the newest records.
     Queue {
         #[command(flatten)]
@@ -55,15 +49,6 @@ enum Command {
         /// How many of the newest records to list.
         #[arg(long, default_value_t = 10)]
         last: usize,
-    },
-    /// Serve the CRM API sandboxes (Tave, Google Calendar, Stripe, Light Blue, a Zapier catch hook).
-    Sandbox {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8099")]
-        listen: std::net::SocketAddr,
-        /// JSON file with the credentials the sandboxes accept (default: the documented test values).
-        #[arg(long)]
-        accounts: Option<PathBuf>,
     },
     /// Integration secrets: make a key, encrypt a secret for an integration's config.
     Secret {
@@ -105,52 +90,9 @@ pub fn main() -> ExitCode {
             },
             Command::Queue { config, last } => queue_view(config, last).await,
             Command::Deliveries { config, what } => deliveries(config, what).await,
-            Command::Sandbox { listen, accounts } => sandbox(listen, accounts.as_deref()).await,
             Command::Secret { what } => secret(what),
-            Command::Demo { exit_after_script } => {
-                match crate::demo::run(exit_after_script, shutdown_signal()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::from(1)
-                    }
-                }
-            }
         }
     })
-}
-
-async fn sandbox(listen: std::net::SocketAddr, accounts: Option<&Path>) -> ExitCode {
-    let accounts = match accounts {
-        None => crate::sandbox::Accounts::default(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-        {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("error: --accounts {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {listen}: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let running = match crate::sandbox::spawn(listener, accounts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    println!("sandboxes listening on {}: /tave/api/v2, /tave/webservice/create-lead/{{studioId}}, /google/calendar/v3, /google/oauth2/token, /stripe/v1, /lightblue/api.php, /zapier/hooks/catch/{{id}}/{{key}}/; state at /_sandbox/state", running.url());
-    shutdown_signal().await;
-    ExitCode::SUCCESS
 }
 
 fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {

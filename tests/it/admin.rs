@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fieldsync_dev::receiver::{Faults, Receiver};
 use tokio_postgres::types::Type;
 
 use crate::dispatch::{add_field, dispatch_toml, edit, seed, wedding, INTEGRATION, SECRET};
 use crate::support::daemon::{self, config_toml, sql};
-use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(60);

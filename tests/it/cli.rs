@@ -1,5 +1,6 @@
 //! `fieldsync check` and `fieldsync run` on a bad configuration or an unprepared database: one
-//! clear message naming the key or the fix, a non-zero exit, and nothing written.
+//! clear message naming the key or the fix, a non-zero exit, and nothing written. And the product's
+//! command line carries no development commands.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -126,4 +127,24 @@ fn check_passes_on_a_prepared_database_and_config_hides_the_password() {
         "{}",
         stdout(&out)
     );
+}
+
+/// The development commands live in the dev crate's `fieldsync-dev`, not in the product.
+#[test]
+fn the_product_binary_has_no_development_commands() {
+    let out = Command::new(binary()).arg("--help").output().unwrap();
+    let help = stdout(&out);
+    assert!(out.status.success(), "{help}{}", stderr(&out));
+    // the subcommand names: the first word of each line under `Commands:`
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(commands.contains(&"run"), "no command list in:\n{help}");
+    for command in ["sandbox", "demo"] {
+        assert!(!commands.contains(&command), "{command} listed in:\n{help}");
+    }
 }

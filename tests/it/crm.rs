@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fieldsync::sandbox::{Api, Faults, Running};
+use fieldsync_dev::receiver::Receiver;
+use fieldsync_dev::sandbox::{Api, Faults, Running};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::support::daemon::{http_get, sql, DaemonProcess, Workdir};
-use crate::support::receiver::Receiver;
 use crate::support::{cluster_with_schema, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);

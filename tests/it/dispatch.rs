@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fieldsync::store::record::EventId;
+use fieldsync_dev::receiver::{Faults, Receiver};
 use rand::{Rng, SeedableRng};
 
 use crate::support::daemon::{self, sql, DaemonProcess, Workdir};
-use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fieldsync_dev::receiver::Receiver;
 use serde_json::{json, Value};
 
 use crate::dispatch::{converge, dispatch_toml, seed, wedding, SECRET};
 use crate::support::daemon::{self, sql, DaemonProcess, Workdir};
-use crate::support::receiver::Receiver;
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(60);

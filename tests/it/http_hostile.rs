@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fieldsync_dev::receiver::Receiver;
+
 use crate::dispatch::{add_field, dispatch_toml, seed, wedding, ORG, SECRET};
 use crate::support::daemon::{self, http_get, read_queue, sql, Workdir};
-use crate::support::receiver::Receiver;
 use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 /// The open-file limit (soft = hard) the flooded daemon runs under: the default under a systemd

@@ -7,7 +7,6 @@ mod capture;
 mod cli;
 mod crash;
 mod crm;
-mod demo;
 mod devdb;
 mod dispatch;
 mod events;

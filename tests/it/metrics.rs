@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use fieldsync_dev::receiver::{Faults, Receiver};
+
 use crate::dispatch::{add_field, edit, seed, wedding, INTEGRATION, SECRET};
 use crate::support::daemon::{http_get, sql, DaemonProcess, Workdir};
-use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(120);

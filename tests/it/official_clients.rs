@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fieldsync::sandbox::{Api, Running};
+use fieldsync_dev::sandbox::{Api, Running};
 
 use crate::support::crm::sandbox;
 use crate::support::spec;

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldsync::sandbox::{Api, Faults as SandboxFaults};
 use fieldsync::store::deliveries::LogOutcome;
 use fieldsync::store::Store;
+use fieldsync_dev::receiver::{Faults, Receiver};
+use fieldsync_dev::sandbox::{Api, Faults as SandboxFaults};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::dispatch::{converge, dispatch_toml, SECRET};
 use crate::support::daemon::{sql, DaemonProcess, Workdir};
-use crate::support::receiver::{Faults, Receiver};
 use crate::support::{cluster_with_schema, wait_for_async};
 
 const DEADLINE: Duration = Duration::from_secs(240);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fieldsync::adapters::google::{event_id, Google};
 use fieldsync::adapters::outcome::Outcome;
 use fieldsync::adapters::Payload;
-use fieldsync::sandbox::{Accounts, Api, Faults, Running};
+use fieldsync_dev::sandbox::{Accounts, Api, Faults, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{wedding, Events};
@@ -20,7 +20,7 @@ const KEW: &str = "Kew Gardens, Richmond, London TW9 3AE, UK";
 
 async fn sandbox() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    fieldsync::sandbox::spawn(listener, Accounts::default()).unwrap()
+    fieldsync_dev::sandbox::spawn(listener, Accounts::default()).unwrap()
 }
 
 fn config(running: &Running) -> Value {
@@ -981,7 +981,7 @@ async fn sandbox_sync_tokens_come_on_the_last_page_and_return_changes_with_delet
     );
     assert!(changes["nextSyncToken"].is_string());
 
-    fieldsync::sandbox::lock(&running.sandbox.google).invalidate_sync_tokens();
+    fieldsync_dev::sandbox::lock(&running.sandbox.google).invalidate_sync_tokens();
     let (s, gone) = call(
         &running,
         &t,
@@ -1220,7 +1220,7 @@ async fn events_the_calendar_cannot_place_are_rejected_without_a_write() {
 
 /// Changes an event in the sandbox's state behind the API's back, as an edit in Google's UI would.
 fn edit_stored_event(running: &Running, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut state = fieldsync::sandbox::lock(&running.sandbox.google);
+    let mut state = fieldsync_dev::sandbox::lock(&running.sandbox.google);
     let event = state
         .calendars
         .get_mut("primary")

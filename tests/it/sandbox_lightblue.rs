@@ -3,7 +3,7 @@
 
 use fieldsync::adapters::lightblue::LightBlue;
 use fieldsync::adapters::outcome::Outcome;
-use fieldsync::sandbox::{Accounts, Api, Running};
+use fieldsync_dev::sandbox::{Accounts, Api, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{client, credentials, sandbox, wedding, Events, TIMEOUT};
@@ -162,7 +162,7 @@ async fn light_blue_codes_map_to_outcomes() {
 #[tokio::test]
 async fn https_is_required_when_the_account_says_so() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = fieldsync::sandbox::spawn(
+    let running = fieldsync_dev::sandbox::spawn(
         listener,
         Accounts {
             lightblue_require_https: true,

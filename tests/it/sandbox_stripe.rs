@@ -3,7 +3,7 @@
 
 use fieldsync::adapters::outcome::Outcome;
 use fieldsync::adapters::stripe::Stripe;
-use fieldsync::sandbox::{Api, Running};
+use fieldsync_dev::sandbox::{Api, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{client, credentials, json as body_json, sandbox, wedding, Events, TIMEOUT};

@@ -8,7 +8,7 @@ use fieldsync::adapters::outcome::Outcome;
 use fieldsync::adapters::tave::Tave;
 use fieldsync::adapters::Payload;
 use fieldsync::credentials::Credentials;
-use fieldsync::sandbox::{Accounts, Api, Faults, Running};
+use fieldsync_dev::sandbox::{Accounts, Api, Faults, Running};
 use serde_json::{json, Value};
 
 use crate::support::crm::{wedding, Events};
@@ -19,7 +19,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn sandbox() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    fieldsync::sandbox::spawn(listener, Accounts::default()).unwrap()
+    fieldsync_dev::sandbox::spawn(listener, Accounts::default()).unwrap()
 }
 
 fn adapter(running: &Running, key: &str) -> Tave {

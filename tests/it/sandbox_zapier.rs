@@ -3,7 +3,7 @@
 
 use fieldsync::adapters::honeybook::HoneyBook;
 use fieldsync::adapters::outcome::Outcome;
-use fieldsync::sandbox::Api;
+use fieldsync_dev::sandbox::Api;
 use serde_json::json;
 
 use crate::support::crm::{client, credentials, sandbox, wedding, Events, TIMEOUT};

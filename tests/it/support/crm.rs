@@ -97,14 +97,14 @@ fn events_read_back_as_changes() {
 }
 
 /// The sandboxes on a free loopback port, with their documented test credentials.
-pub async fn sandbox() -> fieldsync::sandbox::Running {
+pub async fn sandbox() -> fieldsync_dev::sandbox::Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    fieldsync::sandbox::spawn(listener, fieldsync::sandbox::Accounts::default()).unwrap()
+    fieldsync_dev::sandbox::spawn(listener, fieldsync_dev::sandbox::Accounts::default()).unwrap()
 }
 
 /// Credentials that let adapters send to the sandboxes at `running` (the daemon's
 /// `[dispatch] allowed_base_urls`).
-pub fn credentials(running: &fieldsync::sandbox::Running) -> fieldsync::credentials::Credentials {
+pub fn credentials(running: &fieldsync_dev::sandbox::Running) -> fieldsync::credentials::Credentials {
     fieldsync::credentials::Credentials::default().allowing(&[running.url()])
 }
 

@@ -1,17 +1,16 @@
-//! Shared integration-test support: the throwaway PostgreSQL cluster (`fieldsync::devdb`) and
+//! Shared integration-test support: the throwaway PostgreSQL cluster (`fieldsync_dev::devdb`) and
 //! helpers that wait on a condition with a deadline instead of sleeping.
 #![allow(dead_code)] // shared by test modules; not every module uses every helper
 
 pub mod crm;
 pub mod daemon;
 pub mod proxy;
-pub mod receiver;
 pub mod spec;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-pub use fieldsync::devdb::{Cluster, ClusterOptions, HbaAuth, StopMode, TlsFiles};
+pub use fieldsync_dev::devdb::{Cluster, ClusterOptions, HbaAuth, StopMode, TlsFiles};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(200);

@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 
-use fieldsync::sandbox::Exchange;
+use fieldsync_dev::sandbox::Exchange;
 use serde_json::Value;
 
 /// Where the VSCO document can be had, for the message when it is missing.

@@ -1,14 +1,13 @@
-//! The README's first command: `fieldsync demo` shows the scripted edits captured, delivered to
-//! every CRM sandbox (each delivery as it happens, with its latency), and cleans up.
+//! The README's first command (`scripts/demo.sh`, which runs `fieldsync-dev demo`) shows the
+//! scripted edits captured, delivered to every CRM sandbox (each delivery as it happens, with its
+//! latency), and cleans up.
 
 use std::collections::HashSet;
 use std::process::Command;
 
-use crate::support::daemon::binary;
-
 #[test]
 fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
-    let out = Command::new(binary())
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldsync-dev"))
         .args(["demo", "--exit-after-script"])
         .env("RUST_LOG", "warn")
         .output()

@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL clusters for tests, benchmarks and `fieldsync demo`.
+//! Throwaway PostgreSQL clusters for tests, benchmarks and `fieldsync-dev demo`.
 //!
 //! A [`Cluster`] owns a fresh `initdb` directory under a unique temp dir, a server listening on a
 //! free loopback port, and its log file. Dropping it stops the server (`immediate`) and deletes the
@@ -25,15 +25,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::check::{quote_ident, quote_literal};
-use crate::config::percent_encode;
-use crate::pg::{PgTarget, TlsMode};
-use crate::secret::Secret;
+use fieldsync::check::{quote_ident, quote_literal};
+use fieldsync::config::percent_encode;
+use fieldsync::pg::{PgTarget, TlsMode};
+use fieldsync::secret::Secret;
 
 /// The default wedding schema (`sql/schema.sql`), carried by the binary.
-pub const SCHEMA_SQL: &str = include_str!("../sql/schema.sql");
+pub const SCHEMA_SQL: &str = include_str!("../../sql/schema.sql");
 /// The DBA setup (`sql/setup.sql`): publication, replica identity, least-privilege role.
-pub const SETUP_SQL: &str = include_str!("../sql/setup.sql");
+pub const SETUP_SQL: &str = include_str!("../../sql/setup.sql");
 
 const HOST: &str = "127.0.0.1";
 const PORT_ATTEMPTS: usize = 8;
@@ -397,7 +397,7 @@ impl Cluster {
         self.write_owned("fieldsync.conf", &conf, 0o600)?;
         append(
             &self.data_dir.join("postgresql.conf"),
-            "\n# fieldsync devdb settings (port and extras); see src/devdb.rs\ninclude 'fieldsync.conf'\ninclude 'fieldsync-port.conf'\n",
+            "\n# fieldsync devdb settings (port and extras); see dev/src/devdb.rs\ninclude 'fieldsync.conf'\ninclude 'fieldsync-port.conf'\n",
         )?;
 
         let method = opts.auth.hba_method();

@@ -4,13 +4,12 @@
 //! on `webhook-id`, and keeps what it accepted so a test can compare the applied state and the
 //! per-wedding order with the source.
 //!
-//! Self-contained on purpose (no `fieldsync::` items, no other `support` helpers) so a benchmark
-//! can include it with `#[path = "../tests/it/support/receiver.rs"] mod receiver;`.
+//! Independent of the product on purpose (no `fieldsync::` items): it checks what the daemon sends
+//! with its own verifier, so a signing bug cannot hide behind shared code.
 //!
 //! The server accepts connections itself and serves each with hyper's HTTP/1.1 connection, so that
 //! [`Receiver::stop`] can close the listener *and* every open keep-alive connection at once: after
 //! it returns, the receiver is down (connections refused), like a crashed endpoint.
-#![allow(dead_code)] // shared by tests and a benchmark; not every user calls every method
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Shared by the benchmarks (included with `#[path]`).
+//! Memory of a process, as the benchmarks report it.
 
 /// A process's peak resident set size in KiB (`VmHWM`), 0 when unknown.
 pub fn peak_rss_kib(pid: u32) -> u64 {

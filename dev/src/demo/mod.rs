@@ -1,4 +1,4 @@
-//! `fieldsync demo`: the whole path on a throwaway PostgreSQL, for a newcomer.
+//! `fieldsync-dev demo`: the whole path on a throwaway PostgreSQL, for a newcomer.
 //!
 //! Starts a private cluster with `sql/schema.sql` and `sql/setup.sql`, the CRM sandboxes, and the
 //! daemon; the studio connects Tave, Google Calendar, Stripe, Light Blue and HoneyBook (the
@@ -14,10 +14,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::app::{AppError, Daemon};
-use crate::config::Config;
 use crate::devdb::{Cluster, ClusterOptions, DevDbError};
-use crate::store::StoreError;
+use fieldsync::app::{AppError, Daemon};
+use fieldsync::config::Config;
+use fieldsync::store::StoreError;
 
 mod live_view;
 
@@ -109,7 +109,7 @@ pub async fn run(exit_after_script: bool, stop: impl Future<Output = ()>) -> Res
     );
     println!();
 
-    let db = crate::pg::connect_sql(&target)
+    let db = fieldsync::pg::connect_sql(&target)
         .await
         .map_err(|e| DemoError::Sql(e.to_string()))?;
     let mut view = LiveView::new(&daemon.queue)?;

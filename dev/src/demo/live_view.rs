@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::store::deliveries::{DeliveryStore, LogEntry, LogOutcome};
-use crate::store::record::{ChangeRecord, ColumnValue, EventId};
-use crate::store::{Durable, Store, StoreError};
+use fieldsync::store::deliveries::{DeliveryStore, LogEntry, LogOutcome};
+use fieldsync::store::record::{ChangeRecord, ColumnValue, EventId};
+use fieldsync::store::{Durable, Store, StoreError};
 
 /// How often the delivery log is read when the durable watermark does not move.
 pub(super) const POLL: Duration = Duration::from_millis(100);
@@ -294,7 +294,7 @@ fn unix_micros() -> i64 {
 
 /// A short description: the changed columns of an update, or the row's key facts.
 fn summary(r: &ChangeRecord) -> String {
-    let text = |row: &crate::store::record::Row, col: &str| match row.get(col) {
+    let text = |row: &fieldsync::store::record::Row, col: &str| match row.get(col) {
         Some(ColumnValue::Text(t)) => t.clone(),
         Some(ColumnValue::Null) => "null".into(),
         Some(ColumnValue::Unchanged) => "(unchanged)".into(),
@@ -340,7 +340,7 @@ mod tests {
             at: "2027-06-19T13:00:00.123Z".into(),
             integration_id: "i".into(),
             event_id: EventId {
-                commit_lsn: crate::lsn::Lsn(1),
+                commit_lsn: fieldsync::lsn::Lsn(1),
                 index: 0,
             },
             wedding_id: None,

@@ -1,5 +1,5 @@
 //! Sandboxes of the CRM APIs fieldsync delivers to, served on one port for tests, the demo and
-//! the benchmarks (`fieldsync sandbox --listen ADDR`). Each follows its real API's paths, auth,
+//! the benchmarks (`fieldsync-dev sandbox --listen ADDR`). Each follows its real API's paths, auth,
 //! status codes, error bodies, rate-limit signals and idempotency rules (../shared/CRM_APIS.md);
 //! behaviour the vendors do not document is marked as an assumption where it is chosen.
 //!

@@ -1,0 +1,15 @@
+//! fieldsync's development tooling, kept out of the product crate: what the tests, the benchmarks
+//! and the demo run beside the daemon.
+//!
+//! - `sandbox`: the CRM API sandboxes (Tave, Google Calendar, Stripe, Light Blue, a Zapier catch
+//!   hook), served on one port (`fieldsync-dev sandbox`).
+//! - `devdb`: throwaway PostgreSQL clusters.
+//! - `demo`: the demo (`fieldsync-dev demo`, behind `scripts/demo.sh`).
+//! - `receiver`: an in-process Standard Webhooks receiver for tests and benchmarks.
+//! - `rss`: a process's peak resident set size, for the benchmarks.
+
+pub mod demo;
+pub mod devdb;
+pub mod receiver;
+pub mod rss;
+pub mod sandbox;
