@@ -240,7 +240,7 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
         .expect("start fieldsync");
     loop {
         assert!(child.try_wait().unwrap().is_none(), "fieldsync exited early");
-        if let Ok((200, body)) = fieldsync::http::get_local(http, "/status", Duration::from_secs(5)) {
+        if let Ok((200, body)) = fieldsync::serve::http::get_local(http, "/status", Duration::from_secs(5)) {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             let durable = v.pointer("/queue/durable/commit_lsn").and_then(|l| l.as_str());
             let last = v

@@ -254,8 +254,8 @@ where
 
 /// `fieldsync_dispatch_order_flushes_total` from the daemon's `/metrics`.
 fn order_flushes(http: std::net::SocketAddr) -> u64 {
-    let (_, body) =
-        fieldsync::http::get_local(http, "/metrics", Duration::from_secs(5)).expect("/metrics answers");
+    let (_, body) = fieldsync::serve::http::get_local(http, "/metrics", Duration::from_secs(5))
+        .expect("/metrics answers");
     body.lines()
         .find_map(|l| l.strip_prefix("fieldsync_dispatch_order_flushes_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())

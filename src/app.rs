@@ -12,7 +12,7 @@ use crate::check::{self, CheckResult};
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::dispatch::Dispatcher;
-use crate::http::{self, AppState};
+use crate::serve::http::{self, AppState};
 use crate::source::health::SlotWatch;
 use crate::source::progress::SourceStatus;
 use crate::source::stream::{Source, StreamError};
@@ -134,19 +134,19 @@ impl Daemon {
                 if !addr.ip().is_loopback() {
                     tracing::warn!(admin = %addr, "the admin port has no TLS: off loopback, its results cross the network in clear (the password does not: SCRAM)");
                 }
-                let views = Arc::new(crate::admin::Views {
+                let views = Arc::new(crate::serve::admin::Views {
                     state: state.clone(),
                     slot: config.replication.slot.clone(),
                     publication: config.replication.publication.clone(),
                     started_at: chrono::Utc::now(),
                     runtime: tokio::runtime::Handle::current(),
                 });
-                tokio::spawn(crate::admin::serve(
+                tokio::spawn(crate::serve::admin::serve(
                     listener,
                     views,
                     admin.user.clone(),
                     admin.password.clone(),
-                    crate::admin::Limits::from(admin),
+                    crate::serve::admin::Limits::from(admin),
                     shutdown_rx.clone(),
                 ));
                 Some(addr)

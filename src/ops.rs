@@ -1,6 +1,6 @@
 //! Operator actions and reads on deliveries, in one place: status, what waits, dead letters, the
-//! delivery log, requeue, pause and resume. The HTTP endpoints (`crate::http::deliveries`), the
-//! SQL admin port (`crate::admin`) and the command line (`crate::cli`, online through the HTTP
+//! delivery log, requeue, pause and resume. The HTTP endpoints (`crate::serve::http::deliveries`), the
+//! SQL admin port (`crate::serve::admin`) and the command line (`crate::cli`, online through the HTTP
 //! endpoints, offline on the store) all call these.
 //!
 //! Online, actions go through the running dispatcher, which owns the queues in memory; offline

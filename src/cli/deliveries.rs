@@ -9,9 +9,9 @@ use clap::Subcommand;
 
 use super::{load, ConfigArg};
 use crate::config::Config;
-use crate::http::deliveries::{PauseRequest, RequeueRequest};
-use crate::http::RecordSummary;
 use crate::ops::{Filter, Ops, OpsError};
+use crate::serve::http::deliveries::{PauseRequest, RequeueRequest};
+use crate::serve::http::RecordSummary;
 use crate::store::record::{EventId, ParseEventIdError};
 use crate::store::{Store, StoreError};
 
@@ -248,7 +248,7 @@ fn print_queue(queue: &Store, last: usize) -> Result<(), StoreError> {
 /// Asks the running daemon for its queue view.
 /// The queue is held by the running daemon: asks it over HTTP and prints its answer.
 fn ask_daemon(config: &Config, method: &str, path: &str, body: Option<&str>) -> ExitCode {
-    match crate::http::request_local(config.http.listen, method, path, body, Duration::from_secs(10)) {
+    match crate::serve::http::request_local(config.http.listen, method, path, body, Duration::from_secs(10)) {
         Ok((200, body)) => {
             println!("{body}");
             ExitCode::SUCCESS

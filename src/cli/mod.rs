@@ -109,7 +109,7 @@ async fn run(arg: ConfigArg) -> ExitCode {
     };
     crate::telemetry::logs::init_logging(&config.log);
     // before anything opens descriptors: the HTTP connection cap is derived from this limit
-    crate::http::raise_nofile_limit();
+    crate::serve::http::raise_nofile_limit();
     let daemon = match Daemon::start(config).await {
         Ok(d) => d,
         Err(e) => return report(e),

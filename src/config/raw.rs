@@ -51,7 +51,7 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
 pub const DEFAULT_HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A kept-alive connection with no request in progress is closed after this long.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// 0: derived at start from the open-file limit (see `crate::http::limits`).
+/// 0: derived at start from the open-file limit (see `crate::serve::http::limits`).
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 0;
 pub const DEFAULT_HTTP_MAX_STREAMS: u32 = 32;
 
@@ -215,7 +215,7 @@ pub struct RawAdmin {
     pub max_query_bytes: usize,
 }
 
-/// The admin port's defaults (`crate::admin::limits` applies them).
+/// The admin port's defaults (`crate::serve::admin::limits` applies them).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Shorter than PostgreSQL's `authentication_timeout` (60 s): the SCRAM exchange takes
 /// milliseconds and psql asks for a password before it connects, not during the exchange, so

@@ -2,7 +2,7 @@
 //! labels are bounded (integration ids, table names of the publication, operations, outcomes,
 //! known field types). Counters and the latency histogram are recorded where things happen, by
 //! every floor, so this module imports none of them; gauges are read from the daemon's own state
-//! at each scrape by the `/metrics` page (`crate::http::metrics_page`), so they are never stale.
+//! at each scrape by the `/metrics` page (`crate::serve::http::metrics_page`), so they are never stale.
 //!
 //! The README lists every series.
 

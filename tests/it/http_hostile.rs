@@ -120,13 +120,13 @@ impl Drop for Limited {
 
 /// Raises this test process's soft open-file limit to its hard limit (it holds thousands).
 fn raise_own_nofile(need: u64) {
-    let (soft, hard) = fieldsync::http::nofile_limit().expect("getrlimit");
+    let (soft, hard) = fieldsync::serve::http::nofile_limit().expect("getrlimit");
     if soft < need {
         assert!(
             hard >= need,
             "the test needs {need} descriptors, the hard limit is {hard}"
         );
-        fieldsync::http::raise_nofile_limit();
+        fieldsync::serve::http::raise_nofile_limit();
     }
 }
 
@@ -622,9 +622,9 @@ fn each_http_limit_is_validated_and_its_error_names_the_key() {
     .unwrap();
     assert_eq!(ok.http.max_connections, Some(100));
     assert_eq!(ok.http.header_read_timeout, Duration::from_secs(3));
-    assert_eq!(fieldsync::http::derived_max_connections(1024), 768);
-    assert_eq!(fieldsync::http::derived_max_connections(65536), 4096);
-    assert_eq!(fieldsync::http::derived_max_connections(100), 16);
+    assert_eq!(fieldsync::serve::http::derived_max_connections(1024), 768);
+    assert_eq!(fieldsync::serve::http::derived_max_connections(65536), 4096);
+    assert_eq!(fieldsync::serve::http::derived_max_connections(100), 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

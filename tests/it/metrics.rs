@@ -194,8 +194,8 @@ fn operator_files_name_only_exported_series() {
     // the series are named where they are recorded and on the /metrics page
     let exporter: String = [
         "src/telemetry/metrics.rs",
-        "src/http/metrics_page.rs",
-        "src/http/mod.rs",
+        "src/serve/http/metrics_page.rs",
+        "src/serve/http/mod.rs",
     ]
     .iter()
     .map(|f| std::fs::read_to_string(root.join(f)).unwrap())

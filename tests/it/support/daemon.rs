@@ -93,7 +93,7 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.0 GET; `None` when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    fieldsync::http::get_local(addr, path, Duration::from_secs(5)).ok()
+    fieldsync::serve::http::get_local(addr, path, Duration::from_secs(5)).ok()
 }
 
 /// The `fieldsync` binary running as a child process, its stderr appended to a log file.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::sql::{state, Catalog, Column, Function, Rows, SqlError, Type, Value};
-use crate::http::AppState;
 use crate::ops::{Filter, OpsError};
+use crate::serve::http::AppState;
 use crate::store::record::EventId;
 use crate::store::StoreError;
 
