@@ -18,6 +18,7 @@ mod load;
 pub mod mapping;
 mod pgurl;
 mod redact;
+pub mod size;
 mod validate;
 
 pub mod env;
@@ -114,6 +115,8 @@ pub struct QueueConfig {
     pub path: PathBuf,
     /// sled page cache size; bounds the queue's memory.
     pub cache_capacity_bytes: u64,
+    /// The store's size on disk at which capture stops reading WAL (`[queue] max_disk`).
+    pub max_disk_bytes: u64,
 }
 
 /// The SQL admin port.

@@ -44,6 +44,7 @@ pub const DEFAULT_TABLES: &[&str] = &[
 
 pub const DEFAULT_QUEUE_PATH: &str = "./fieldsync-data";
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
+pub const DEFAULT_MAX_DISK: &str = "10GiB";
 
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
 /// A request's head must be complete this long after the connection opened (or after its first
@@ -158,6 +159,7 @@ impl Default for RawCapture {
 pub struct RawQueue {
     pub path: PathBuf,
     pub cache_capacity_mb: u64,
+    pub max_disk: super::size::RawSize,
 }
 
 impl Default for RawQueue {
@@ -165,6 +167,7 @@ impl Default for RawQueue {
         RawQueue {
             path: PathBuf::from(DEFAULT_QUEUE_PATH),
             cache_capacity_mb: DEFAULT_CACHE_CAPACITY_MB,
+            max_disk: super::size::RawSize::Text(DEFAULT_MAX_DISK.to_owned()),
         }
     }
 }

@@ -45,6 +45,15 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(tables, DEFAULT_TABLES);
     assert_eq!(c.queue.path, PathBuf::from("./fieldsync-data"));
     assert_eq!(c.queue.cache_capacity_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.queue.max_disk_bytes, 10 << 30);
+    let sized = load(
+        "[queue]\nmax_disk = \"500MB\"\n",
+        &[("FIELDSYNC__QUEUE__CACHE_CAPACITY_MB", "8")],
+    )
+    .unwrap();
+    assert_eq!(sized.queue.max_disk_bytes, 500_000_000);
+    let from_env = load("", &[("FIELDSYNC__QUEUE__MAX_DISK", "2097152")]).unwrap();
+    assert_eq!(from_env.queue.max_disk_bytes, 2 << 20);
     assert_eq!(c.http.listen, "127.0.0.1:9187".parse().unwrap());
     assert_eq!((c.log.level.as_str(), c.log.format), ("info", LogFormat::Text));
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
@@ -191,6 +200,10 @@ fn other_invalid_values_name_their_key() {
     let cases = [
         ("[queue]\ncache_capacity_mb = 0\n", "queue.cache_capacity_mb"),
         ("[queue]\ncache_capacity_mb = -1\n", "queue.cache_capacity_mb"),
+        ("[queue]\nmax_disk = \"lots\"\n", "queue.max_disk"),
+        ("[queue]\nmax_disk = \"2 parsecs\"\n", "queue.max_disk"),
+        ("[queue]\nmax_disk = \"1KiB\"\n", "queue.max_disk"),
+        ("[queue]\nmax_disk = true\n", "max_disk"),
         ("[capture]\ntables = []\n", "capture.tables"),
         ("[capture]\ntables = [\"a.b.c\"]\n", "capture.tables"),
         ("[capture]\ntables = [\"a\", \"public.a\"]\n", "listed twice"),

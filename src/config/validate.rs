@@ -19,6 +19,8 @@ use crate::secret::quoted;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
+/// The smallest `[queue] max_disk`: sled's files take about a megabyte before any record.
+const MIN_MAX_DISK: u64 = 1 << 20;
 /// The words a log filter may use alone.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
@@ -255,9 +257,19 @@ impl Checker<'_> {
             .cache_capacity_mb
             .checked_mul(1024 * 1024)
             .ok_or_else(|| self.err(KEY, format!("{} megabytes is too large", raw.cache_capacity_mb)))?;
+        let max_disk_bytes = raw.max_disk.bytes().map_err(|e| self.err("queue.max_disk", e))?;
+        if max_disk_bytes < MIN_MAX_DISK {
+            return Err(self.err(
+                "queue.max_disk",
+                format!(
+                    "{max_disk_bytes} bytes is below the 1MiB the queue needs to hold anything: give a size such as \"10GiB\""
+                ),
+            ));
+        }
         Ok(QueueConfig {
             path: raw.path,
             cache_capacity_bytes,
+            max_disk_bytes,
         })
     }
 
