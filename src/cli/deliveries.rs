@@ -51,7 +51,7 @@ pub(super) async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
         Err(code) => return code,
     };
     match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
-        Ok(queue) => match print_queue(&queue, last) {
+        Ok(queue) => match print_queue(&queue, last, &config.queue) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -219,10 +219,17 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn print_queue(queue: &Store, last: usize) -> Result<(), StoreError> {
+fn print_queue(queue: &Store, last: usize, config: &crate::config::QueueConfig) -> Result<(), StoreError> {
     let s = queue.summary()?;
     println!("records:       {}", s.records);
     println!("transactions:  {}", s.transactions);
+    if let Ok(bytes) = crate::store::disk::dir_bytes(&config.path) {
+        println!(
+            "disk bytes:    {bytes} ({} of [queue] max_disk {})",
+            crate::store::disk::show(bytes),
+            crate::store::disk::show(config.max_disk_bytes)
+        );
+    }
     println!(
         "durable LSN:   {} (commit {})",
         s.durable.end_lsn, s.durable.commit_lsn

@@ -11,7 +11,7 @@ mod secret;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{AppError, Daemon};
+use crate::app::{AppError, Daemon, Ended};
 use crate::config::Config;
 use deliveries::{deliveries, queue_view, Deliveries};
 use secret::{secret, SecretCommand};
@@ -115,9 +115,26 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Err(e) => return report(e),
     };
     match daemon.run_until(shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ended::Stopped) => ExitCode::SUCCESS,
+        Ok(Ended::ReopenQueue) => reexec(),
         Err(e) => report(e),
     }
+}
+
+/// Runs this command again in this process (same pid, same arguments): the queue is opened afresh
+/// after a write failure (see `crate::app`). Returns only when that fails.
+fn reexec() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    tracing::info!("executing fieldsync again in place to reopen the queue");
+    let error = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec(),
+        Err(e) => e,
+    };
+    report(AppError::Task(format!(
+        "cannot execute fieldsync again to reopen the queue: {error}"
+    )))
 }
 
 fn report(e: AppError) -> ExitCode {

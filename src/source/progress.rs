@@ -74,7 +74,16 @@ pub struct SourceStatus {
     last_message_unix_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
     heartbeat: Heartbeat,
+    /// Capture is not reading WAL because the dispatcher is backpressured (policy `pause`).
+    paused_backpressure: AtomicBool,
+    /// Capture is not reading WAL because the queue reached `[queue] max_disk`.
+    paused_max_disk: AtomicBool,
+    /// The queue failed a write or a flush (a full filesystem): what, where and how to fix it.
+    storage_error: Mutex<Option<String>>,
 }
+
+/// Why capture may stop reading WAL, as `fieldsync_capture_paused{reason}` names them.
+pub const PAUSE_REASONS: [&str; 3] = ["backpressure", "max_disk", "storage_error"];
 
 /// The heartbeat's bookkeeping (see `source::health`): when the oldest heartbeat not yet seen
 /// in the stream was written, and the newest ingestion latency.
@@ -100,6 +109,10 @@ pub struct SourceSnapshot {
     pub heartbeat_latency_seconds: Option<f64>,
     /// Why the stream counts as stalled: a heartbeat written that long ago has not come back.
     pub stalled: Option<String>,
+    /// Why capture is not reading WAL now (of [`PAUSE_REASONS`]); empty while it reads.
+    pub capture_paused: Vec<&'static str>,
+    /// The queue's write failure, while it lasts.
+    pub storage_error: Option<String>,
 }
 
 impl SourceStatus {
@@ -119,6 +132,17 @@ impl SourceStatus {
     pub fn record_reconnect(&self, error: String) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().expect("status lock") = Some(error);
+    }
+
+    /// Which reasons hold capture now (see [`PAUSE_REASONS`]).
+    pub fn set_paused(&self, backpressure: bool, max_disk: bool) {
+        self.paused_backpressure.store(backpressure, Ordering::Relaxed);
+        self.paused_max_disk.store(max_disk, Ordering::Relaxed);
+    }
+
+    /// The queue cannot write (`Some`: what, where, how to fix), or writes again (`None`).
+    pub fn set_storage_error(&self, error: Option<String>) {
+        *self.storage_error.lock().expect("status lock") = error;
     }
 
     pub fn touch(&self, unix_ms: i64) {
@@ -175,6 +199,7 @@ impl SourceStatus {
 
     pub fn snapshot(&self) -> SourceSnapshot {
         let latency = self.heartbeat.latency_micros.load(Ordering::Relaxed);
+        let storage_error = self.storage_error.lock().expect("status lock").clone();
         SourceSnapshot {
             connected: self.connected.load(Ordering::Relaxed),
             received_lsn: Lsn(self.received.load(Ordering::Relaxed)),
@@ -185,6 +210,16 @@ impl SourceStatus {
             last_error: self.last_error.lock().expect("status lock").clone(),
             heartbeat_latency_seconds: (latency > 0).then(|| latency as f64 / 1e6),
             stalled: self.stalled(chrono::Utc::now().timestamp_micros()),
+            capture_paused: PAUSE_REASONS
+                .into_iter()
+                .zip([
+                    self.paused_backpressure.load(Ordering::Relaxed),
+                    self.paused_max_disk.load(Ordering::Relaxed),
+                    storage_error.is_some(),
+                ])
+                .filter_map(|(reason, on)| on.then_some(reason))
+                .collect(),
+            storage_error,
         }
     }
 }

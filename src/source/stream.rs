@@ -50,6 +50,16 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// The queue's write failure (a full filesystem) behind this error, if that is what it is.
+    pub fn into_write_failure(self) -> Result<StoreError, StreamError> {
+        match self {
+            StreamError::Store(e) | StreamError::Capture(CaptureError::Store(e)) if e.is_write_failure() => {
+                Ok(e)
+            }
+            other => Err(other),
+        }
+    }
+
     /// Transient errors are retried with backoff; everything else stops the daemon.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -72,6 +82,8 @@ pub struct Source {
     progress: Progress,
     /// True while dispatch backpressure (policy `pause`) asks not to read the stream.
     pause: watch::Receiver<bool>,
+    /// True while the queue is at its disk bound (`[queue] max_disk`, see `store::disk`).
+    disk_full: watch::Receiver<bool>,
 }
 
 impl Source {
@@ -87,6 +99,7 @@ impl Source {
             capture,
             progress,
             pause: watch::channel(false).1,
+            disk_full: watch::channel(false).1,
         })
     }
 
@@ -94,6 +107,12 @@ impl Source {
     /// the connection and the WAL).
     pub fn with_pause(mut self, pause: watch::Receiver<bool>) -> Source {
         self.pause = pause;
+        self
+    }
+
+    /// Stops reading the stream while the queue is at its disk bound; either reason pauses.
+    pub fn with_disk_bound(mut self, full: watch::Receiver<bool>) -> Source {
+        self.disk_full = full;
         self
     }
 
@@ -153,11 +172,13 @@ impl Source {
         let mut ticker = tokio::time::interval(rc.status_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
-        let mut pause = self.pause.clone();
-        // without a sender (no dispatcher, or it ended) the pause can no longer change
-        let mut pause_open = true;
+        let (mut pause, mut disk_full) = (self.pause.clone(), self.disk_full.clone());
+        // without a sender (no dispatcher, or it ended) a pause can no longer change
+        let (mut pause_open, mut disk_open) = (true, true);
         loop {
-            let paused = *pause.borrow_and_update();
+            let (backpressure, full) = (*pause.borrow_and_update(), *disk_full.borrow_and_update());
+            self.status.set_paused(backpressure, full);
+            let paused = backpressure || full;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
@@ -165,6 +186,7 @@ impl Source {
                     return Ok(());
                 }
                 changed = pause.changed(), if pause_open => pause_open = changed.is_ok(),
+                changed = disk_full.changed(), if disk_open => disk_open = changed.is_ok(),
                 read = stream.next_batch(&mut batch), if !paused => {
                     read?;
                     let mut reply = false;

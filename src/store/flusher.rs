@@ -54,7 +54,8 @@ struct State {
     durable: Durable,
     /// Commit times of written but not yet durable transactions: `(end_lsn, commit unix micros)`.
     pending_times: VecDeque<(Lsn, i64)>,
-    failed: Option<String>,
+    /// The flush that failed: sled fails every later write of this open database too.
+    failed: Option<sled::Error>,
     stop: bool,
     /// The flusher thread is waiting for work (only then does a writer need to wake it).
     idle: bool,
@@ -149,9 +150,9 @@ impl Flusher {
     pub(super) fn check_failed(&self) -> Result<(), StoreError> {
         let st = self.state.lock().expect("flusher lock");
         match &st.failed {
-            Some(reason) => Err(StoreError::FlushFailed {
+            Some(source) => Err(StoreError::FlushFailed {
                 durable: st.durable.end_lsn,
-                reason: reason.clone(),
+                source: source.clone(),
             }),
             None => Ok(()),
         }
@@ -170,9 +171,9 @@ impl Flusher {
                 .0;
         }
         match &st.failed {
-            Some(reason) => Err(StoreError::FlushFailed {
+            Some(source) => Err(StoreError::FlushFailed {
                 durable: st.durable.end_lsn,
-                reason: reason.clone(),
+                source: source.clone(),
             }),
             None => Ok(st.durable),
         }
@@ -220,8 +221,8 @@ impl Flusher {
                     self.durable_tx.send_replace(target);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "queue flush failed; capture stops");
-                    st.failed = Some(e.to_string());
+                    tracing::error!(error = %e, durable = %st.durable.end_lsn, "queue flush failed: the durable position stays where it was");
+                    st.failed = Some(e);
                 }
             }
             drop(st);

@@ -24,6 +24,7 @@
 pub mod chunk;
 pub mod context;
 pub mod deliveries;
+pub mod disk;
 pub mod event;
 pub mod flusher;
 pub mod record;
@@ -55,12 +56,49 @@ pub enum StoreError {
     },
     #[error("queue storage error: {0}")]
     Storage(#[from] sled::Error),
-    #[error("queue flush failed, nothing after {durable} is confirmed: {reason}")]
-    FlushFailed { durable: Lsn, reason: String },
+    #[error("queue flush failed, nothing after {durable} is confirmed: {source}")]
+    FlushFailed {
+        durable: Lsn,
+        #[source]
+        source: sled::Error,
+    },
     #[error("corrupt queue entry {what}: {reason}")]
     Corrupt { what: String, reason: String },
     #[error("transaction at {commit_lsn} is not after the queue head {head}: replays must be skipped")]
     OutOfOrder { commit_lsn: Lsn, head: Lsn },
+}
+
+impl StoreError {
+    /// The storage under the queue failed a write or a flush (a full filesystem, an I/O error).
+    /// sled then fails every later write of this open database, so the queue must be opened again
+    /// once the cause is fixed; nothing past the durable watermark was confirmed.
+    pub fn is_write_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Storage(sled::Error::Io(_))
+                | StoreError::FlushFailed {
+                    source: sled::Error::Io(_),
+                    ..
+                }
+        )
+    }
+
+    /// A write failure for lack of space (ENOSPC, or a disk quota).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StoreError::Storage(sled::Error::Io(e))
+            | StoreError::FlushFailed {
+                source: sled::Error::Io(e),
+                ..
+            } => {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The newest stored transaction and running totals, kept under `meta/head`.

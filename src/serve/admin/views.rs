@@ -32,6 +32,7 @@ const STATUS: &[Column] = &[
     col("last_error", Type::Text),
     col("queue_records", Type::Int),
     col("queue_transactions", Type::Int),
+    col("disk_bytes", Type::Int),
     col("deliveries_in_flight", Type::Int),
     col("started_at", Type::Time),
     col("version", Type::Text),
@@ -158,6 +159,12 @@ impl Views {
             Value::opt_text(s.last_error),
             Value::Int(q.records as i64),
             Value::Int(q.transactions as i64),
+            Value::opt_int(
+                self.state
+                    .disk
+                    .as_ref()
+                    .map(|d| d.bytes().min(i64::MAX as u64) as i64),
+            ),
             in_flight,
             Value::Time(self.started_at),
             Value::text(env!("CARGO_PKG_VERSION")),

@@ -12,6 +12,7 @@ pub fn render(
     source: &SourceSnapshot,
     slot: Option<&SlotHealth>,
     dispatch: Option<&DispatchStatus>,
+    disk: Option<&crate::store::disk::DiskWatch>,
 ) -> String {
     let handle = crate::telemetry::metrics::install();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -27,6 +28,14 @@ pub fn render(
     gauge!("fieldsync_replication_stalled").set(f64::from(u8::from(source.stalled.is_some())));
     if let Some(latency) = source.heartbeat_latency_seconds {
         gauge!("fieldsync_heartbeat_latency_seconds").set(latency);
+    }
+    for reason in crate::source::progress::PAUSE_REASONS {
+        let on = source.capture_paused.contains(&reason);
+        gauge!("fieldsync_capture_paused", "reason" => reason).set(f64::from(u8::from(on)));
+    }
+    if let Some(d) = disk {
+        gauge!("fieldsync_queue_disk_bytes").set(d.bytes() as f64);
+        gauge!("fieldsync_queue_max_disk_bytes").set(d.max_bytes() as f64);
     }
     if let Some(s) = slot {
         gauge!("fieldsync_replication_lag_bytes").set(s.lag_bytes as f64);

@@ -49,6 +49,8 @@ pub struct AppState {
     pub slot: Arc<crate::source::health::SlotWatch>,
     /// The dispatcher's command channel; `None` when dispatch is disabled.
     pub dispatch: Option<tokio::sync::mpsc::Sender<crate::dispatch::Command>>,
+    /// The store's size on disk and its bound (`None` where no daemon measures it).
+    pub disk: Option<crate::store::disk::DiskWatch>,
     pub stream_token: Option<crate::secret::Secret<String>>,
     /// Turns true on shutdown: open live streams end, so the server can stop.
     pub shutdown: watch::Receiver<bool>,
@@ -82,7 +84,12 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(st): State<AppState>) -> Response {
     let dispatch = st.ops().status().await.ok();
     let slot = st.slot.latest().and_then(Result::ok);
-    let body = metrics_page::render(&st.source.snapshot(), slot.as_ref(), dispatch.as_ref());
+    let body = metrics_page::render(
+        &st.source.snapshot(),
+        slot.as_ref(),
+        dispatch.as_ref(),
+        st.disk.as_ref(),
+    );
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         body,
@@ -90,7 +97,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Ready when replication is connected, the queue takes writes and the slot is not lost.
+/// Ready when replication is connected, the queue takes writes and is under its disk bound, and
+/// the slot is not lost.
 async fn readyz(State(st): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let source = st.source.snapshot();
@@ -102,6 +110,12 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
     if let Some(stalled) = source.stalled {
         reasons.push(stalled);
+    }
+    if let Some(failed) = source.storage_error {
+        reasons.push(failed);
+    }
+    if let Some(full) = st.disk.as_ref().and_then(|d| d.reason()) {
+        reasons.push(full);
     }
     if let Err(e) = st.queue.probe_write() {
         reasons.push(format!("the queue does not take writes: {e}"));
@@ -125,6 +139,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// The store's size on disk and its bound, for `/status` and `/queue`.
+fn disk_json(st: &AppState) -> serde_json::Value {
+    match &st.disk {
+        Some(d) => {
+            serde_json::json!({"disk_bytes": d.bytes(), "max_disk_bytes": d.max_bytes(), "full": d.is_full()})
+        }
+        None => serde_json::Value::Null,
+    }
+}
+
 async fn status(State(st): State<AppState>) -> Response {
     match st.queue.summary() {
         Ok(queue) => {
@@ -132,7 +156,7 @@ async fn status(State(st): State<AppState>) -> Response {
                 Ok(h) => serde_json::to_value(h).unwrap_or_default(),
                 Err(e) => serde_json::json!({ "error": e }),
             });
-            Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue, "slot": slot}))
+            Json(serde_json::json!({"source": st.source.snapshot(), "queue": queue, "slot": slot, "disk": disk_json(&st)}))
                 .into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -178,7 +202,7 @@ async fn queue_view(State(st): State<AppState>, Query(p): Query<QueueParams>) ->
             .iter()
             .map(RecordSummary::from)
             .collect();
-        Ok(serde_json::json!({"summary": summary, "last_records": records}))
+        Ok(serde_json::json!({"summary": summary, "disk": disk_json(&st), "last_records": records}))
     });
     match result {
         Ok(v) => Json(v).into_response(),
