@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod crm;
 mod devdb;
+mod disk;
 mod dispatch;
 mod events;
 mod health;
