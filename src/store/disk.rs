@@ -131,7 +131,9 @@ impl Shared {
     }
 }
 
-/// The sum of the sizes of every file under `path`, recursively.
+/// The sum of the sizes of every file under `path`, recursively, but for a snapshot sled is
+/// writing (`snap.*.generating`, renamed over the previous one when complete): counting both
+/// for a moment would make the size jump past the bound and back.
 pub fn dir_bytes(path: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     let mut dirs = vec![path.to_path_buf()];
@@ -146,7 +148,7 @@ pub fn dir_bytes(path: &Path) -> std::io::Result<u64> {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
                 dirs.push(entry.path());
-            } else {
+            } else if !entry.file_name().to_string_lossy().ends_with(".generating") {
                 total += meta.len();
             }
         }
@@ -179,6 +181,7 @@ mod tests {
         std::fs::write(dir.path().join("db"), vec![0u8; 3000]).unwrap();
         std::fs::create_dir_all(dir.path().join("blobs/x")).unwrap();
         std::fs::write(dir.path().join("blobs/x/1"), vec![0u8; 500]).unwrap();
+        std::fs::write(dir.path().join("snap.00AB.generating"), vec![0u8; 700]).unwrap();
         assert_eq!(dir_bytes(dir.path()).unwrap(), 3500);
         assert!(dir_bytes(&dir.path().join("missing")).is_err());
     }

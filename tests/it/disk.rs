@@ -168,7 +168,7 @@ fn log_text(log: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet passing: the slot's confirmed_flush_lsn moved once (by 476 KB of WAL) after /readyz named the bound; suspected: the directory's size dips under 95 % while sled replaces its snapshot file, lifting the pause for a moment"]
+#[ignore = "not yet passing reliably: passed once in 3 runs; in 2 the slot's confirmed_flush_lsn moved (by 0.5 MB of WAL) after the pause was reported; cause not found"]
 async fn at_max_disk_capture_stops_confirms_nothing_more_and_a_larger_bound_delivers_every_change_once() {
     let cluster = cluster_with_schema();
     let receiver = Receiver::start(SECRET).await;
@@ -201,11 +201,12 @@ async fn at_max_disk_capture_stops_confirms_nothing_more_and_a_larger_bound_deli
     let reached = started.elapsed();
     let (_, reasons) = readyz(work.http).unwrap();
     let reason = reasons.iter().find(|r| r.contains("max_disk")).unwrap().clone();
+    // the capture loop notes the pause when it next turns (after the read in progress)
+    wait_for(DEADLINE, "the metric to show capture paused at the bound", || {
+        http_get(work.http, "/metrics")
+            .is_some_and(|(_, m)| m.contains("fieldsync_capture_paused{reason=\"max_disk\"} 1"))
+    });
     let metrics = http_get(work.http, "/metrics").unwrap().1;
-    assert!(
-        metrics.contains("fieldsync_capture_paused{reason=\"max_disk\"} 1"),
-        "{metrics}"
-    );
     assert!(metrics.contains("fieldsync_queue_disk_bytes "), "{metrics}");
     let status = child.status().unwrap();
     let disk_bytes = status["disk"]["disk_bytes"].as_u64().unwrap();
