@@ -283,6 +283,45 @@ async fn events_wait_while_the_receiver_is_down_and_all_arrive_in_order_when_it_
     d.stop().await.unwrap();
 }
 
+/// The receiver refuses wedding 0's events with a 400; after `n` edits of `weddings` weddings' fields
+/// every other wedding has arrived and wedding 0's deliveries are dead letters. Answers wedding 0's
+/// id and the dead letters as `/deliveries/dead` lists them.
+async fn dead_letters_of_one_wedding(
+    receiver: &Receiver,
+    db: &tokio_postgres::Client,
+    d: &fieldsync::app::Daemon,
+    n: usize,
+    weddings: usize,
+) -> (String, Vec<serde_json::Value>) {
+    let blocked = wedding(0);
+    receiver.set_faults(Faults {
+        reject_wedding: Some(blocked.clone()),
+        ..Faults::default()
+    });
+    edit(db, 4, n, weddings, 3).await;
+    daemon::caught_up(db, d).await;
+    let others: BTreeMap<_, _> = db_state(db)
+        .await
+        .into_iter()
+        .filter(|((w, _), _)| *w != blocked)
+        .collect();
+    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
+        let got = receiver.final_state();
+        others.iter().all(|(k, v)| got.get(k) == Some(v))
+    })
+    .await;
+    wait_for_async(
+        DEADLINE,
+        "the blocked wedding's deliveries to be dead letters",
+        || async { deliveries_status(d)["integrations"][0]["queued"] == 0 },
+    )
+    .await;
+    let (_, dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
+    let dead: Vec<serde_json::Value> = serde_json::from_str(&dead).unwrap();
+    assert!(!dead.is_empty());
+    (blocked, dead)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_delivers_it() {
     let Setup {
@@ -292,38 +331,8 @@ async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_deliver
         _dir,
         _cluster,
     } = setup(4, 3, "", "").await;
-    let blocked = wedding(0);
-    receiver.set_faults(Faults {
-        reject_wedding: Some(blocked.clone()),
-        ..Faults::default()
-    });
-
-    edit(&db, 4, 120, 4, 3).await;
-    let want = db_state(&db).await;
-    let others: BTreeMap<_, _> = want
-        .iter()
-        .filter(|((w, _), _)| *w != blocked)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
-        let got = receiver.final_state();
-        others.iter().all(|(k, v)| got.get(k) == Some(v))
-    })
-    .await;
+    let (blocked, dead) = dead_letters_of_one_wedding(&receiver, &db, &d, 120, 4).await;
     assert!(receiver.final_state().keys().all(|(w, _)| *w != blocked));
-    wait_for_async(
-        DEADLINE,
-        "the blocked wedding's deliveries to be dead letters",
-        || async {
-            let (_, body) = daemon::http_get(d.http_addr, "/deliveries").unwrap();
-            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-            s["integrations"][0]["queued"] == 0
-        },
-    )
-    .await;
-    let (_, dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
-    let dead: Vec<serde_json::Value> = serde_json::from_str(&dead).unwrap();
-    assert!(!dead.is_empty());
     for l in &dead {
         assert_eq!(l["wedding_id"], blocked.as_str());
         assert_eq!(l["attempts"], 3);
@@ -665,32 +674,7 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
         _dir,
         _cluster,
     } = setup(3, 2, "", "").await;
-    let blocked = wedding(0);
-    receiver.set_faults(Faults {
-        reject_wedding: Some(blocked.clone()),
-        ..Faults::default()
-    });
-    edit(&db, 4, 40, 3, 2).await;
-    daemon::caught_up(&db, &d).await;
-    let others: BTreeMap<_, _> = db_state(&db)
-        .await
-        .into_iter()
-        .filter(|((w, _), _)| *w != blocked)
-        .collect();
-    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
-        let got = receiver.final_state();
-        others.iter().all(|(k, v)| got.get(k) == Some(v))
-    })
-    .await;
-    wait_for_async(
-        DEADLINE,
-        "the blocked wedding's deliveries to be dead letters",
-        || async { deliveries_status(&d)["integrations"][0]["queued"] == 0 },
-    )
-    .await;
-    let (_, online_dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
-    let online_dead: Vec<serde_json::Value> = serde_json::from_str(&online_dead).unwrap();
-    assert!(!online_dead.is_empty());
+    let (blocked, online_dead) = dead_letters_of_one_wedding(&receiver, &db, &d, 40, 3).await;
     d.stop().await.unwrap();
 
     // the daemon is stopped: the CLI works on the store
