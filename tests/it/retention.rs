@@ -153,8 +153,9 @@ async fn records_an_integration_still_needs_stay_until_it_is_back_then_all_arriv
     ))
     .await
     .unwrap();
-    let (_dir, d) = start(&cluster, "1s", 10_000, "", "").await;
+    // down before the daemon starts: not even the initial snapshot's events reach it
     down.pause().await;
+    let (_dir, d) = start(&cluster, "1s", 10_000, "", "").await;
 
     edit(&db, 21, 400, 10, 4).await;
     converge(&db, &up).await;
@@ -175,22 +176,17 @@ async fn records_an_integration_still_needs_stay_until_it_is_back_then_all_arriv
         .filter(|r| r.event.is_some())
         .map(|r| r.id)
         .collect();
-    let first_event = *held.first().expect("events are held");
-    assert!(
-        d.queue.removed().unwrap().last.is_none_or(|l| l < first_event),
-        "no event record was removed while an integration still needs it"
-    );
-    for a in up.accepted() {
-        let id: EventId = a.id.parse().unwrap();
-        assert!(
-            held.contains(&id),
-            "{id} was delivered to one integration only and stays"
-        );
-    }
+    assert!(!held.is_empty());
     assert_eq!(down.stats().accepted, 0);
 
     down.resume().await;
     converge(&db, &down).await;
+    // everything it received was still pending for it, so still held (a delivery superseded by a
+    // later change of its field is final, and its record may go)
+    for a in down.accepted() {
+        let id: EventId = a.id.parse().unwrap();
+        assert!(held.contains(&id), "{id} was needed and was removed");
+    }
     drained(&d).await;
     assert!(d.queue.removed().unwrap().records >= held.len() as u64);
     d.stop().await.unwrap();
