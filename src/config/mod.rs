@@ -114,6 +114,9 @@ pub struct QueueConfig {
     pub path: PathBuf,
     /// sled page cache size; bounds the queue's memory.
     pub cache_capacity_bytes: u64,
+    /// A record leaves the queue once it is confirmed, every delivery of it is final, and it is
+    /// older than this (also the live stream's replay window).
+    pub retention: std::time::Duration,
 }
 
 /// The SQL admin port.

@@ -153,11 +153,16 @@ impl Default for RawCapture {
     }
 }
 
+/// How long a record stays in the queue after it is confirmed and delivered.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawQueue {
     pub path: PathBuf,
     pub cache_capacity_mb: u64,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for RawQueue {
@@ -165,6 +170,7 @@ impl Default for RawQueue {
         RawQueue {
             path: PathBuf::from(DEFAULT_QUEUE_PATH),
             cache_capacity_mb: DEFAULT_CACHE_CAPACITY_MB,
+            retention: DEFAULT_RETENTION,
         }
     }
 }

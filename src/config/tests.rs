@@ -45,6 +45,7 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(tables, DEFAULT_TABLES);
     assert_eq!(c.queue.path, PathBuf::from("./fieldsync-data"));
     assert_eq!(c.queue.cache_capacity_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.queue.retention, Duration::from_secs(24 * 3600));
     assert_eq!(c.http.listen, "127.0.0.1:9187".parse().unwrap());
     assert_eq!((c.log.level.as_str(), c.log.format), ("info", LogFormat::Text));
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
@@ -191,6 +192,8 @@ fn other_invalid_values_name_their_key() {
     let cases = [
         ("[queue]\ncache_capacity_mb = 0\n", "queue.cache_capacity_mb"),
         ("[queue]\ncache_capacity_mb = -1\n", "queue.cache_capacity_mb"),
+        ("[queue]\nretention = \"a day\"\n", "queue.retention"),
+        ("[queue]\nretention = \"100000days\"\n", "queue.retention"),
         ("[capture]\ntables = []\n", "capture.tables"),
         ("[capture]\ntables = [\"a.b.c\"]\n", "capture.tables"),
         ("[capture]\ntables = [\"a\", \"public.a\"]\n", "listed twice"),

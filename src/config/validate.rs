@@ -17,6 +17,9 @@ use crate::config::{
 use crate::pg::{PgTarget, TlsMode};
 use crate::secret::quoted;
 
+/// Longer than any sensible retention: a typo such as `24000h` more likely.
+const MAX_RETENTION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 /// The words a log filter may use alone.
@@ -255,9 +258,19 @@ impl Checker<'_> {
             .cache_capacity_mb
             .checked_mul(1024 * 1024)
             .ok_or_else(|| self.err(KEY, format!("{} megabytes is too large", raw.cache_capacity_mb)))?;
+        if raw.retention > MAX_RETENTION {
+            return Err(self.err(
+                "queue.retention",
+                format!(
+                    "{:?} is longer than ten years: give a duration such as \"24h\" or \"7days\"",
+                    raw.retention
+                ),
+            ));
+        }
         Ok(QueueConfig {
             path: raw.path,
             cache_capacity_bytes,
+            retention: raw.retention,
         })
     }
 

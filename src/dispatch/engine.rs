@@ -455,12 +455,16 @@ impl Dispatcher {
     }
 
     fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, StoreError> {
-        let Some(q) = self
-            .queue
-            .record(d.event_id)?
-            .as_ref()
-            .and_then(Queued::from_record)
-        else {
+        // the dead letter's own copy; older dead letters have none and read their record
+        let q = match &d.envelope {
+            Some(envelope) => Queued::from_envelope(d.event_id, envelope, d.commit_time).ok(),
+            None => self
+                .queue
+                .record(d.event_id)?
+                .as_ref()
+                .and_then(Queued::from_record),
+        };
+        let Some(q) = q else {
             return Ok(false);
         };
         let id = self.integration(&d.integration_id)?;
@@ -1031,6 +1035,8 @@ fn dead(
         error: error.to_owned(),
         failed_at: now_rfc3339(),
         requeued: false,
+        envelope: Some(String::from_utf8_lossy(&e.payload.body).into_owned()),
+        commit_time: e.commit_time,
     })?;
     Ok(())
 }

@@ -58,6 +58,14 @@ pub struct DeadLetter {
     /// Requeued from the CLI and waiting to be delivered again.
     #[serde(default)]
     pub requeued: bool,
+    /// The envelope's JSON as stored (what is sent): the dead letter's own copy, so a requeue
+    /// works after retention removed its record. Absent in dead letters written before it was
+    /// kept (the record is read instead); not shown by the operator views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    /// Its record's commit time, Unix microseconds (with `envelope`).
+    #[serde(default)]
+    pub commit_time: i64,
 }
 
 impl DeadLetter {
@@ -468,6 +476,8 @@ mod tests {
             error: "rejected".into(),
             failed_at: String::new(),
             requeued: false,
+            envelope: None,
+            commit_time: 0,
         }
     }
 

@@ -459,7 +459,7 @@ async fn kill_9_during_delivery_under_load_delivers_every_event_at_least_once_an
 }
 
 /// One SSE message: (id, event type, data).
-fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
     text.split("\n\n")
         .filter_map(|block| {
             let mut id = None;
@@ -483,7 +483,10 @@ fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
 }
 
 /// Reads the stream until `n` messages arrived.
-async fn read_sse(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) async fn read_sse(
+    resp: &mut reqwest::Response,
+    n: usize,
+) -> Vec<(String, String, serde_json::Value)> {
     let mut text = String::new();
     tokio::time::timeout(DEADLINE, async {
         while sse_messages(&text).len() < n {
