@@ -322,6 +322,23 @@ async fn dead_letters_of_one_wedding(
     (blocked, dead)
 }
 
+/// After a requeue: the receiver's state equals the database's and no dead letter is left.
+async fn requeued_ones_delivered(
+    db: &tokio_postgres::Client,
+    receiver: &Receiver,
+    d: &fieldsync::app::Daemon,
+) {
+    converge(db, receiver).await;
+    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
+        daemon::http_get(d.http_addr, "/deliveries/dead")
+            .unwrap()
+            .1
+            .trim()
+            == "[]"
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_delivers_it() {
     let Setup {
@@ -361,15 +378,7 @@ async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_deliver
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["requeued"], dead.len());
-    converge(&db, &receiver).await;
-    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
-        daemon::http_get(d.http_addr, "/deliveries/dead")
-            .unwrap()
-            .1
-            .trim()
-            == "[]"
-    })
-    .await;
+    requeued_ones_delivered(&db, &receiver, &d).await;
     d.stop().await.unwrap();
 }
 
@@ -752,14 +761,6 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         serde_json::json!({"paused": false, "changed": true})
     );
-    converge(&db, &receiver).await;
-    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
-        daemon::http_get(d.http_addr, "/deliveries/dead")
-            .unwrap()
-            .1
-            .trim()
-            == "[]"
-    })
-    .await;
+    requeued_ones_delivered(&db, &receiver, &d).await;
     d.stop().await.unwrap();
 }
