@@ -532,14 +532,7 @@ async fn the_live_stream_delivers_events_and_resumes_from_last_event_id_without_
     // more edits while disconnected, then resume after the 5th message
     edit(&db, 7, 30, 3, 3).await;
     daemon::caught_up(&db, &d).await;
-    let all: Vec<String> = d
-        .queue
-        .records_after(None, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event.is_some())
-        .map(|r| r.id.to_string())
-        .collect();
+    let all: Vec<String> = daemon::event_ids(&d);
     let resume_at = &first[4].0;
     let expected: Vec<&String> = all.iter().skip_while(|id| *id != resume_at).skip(1).collect();
     let mut resumed = client

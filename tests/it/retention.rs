@@ -230,14 +230,7 @@ async fn the_live_stream_replays_within_retention_and_answers_gone_past_it() {
 
     edit(&db, 31, 30, 3, 3).await;
     daemon::caught_up(&db, &d).await;
-    let events: Vec<String> = d
-        .queue
-        .records_after(None, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event.is_some())
-        .map(|r| r.id.to_string())
-        .collect();
+    let events: Vec<String> = daemon::event_ids(&d);
     let resume_at = events[4].clone();
     let mut within = connect(Some(resume_at.clone())).await.unwrap();
     assert_eq!(within.status(), 200);
@@ -321,17 +314,7 @@ async fn a_dead_letter_whose_record_was_removed_is_still_delivered_when_requeued
     .await;
 
     receiver.set_faults(Faults::default());
-    let answer = reqwest::Client::new()
-        .post(format!("http://{}/deliveries/requeue", d.http_addr))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let answer = daemon::requeue_all(d.http_addr).await;
     assert_eq!(answer["requeued"], ids.len(), "{answer}");
     converge(&db, &receiver).await;
     let delivered: Vec<String> = receiver.accepted().into_iter().map(|a| a.id).collect();
