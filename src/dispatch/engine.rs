@@ -33,7 +33,6 @@ const READ_BATCH: usize = 512;
 /// How often integration configs are re-read, the floor and final states saved (and flushed) and
 /// the log pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-const PRUNE_EVERY: u32 = 60;
 /// How long a clean stop waits for deliveries in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -271,7 +270,6 @@ impl Dispatcher {
         let mut durable = self.queue.durable();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks = 0u32;
         loop {
             let more = self.read()?;
             self.reload_overflow()?;
@@ -288,10 +286,7 @@ impl Dispatcher {
                     }
                 }
                 Some(cmd) = commands.recv() => self.command(cmd)?,
-                _ = housekeeping.tick() => {
-                    ticks = ticks.wrapping_add(1);
-                    self.housekeeping(ticks % PRUNE_EVERY == 0)?;
-                }
+                _ = housekeeping.tick() => self.housekeeping()?,
                 _ = durable.changed(), if !more => {}
                 _ = tokio::time::sleep_until(wake.into()), if !more => {}
                 _ = std::future::ready(()), if more => {}
@@ -716,7 +711,7 @@ impl Dispatcher {
 
     // ---- housekeeping and commands -------------------------------------------------------
 
-    fn housekeeping(&mut self, prune: bool) -> Result<(), StoreError> {
+    fn housekeeping(&mut self) -> Result<(), StoreError> {
         let rows = self.context.integrations()?;
         for integ in self.integrations.values_mut() {
             let row = rows.get(&*integ.id);
@@ -755,9 +750,8 @@ impl Dispatcher {
             }
         }
         self.persist(true)?;
-        if prune {
-            self.store.prune_log(self.cfg.log_retention)?;
-        }
+        self.store
+            .prune_log(self.cfg.log_retention, self.cfg.log_max_entries)?;
         Ok(())
     }
 
