@@ -21,6 +21,7 @@ use fieldsync::source::progress::SourceStatus;
 use fieldsync::source::stream::Source;
 use fieldsync::store::Store;
 use fieldsync_dev::devdb::{Cluster, ClusterOptions};
+use fieldsync_dev::process::Spawned;
 use fieldsync_dev::rss::peak_rss_kib;
 
 const ORG: &str = "00000000-0000-0000-0000-0000000000be";
@@ -230,16 +231,18 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
     )
     .unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .env("FIELDSYNC__EVENTS__ENABLED", events.to_string())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start fieldsync");
+    let mut child = Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .env("FIELDSYNC__EVENTS__ENABLED", events.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start fieldsync"),
+    );
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "fieldsync exited early");
+        assert!(child.running(), "fieldsync exited early");
         if let Ok((200, body)) = fieldsync::serve::http::get_local(http, "/status", Duration::from_secs(5)) {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
             let durable = v.pointer("/queue/durable/commit_lsn").and_then(|l| l.as_str());
@@ -257,9 +260,7 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     let rss = peak_rss_kib(child.id());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success(), "fieldsync stops cleanly");
+    assert!(child.terminate().unwrap().success(), "fieldsync stops cleanly");
     (rate, rss)
 }
 

@@ -14,10 +14,11 @@
 //!
 //! Run: `cargo bench --bench dispatch`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fieldsync_dev::devdb::{Cluster, ClusterOptions};
+use fieldsync_dev::process::Spawned;
 use fieldsync_dev::receiver::{Faults, Receiver};
 use fieldsync_dev::rss::peak_rss_kib;
 
@@ -63,7 +64,7 @@ async fn run() {
     }
     cluster.psql("postgres", &weddings).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut daemon, http) = start_daemon(&cluster, dir.path());
+    let (daemon, http) = start_daemon(&cluster, dir.path());
     println!(
         "fieldsync dispatch benchmark: PostgreSQL {}, webhook receiver over loopback, fsync on",
         cluster.psql("postgres", "SHOW server_version").unwrap().trim()
@@ -184,9 +185,7 @@ async fn run() {
     let stats = receiver.stats();
     assert_eq!(stats.bad_signatures, 0);
     assert!(receiver.order_violations().is_empty());
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let _ = daemon.wait();
+    let _ = daemon.terminate();
 }
 
 fn field(n: usize) -> String {
@@ -273,7 +272,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// The `fieldsync` binary on `cluster`, with its HTTP port.
-fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> (Child, std::net::SocketAddr) {
+fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> (Spawned, std::net::SocketAddr) {
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
@@ -294,7 +293,7 @@ fn start_daemon(cluster: &Cluster, dir: &std::path::Path) -> (Child, std::net::S
         .stdin(Stdio::null())
         .spawn()
         .expect("start fieldsync");
-    (child, http)
+    (Spawned::new(child), http)
 }
 
 async fn wait_until(mut f: impl FnMut() -> bool, what: &str) {

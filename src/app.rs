@@ -132,6 +132,12 @@ impl Daemon {
         } else {
             (None, None)
         };
+        tokio::spawn(crate::store::retention::run(
+            queue.clone(),
+            config.queue.retention,
+            config.dispatch.enabled,
+            shutdown_rx.clone(),
+        ));
         let slot = Arc::new(SlotWatch::default());
         tokio::spawn({
             let (slot, target, name) = (

@@ -124,6 +124,10 @@ impl Ops {
     pub fn dead_letters(&self, filter: &Filter) -> Result<Vec<DeadLetter>, OpsError> {
         let mut list = self.store.deliveries()?.dead_letters()?;
         list.retain(|d| filter.admits(&d.integration_id, d.event_id));
+        // the copy kept for a requeue holds field values: not part of the listing
+        for d in &mut list {
+            d.envelope = None;
+        }
         Ok(list)
     }
 

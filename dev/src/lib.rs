@@ -6,10 +6,12 @@
 //! - `devdb`: throwaway PostgreSQL clusters.
 //! - `demo`: the demo (`fieldsync-dev demo`, behind `scripts/demo.sh`).
 //! - `receiver`: an in-process Standard Webhooks receiver for tests and benchmarks.
+//! - `process`: a daemon started as a child process, stopped when dropped.
 //! - `rss`: a process's peak resident set size, for the benchmarks.
 
 pub mod demo;
 pub mod devdb;
+pub mod process;
 pub mod receiver;
 pub mod rss;
 pub mod sandbox;

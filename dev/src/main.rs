@@ -41,21 +41,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // the demo's daemon writes a store as the product's would: owner only
-    // SAFETY: umask(2) only sets this process's file mode creation mask.
-    unsafe { libc::umask(0o077) };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
+    // the demo's daemon writes a store as the product's would
+    fieldsync::cli::block_on(async move {
         match cli.command {
             Command::Sandbox { listen, accounts } => serve_sandboxes(listen, accounts.as_deref()).await,
             Command::Demo { exit_after_script } => {
-                match fieldsync_dev::demo::run(exit_after_script, shutdown_signal()).await {
+                match fieldsync_dev::demo::run(exit_after_script, fieldsync::cli::shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -96,19 +87,6 @@ async fn serve_sandboxes(listen: SocketAddr, accounts: Option<&Path>) -> ExitCod
         }
     };
     println!("sandboxes listening on {}: /tave/api/v2, /tave/webservice/create-lead/{{studioId}}, /google/calendar/v3, /google/oauth2/token, /stripe/v1, /lightblue/api.php, /zapier/hooks/catch/{{id}}/{{key}}/; state at /_sandbox/state", running.url());
-    shutdown_signal().await;
+    fieldsync::cli::shutdown_signal().await;
     ExitCode::SUCCESS
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

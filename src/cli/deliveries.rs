@@ -221,7 +221,10 @@ fn display(p: &Path) -> String {
 
 fn print_queue(queue: &Store, last: usize, config: &crate::config::QueueConfig) -> Result<(), StoreError> {
     let s = queue.summary()?;
-    println!("records:       {}", s.records);
+    println!("records:       {} held, {} removed", s.held, s.removed);
+    if let Some(age) = s.oldest_record_age_seconds {
+        println!("oldest record: {age:.1} s old");
+    }
     println!("transactions:  {}", s.transactions);
     if let Ok(bytes) = crate::store::disk::dir_bytes(&config.path) {
         println!(

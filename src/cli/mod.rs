@@ -64,20 +64,24 @@ enum Command {
     },
 }
 
+/// Runs a command on a multi-threaded runtime, under the owner-only umask: the store and
+/// anything else the daemon writes hold personal data. Also the development binary's entry.
+pub fn block_on(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    // SAFETY: umask(2) only sets this process's file mode creation mask.
+    unsafe { libc::umask(0o077) };
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // the store and anything else the daemon writes hold personal data: owner only
-    // SAFETY: umask(2) only sets this process's file mode creation mask.
-    unsafe { libc::umask(0o077) };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
+    block_on(async move {
         match cli.command {
             Command::Run(c) => run(c).await,
             Command::Check(c) => check(c).await,
@@ -146,7 +150,8 @@ fn report(e: AppError) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

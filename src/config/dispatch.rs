@@ -27,6 +27,7 @@ pub struct RawDispatch {
     pub breaker_cooldown: Duration,
     #[serde(with = "humantime_serde")]
     pub log_retention: Duration,
+    pub log_max_entries: u64,
     pub secrets_key_file: String,
     pub secret_env_prefix: String,
     pub secret_dir: String,
@@ -48,6 +49,7 @@ impl Default for RawDispatch {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
             log_retention: Duration::from_secs(7 * 24 * 3600),
+            log_max_entries: 1_000_000,
             secrets_key_file: String::new(),
             secret_env_prefix: crate::credentials::DEFAULT_ENV_PREFIX.to_owned(),
             secret_dir: String::new(),
@@ -81,6 +83,8 @@ pub struct DispatchConfig {
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub log_retention: Duration,
+    /// The delivery log keeps at most this many entries (the oldest go first).
+    pub log_max_entries: u64,
     /// The key of integration secrets written `{"encrypted": …}` (`fieldsync secret keygen`).
     pub secrets_key_file: Option<std::path::PathBuf>,
     /// `{"env": NAME}` references may name only variables starting with it.
@@ -227,6 +231,7 @@ pub(super) fn check_dispatch(
         breaker_failures: raw.breaker_failures,
         breaker_cooldown: raw.breaker_cooldown,
         log_retention: raw.log_retention,
+        log_max_entries: raw.log_max_entries,
         secrets_key_file,
         secret_env_prefix: raw.secret_env_prefix.clone(),
         secret_dir,

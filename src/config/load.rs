@@ -184,7 +184,8 @@ fn describe(key: &str, err: &toml::de::Error) -> String {
         | "replication.reconnect_backoff_min"
         | "replication.reconnect_backoff_max"
         | "replication.slot_check_interval"
-        | "replication.heartbeat_interval" => r#"use a duration such as "500ms", "10s" or "2m""#,
+        | "replication.heartbeat_interval"
+        | "queue.retention" => r#"use a duration such as "500ms", "10s" or "2m""#,
         "capture.tables" => r#"use an array of "schema.table" strings, e.g. ["public.weddings"]"#,
         "queue.cache_capacity_mb" => "use a whole number of megabytes greater than 0, e.g. 64",
         "replication.create_slot" => "use true or false",

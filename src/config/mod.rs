@@ -117,6 +117,9 @@ pub struct QueueConfig {
     pub cache_capacity_bytes: u64,
     /// The store's size on disk at which capture stops reading WAL (`[queue] max_disk`).
     pub max_disk_bytes: u64,
+    /// A record leaves the queue once it is confirmed, every delivery of it is final, and it is
+    /// older than this (also the live stream's replay window).
+    pub retention: std::time::Duration,
 }
 
 /// The SQL admin port.

@@ -154,12 +154,17 @@ impl Default for RawCapture {
     }
 }
 
+/// How long a record stays in the queue after it is confirmed and delivered.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawQueue {
     pub path: PathBuf,
     pub cache_capacity_mb: u64,
     pub max_disk: super::size::RawSize,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for RawQueue {
@@ -168,6 +173,7 @@ impl Default for RawQueue {
             path: PathBuf::from(DEFAULT_QUEUE_PATH),
             cache_capacity_mb: DEFAULT_CACHE_CAPACITY_MB,
             max_disk: super::size::RawSize::Text(DEFAULT_MAX_DISK.to_owned()),
+            retention: DEFAULT_RETENTION,
         }
     }
 }

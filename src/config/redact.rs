@@ -69,6 +69,8 @@ struct Capture {
 struct Queue {
     path: String,
     cache_capacity_mb: u64,
+    #[serde(with = "humantime_serde")]
+    retention: Duration,
 }
 
 #[derive(Serialize)]
@@ -132,6 +134,7 @@ pub(super) fn render(config: &Config) -> String {
         queue: Queue {
             path: config.queue.path.to_string_lossy().into_owned(),
             cache_capacity_mb: config.queue.cache_capacity_bytes / (1024 * 1024),
+            retention: config.queue.retention,
         },
         http: Http {
             listen: config.http.listen.to_string(),

@@ -54,6 +54,7 @@ fn an_empty_file_gives_the_documented_defaults() {
     assert_eq!(sized.queue.max_disk_bytes, 500_000_000);
     let from_env = load("", &[("FIELDSYNC__QUEUE__MAX_DISK", "2097152")]).unwrap();
     assert_eq!(from_env.queue.max_disk_bytes, 2 << 20);
+    assert_eq!(c.queue.retention, Duration::from_secs(24 * 3600));
     assert_eq!(c.http.listen, "127.0.0.1:9187".parse().unwrap());
     assert_eq!((c.log.level.as_str(), c.log.format), ("info", LogFormat::Text));
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
@@ -204,6 +205,8 @@ fn other_invalid_values_name_their_key() {
         ("[queue]\nmax_disk = \"2 parsecs\"\n", "queue.max_disk"),
         ("[queue]\nmax_disk = \"1KiB\"\n", "queue.max_disk"),
         ("[queue]\nmax_disk = true\n", "max_disk"),
+        ("[queue]\nretention = \"a day\"\n", "queue.retention"),
+        ("[queue]\nretention = \"100000days\"\n", "queue.retention"),
         ("[capture]\ntables = []\n", "capture.tables"),
         ("[capture]\ntables = [\"a.b.c\"]\n", "capture.tables"),
         ("[capture]\ntables = [\"a\", \"public.a\"]\n", "listed twice"),

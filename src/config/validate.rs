@@ -17,6 +17,9 @@ use crate::config::{
 use crate::pg::{PgTarget, TlsMode};
 use crate::secret::quoted;
 
+/// Longer than any sensible retention: a typo such as `24000h` more likely.
+const MAX_RETENTION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1); longer names are silently truncated by the server.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 /// The smallest `[queue] max_disk`: sled's files take about a megabyte before any record.
@@ -266,10 +269,20 @@ impl Checker<'_> {
                 ),
             ));
         }
+        if raw.retention > MAX_RETENTION {
+            return Err(self.err(
+                "queue.retention",
+                format!(
+                    "{:?} is longer than ten years: give a duration such as \"24h\" or \"7days\"",
+                    raw.retention
+                ),
+            ));
+        }
         Ok(QueueConfig {
             path: raw.path,
             cache_capacity_bytes,
             max_disk_bytes,
+            retention: raw.retention,
         })
     }
 

@@ -33,7 +33,6 @@ const READ_BATCH: usize = 512;
 /// How often integration configs are re-read, the floor and final states saved (and flushed) and
 /// the log pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-const PRUNE_EVERY: u32 = 60;
 /// How long a clean stop waits for deliveries in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -271,7 +270,6 @@ impl Dispatcher {
         let mut durable = self.queue.durable();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks = 0u32;
         loop {
             let more = self.read()?;
             self.reload_overflow()?;
@@ -288,10 +286,7 @@ impl Dispatcher {
                     }
                 }
                 Some(cmd) = commands.recv() => self.command(cmd)?,
-                _ = housekeeping.tick() => {
-                    ticks = ticks.wrapping_add(1);
-                    self.housekeeping(ticks % PRUNE_EVERY == 0)?;
-                }
+                _ = housekeeping.tick() => self.housekeeping()?,
                 _ = durable.changed(), if !more => {}
                 _ = tokio::time::sleep_until(wake.into()), if !more => {}
                 _ = std::future::ready(()), if more => {}
@@ -455,12 +450,16 @@ impl Dispatcher {
     }
 
     fn requeue_one(&mut self, d: &DeadLetter) -> Result<bool, StoreError> {
-        let Some(q) = self
-            .queue
-            .record(d.event_id)?
-            .as_ref()
-            .and_then(Queued::from_record)
-        else {
+        // the dead letter's own copy; older dead letters have none and read their record
+        let q = match &d.envelope {
+            Some(envelope) => Queued::from_envelope(d.event_id, envelope, d.commit_time).ok(),
+            None => self
+                .queue
+                .record(d.event_id)?
+                .as_ref()
+                .and_then(Queued::from_record),
+        };
+        let Some(q) = q else {
             return Ok(false);
         };
         let id = self.integration(&d.integration_id)?;
@@ -712,7 +711,7 @@ impl Dispatcher {
 
     // ---- housekeeping and commands -------------------------------------------------------
 
-    fn housekeeping(&mut self, prune: bool) -> Result<(), StoreError> {
+    fn housekeeping(&mut self) -> Result<(), StoreError> {
         let rows = self.context.integrations()?;
         for integ in self.integrations.values_mut() {
             let row = rows.get(&*integ.id);
@@ -751,9 +750,8 @@ impl Dispatcher {
             }
         }
         self.persist(true)?;
-        if prune {
-            self.store.prune_log(self.cfg.log_retention)?;
-        }
+        self.store
+            .prune_log(self.cfg.log_retention, self.cfg.log_max_entries)?;
         Ok(())
     }
 
@@ -1031,6 +1029,8 @@ fn dead(
         error: error.to_owned(),
         failed_at: now_rfc3339(),
         requeued: false,
+        envelope: Some(String::from_utf8_lossy(&e.payload.body).into_owned()),
+        commit_time: e.commit_time,
     })?;
     Ok(())
 }

@@ -90,7 +90,21 @@ impl Queued {
         }))
     }
 
-    /// From a decoded record (a requeued dead letter).
+    /// From a dead letter's copy of its envelope (a requeue after its record left the queue).
+    pub fn from_envelope(id: EventId, envelope: &str, commit_time: i64) -> Result<Queued, serde_json::Error> {
+        let keys: EnvelopeKeys = serde_json::from_str(envelope)?;
+        Ok(Queued {
+            id,
+            wedding_id: keys.data.wedding_id,
+            field_id: keys.data.field_id,
+            priority: keys.data.priority,
+            deliveries: Vec::new(),
+            commit_time,
+            body: Bytes::copy_from_slice(envelope.as_bytes()),
+        })
+    }
+
+    /// From a decoded record (a requeued dead letter kept without its envelope).
     pub fn from_record(r: &ChangeRecord) -> Option<Queued> {
         let e = r.event.as_ref()?;
         Some(Queued {

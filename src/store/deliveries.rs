@@ -10,7 +10,8 @@
 //! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
 //!   `disabled/<integration id>` → [`Disabled`] JSON.
 //! - `dl_log`: chunks of [`LogEntry`] JSON lines, keyed by the time of their newest entry (unix
-//!   micros, u64 BE, then a sequence number), pruned by age.
+//!   micros, u64 BE, then a sequence number), pruned by age and by count, oldest chunk first
+//!   (history is bounded by configuration, never by how much was delivered).
 //!
 //! Final states and log entries are buffered in memory and written by [`DeliveryStore::persist`]:
 //! about once a second, and at once when a delivery must not leave before them (the engine's
@@ -19,7 +20,7 @@
 //! receivers dedupe on the stable id), never lost, and never after a later change of its field.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,14 @@ pub struct DeadLetter {
     /// Requeued from the CLI and waiting to be delivered again.
     #[serde(default)]
     pub requeued: bool,
+    /// The envelope's JSON as stored (what is sent): the dead letter's own copy, so a requeue
+    /// works after retention removed its record. Absent in dead letters written before it was
+    /// kept (the record is read instead); not shown by the operator views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    /// Its record's commit time, Unix microseconds (with `envelope`).
+    #[serde(default)]
+    pub commit_time: i64,
 }
 
 impl DeadLetter {
@@ -130,6 +139,8 @@ pub struct DeliveryStore {
     dead: sled::Tree,
     meta: sled::Tree,
     log: sled::Tree,
+    /// Entries written to `log` (counted on open, then kept up to date).
+    log_entries: Arc<AtomicU64>,
     pending: Arc<Mutex<Pending>>,
 }
 
@@ -162,6 +173,11 @@ fn split_key(k: &[u8]) -> Option<(String, EventId)> {
     ))
 }
 
+/// Entries in a log chunk (JSON lines, each ending in a newline).
+fn lines_in(chunk: &[u8]) -> u64 {
+    chunk.iter().filter(|b| **b == b'\n').count() as u64
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         what: what.to_owned(),
@@ -171,12 +187,18 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 impl DeliveryStore {
     pub fn open(db: &sled::Db) -> Result<DeliveryStore, StoreError> {
+        let log = db.open_tree("dl_log")?;
+        let mut entries = 0;
+        for item in log.iter() {
+            entries += lines_in(&item?.1);
+        }
         Ok(DeliveryStore {
             db: db.clone(),
             state: db.open_tree("dl_state")?,
             dead: db.open_tree("dl_dead")?,
             meta: db.open_tree("dl_meta")?,
-            log: db.open_tree("dl_log")?,
+            log,
+            log_entries: Arc::new(AtomicU64::new(entries)),
             pending: Arc::default(),
         })
     }
@@ -359,7 +381,9 @@ impl DeliveryStore {
         let mut k = [0u8; 12];
         k[..8].copy_from_slice(&micros.to_be_bytes());
         k[8..].copy_from_slice(&LOG_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let n = lines_in(&lines);
         self.log.insert(k, lines)?;
+        self.log_entries.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -409,15 +433,30 @@ impl DeliveryStore {
             }))
     }
 
-    /// Removes log chunks whose newest entry is older than `retention`; returns how many.
-    pub fn prune_log(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
+    /// Entries in the log (written; buffered ones not yet).
+    pub fn log_entries(&self) -> u64 {
+        self.log_entries.load(Ordering::Relaxed)
+    }
+
+    /// Removes log chunks, oldest first, while their newest entry is older than `retention` or
+    /// the log holds more than `max_entries`; returns how many entries left.
+    pub fn prune_log(&self, retention: std::time::Duration, max_entries: u64) -> Result<u64, StoreError> {
         let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
-        let cutoff = now.saturating_sub(retention.as_micros() as u64);
+        let cutoff = now.saturating_sub(retention.as_micros() as u64).to_be_bytes();
         let mut removed = 0;
-        for item in self.log.range(..cutoff.to_be_bytes().to_vec()) {
-            let (k, _) = item?;
+        for item in self.log.iter() {
+            let (k, chunk) = item?;
+            if k.get(..8).is_some_and(|t| t >= &cutoff[..]) && self.log_entries() <= max_entries {
+                break;
+            }
             self.log.remove(k)?;
-            removed += 1;
+            let n = lines_in(&chunk);
+            let _ = self
+                .log_entries
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                    Some(e.saturating_sub(n))
+                });
+            removed += n;
         }
         Ok(removed)
     }
@@ -468,6 +507,8 @@ mod tests {
             error: "rejected".into(),
             failed_at: String::new(),
             requeued: false,
+            envelope: None,
+            commit_time: 0,
         }
     }
 
@@ -506,22 +547,26 @@ mod tests {
         assert!(!d.requeue_matches(None, None));
     }
 
+    fn log_entry(integration: &str, event_id: EventId) -> LogEntry {
+        LogEntry {
+            at: String::new(),
+            integration_id: integration.to_owned(),
+            event_id,
+            wedding_id: None,
+            attempt: 1,
+            outcome: LogOutcome::Delivered,
+            status: Some(200),
+            error: None,
+            latency_ms: Some(1.0),
+        }
+    }
+
     #[test]
     fn log_reads_newest_matching_entries_oldest_first() {
         let (_d, s) = store();
         for n in 0..5u32 {
-            s.log(&LogEntry {
-                at: String::new(),
-                integration_id: if n % 2 == 0 { "a" } else { "b" }.to_owned(),
-                event_id: id(1, n),
-                wedding_id: None,
-                attempt: 1,
-                outcome: LogOutcome::Delivered,
-                status: Some(200),
-                error: None,
-                latency_ms: Some(1.0),
-            })
-            .unwrap();
+            s.log(&log_entry(if n % 2 == 0 { "a" } else { "b" }, id(1, n)))
+                .unwrap();
         }
         let got: Vec<u32> = s
             .read_log(Some("a"), None, 2)
@@ -531,9 +576,42 @@ mod tests {
             .collect();
         assert_eq!(got, [2, 4]);
         assert_eq!(s.read_log(None, Some(id(1, 3)), 10).unwrap().len(), 1);
-        assert_eq!(s.prune_log(std::time::Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(s.log_entries(), 5);
+        assert_eq!(s.prune_log(HOUR, 5).unwrap(), 0);
         std::thread::sleep(std::time::Duration::from_millis(2));
-        assert_eq!(s.prune_log(std::time::Duration::ZERO).unwrap(), 1, "one chunk");
+        assert_eq!(
+            s.prune_log(std::time::Duration::ZERO, 5).unwrap(),
+            5,
+            "one chunk, by age"
+        );
         assert!(s.read_log(None, None, 10).unwrap().is_empty());
+        assert_eq!(s.log_entries(), 0);
+    }
+
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[test]
+    fn the_log_keeps_at_most_its_entry_cap_dropping_whole_chunks_oldest_first() {
+        let (_d, s) = store();
+        for chunk in 1..=4u64 {
+            for i in 0..3 {
+                s.log(&log_entry("a", id(chunk, i))).unwrap();
+            }
+            s.persist(None).unwrap();
+        }
+        assert_eq!(s.log_entries(), 12);
+        assert_eq!(s.prune_log(HOUR, 7).unwrap(), 6, "two whole chunks");
+        let left: Vec<u64> = s
+            .read_log(None, None, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id.commit_lsn.0)
+            .collect();
+        assert_eq!(left, [3, 3, 3, 4, 4, 4]);
+        assert_eq!(
+            DeliveryStore::open(&s.db).unwrap().log_entries(),
+            6,
+            "counted again on open"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //!   `commit_lsn (u64 BE) ‖ index (u32 BE)`, so chunks sort in commit order; value: records as
 //!   JSON lines ([`record::ChangeRecord`]), in commit order, then in transaction order.
 //! - `meta`: `head` → [`Head`] as JSON (the newest stored transaction and totals);
-//!   `confirmed` → u64 BE, the highest LSN ever confirmed to PostgreSQL.
+//!   `confirmed` → u64 BE, the highest LSN ever confirmed to PostgreSQL;
+//!   `removed` → [`retention::Removed`] as JSON (what retention removed so far).
 //!
 //! # Invariants
 //! - Records are staged as they arrive and written out in chunks of at most [`chunk::CHUNK_BYTES`]
@@ -28,6 +29,7 @@ pub mod disk;
 pub mod event;
 pub mod flusher;
 pub mod record;
+pub mod retention;
 mod writer;
 
 use std::path::Path;
@@ -132,7 +134,14 @@ pub struct DeliveryBatch<T> {
 /// A point-in-time summary for the CLI view and `/status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct QueueSummary {
+    /// Records ever stored.
     pub records: u64,
+    /// Records still held (stored and not removed by retention).
+    pub held: u64,
+    /// Records removed by retention.
+    pub removed: u64,
+    /// Age of the oldest record held, in seconds (its commit time to now).
+    pub oldest_record_age_seconds: Option<f64>,
     pub transactions: u64,
     pub durable: Durable,
     pub confirmed: Lsn,
@@ -227,6 +236,7 @@ impl Store {
         let changes = db.open_tree("changes")?;
         let meta = db.open_tree("meta")?;
         let head = read_head(&meta)?;
+        retention::finish_removal(&changes, &retention::read_removed(&meta)?)?;
         let removed = remove_after(&changes, head.commit_lsn())?;
         if removed > 0 {
             tracing::warn!(
@@ -340,8 +350,13 @@ impl Store {
 
     pub fn summary(&self) -> Result<QueueSummary, StoreError> {
         let head = self.head()?;
+        let removed = self.removed()?.records;
+        let now = chrono::Utc::now().timestamp_micros();
         Ok(QueueSummary {
             records: head.total_records,
+            held: head.total_records.saturating_sub(removed),
+            removed,
+            oldest_record_age_seconds: self.oldest_commit_time()?.map(|t| (now - t).max(0) as f64 / 1e6),
             transactions: head.total_txns,
             durable: *self.durable().borrow(),
             confirmed: self.confirmed()?,

@@ -249,3 +249,73 @@ fn the_store_is_readable_by_its_owner_only() {
     }
     drop(q);
 }
+
+#[test]
+fn retention_removes_leading_chunks_counts_them_and_a_counted_removal_is_finished_on_open() {
+    use super::retention::{Limits, Removed, REMOVED};
+    let dir = tempfile::tempdir().unwrap();
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
+    let mut w = q.writer().unwrap();
+    for commit in [100, 200, 300] {
+        stage_txn(&mut w, commit, 3);
+        w.commit(txn(commit, 3)).unwrap();
+        w.sync().unwrap();
+    }
+    q.flush_blocking().unwrap();
+    q.save_confirmed(Lsn(208)).unwrap();
+    let limits = Limits {
+        confirmed: q.confirmed().unwrap(),
+        floor: Some(EventId::MAX),
+        cutoff: 1,
+    };
+    let round = q.remove_expired(&limits, 1).unwrap();
+    assert_eq!(
+        (round.chunks, round.records),
+        (1, 3),
+        "at most the round's chunks"
+    );
+    let round = q.remove_expired(&limits, 10).unwrap();
+    assert_eq!(
+        (round.chunks, round.records),
+        (1, 3),
+        "stops at the first chunk that is not confirmed"
+    );
+    let s = q.summary().unwrap();
+    assert_eq!((s.records, s.held, s.removed), (9, 3, 6));
+    let left: Vec<_> = q
+        .records_after(None, 100)
+        .unwrap()
+        .iter()
+        .map(|r| r.id.commit_lsn)
+        .collect();
+    assert_eq!(left, [Lsn(300); 3]);
+    assert_eq!(q.oldest().unwrap().map(|(id, _)| id.commit_lsn), Some(Lsn(300)));
+    assert_eq!(
+        q.removed().unwrap().last,
+        Some(EventId {
+            commit_lsn: Lsn(200),
+            index: 2
+        })
+    );
+
+    // a crash after the counter was written and before the chunks were removed
+    let counted = Removed {
+        records: 9,
+        last: Some(EventId {
+            commit_lsn: Lsn(300),
+            index: 2,
+        }),
+    };
+    q.meta
+        .insert(REMOVED, serde_json::to_vec(&counted).unwrap())
+        .unwrap();
+    q.flush_blocking().unwrap();
+    q.db.flush().unwrap();
+    drop(w);
+    drop(q);
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
+    assert!(q.records_after(None, 100).unwrap().is_empty());
+    let s = q.summary().unwrap();
+    assert_eq!((s.records, s.held, s.removed), (9, 0, 9));
+    assert_eq!(s.oldest_record_age_seconds, None);
+}

@@ -283,6 +283,62 @@ async fn events_wait_while_the_receiver_is_down_and_all_arrive_in_order_when_it_
     d.stop().await.unwrap();
 }
 
+/// The receiver refuses wedding 0's events with a 400; after `n` edits of `weddings` weddings' fields
+/// every other wedding has arrived and wedding 0's deliveries are dead letters. Answers wedding 0's
+/// id and the dead letters as `/deliveries/dead` lists them.
+async fn dead_letters_of_one_wedding(
+    receiver: &Receiver,
+    db: &tokio_postgres::Client,
+    d: &fieldsync::app::Daemon,
+    n: usize,
+    weddings: usize,
+) -> (String, Vec<serde_json::Value>) {
+    let blocked = wedding(0);
+    receiver.set_faults(Faults {
+        reject_wedding: Some(blocked.clone()),
+        ..Faults::default()
+    });
+    edit(db, 4, n, weddings, 3).await;
+    daemon::caught_up(db, d).await;
+    let others: BTreeMap<_, _> = db_state(db)
+        .await
+        .into_iter()
+        .filter(|((w, _), _)| *w != blocked)
+        .collect();
+    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
+        let got = receiver.final_state();
+        others.iter().all(|(k, v)| got.get(k) == Some(v))
+    })
+    .await;
+    wait_for_async(
+        DEADLINE,
+        "the blocked wedding's deliveries to be dead letters",
+        || async { deliveries_status(d)["integrations"][0]["queued"] == 0 },
+    )
+    .await;
+    let (_, dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
+    let dead: Vec<serde_json::Value> = serde_json::from_str(&dead).unwrap();
+    assert!(!dead.is_empty());
+    (blocked, dead)
+}
+
+/// After a requeue: the receiver's state equals the database's and no dead letter is left.
+async fn requeued_ones_delivered(
+    db: &tokio_postgres::Client,
+    receiver: &Receiver,
+    d: &fieldsync::app::Daemon,
+) {
+    converge(db, receiver).await;
+    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
+        daemon::http_get(d.http_addr, "/deliveries/dead")
+            .unwrap()
+            .1
+            .trim()
+            == "[]"
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_delivers_it() {
     let Setup {
@@ -292,38 +348,8 @@ async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_deliver
         _dir,
         _cluster,
     } = setup(4, 3, "", "").await;
-    let blocked = wedding(0);
-    receiver.set_faults(Faults {
-        reject_wedding: Some(blocked.clone()),
-        ..Faults::default()
-    });
-
-    edit(&db, 4, 120, 4, 3).await;
-    let want = db_state(&db).await;
-    let others: BTreeMap<_, _> = want
-        .iter()
-        .filter(|((w, _), _)| *w != blocked)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
-        let got = receiver.final_state();
-        others.iter().all(|(k, v)| got.get(k) == Some(v))
-    })
-    .await;
+    let (blocked, dead) = dead_letters_of_one_wedding(&receiver, &db, &d, 120, 4).await;
     assert!(receiver.final_state().keys().all(|(w, _)| *w != blocked));
-    wait_for_async(
-        DEADLINE,
-        "the blocked wedding's deliveries to be dead letters",
-        || async {
-            let (_, body) = daemon::http_get(d.http_addr, "/deliveries").unwrap();
-            let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-            s["integrations"][0]["queued"] == 0
-        },
-    )
-    .await;
-    let (_, dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
-    let dead: Vec<serde_json::Value> = serde_json::from_str(&dead).unwrap();
-    assert!(!dead.is_empty());
     for l in &dead {
         assert_eq!(l["wedding_id"], blocked.as_str());
         assert_eq!(l["attempts"], 3);
@@ -352,15 +378,7 @@ async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_deliver
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["requeued"], dead.len());
-    converge(&db, &receiver).await;
-    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
-        daemon::http_get(d.http_addr, "/deliveries/dead")
-            .unwrap()
-            .1
-            .trim()
-            == "[]"
-    })
-    .await;
+    requeued_ones_delivered(&db, &receiver, &d).await;
     d.stop().await.unwrap();
 }
 
@@ -450,7 +468,7 @@ async fn kill_9_during_delivery_under_load_delivers_every_event_at_least_once_an
 }
 
 /// One SSE message: (id, event type, data).
-fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
     text.split("\n\n")
         .filter_map(|block| {
             let mut id = None;
@@ -474,7 +492,10 @@ fn sse_messages(text: &str) -> Vec<(String, String, serde_json::Value)> {
 }
 
 /// Reads the stream until `n` messages arrived.
-async fn read_sse(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String, serde_json::Value)> {
+pub(crate) async fn read_sse(
+    resp: &mut reqwest::Response,
+    n: usize,
+) -> Vec<(String, String, serde_json::Value)> {
     let mut text = String::new();
     tokio::time::timeout(DEADLINE, async {
         while sse_messages(&text).len() < n {
@@ -511,14 +532,7 @@ async fn the_live_stream_delivers_events_and_resumes_from_last_event_id_without_
     // more edits while disconnected, then resume after the 5th message
     edit(&db, 7, 30, 3, 3).await;
     daemon::caught_up(&db, &d).await;
-    let all: Vec<String> = d
-        .queue
-        .records_after(None, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.event.is_some())
-        .map(|r| r.id.to_string())
-        .collect();
+    let all: Vec<String> = daemon::event_ids(&d);
     let resume_at = &first[4].0;
     let expected: Vec<&String> = all.iter().skip_while(|id| *id != resume_at).skip(1).collect();
     let mut resumed = client
@@ -665,32 +679,7 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
         _dir,
         _cluster,
     } = setup(3, 2, "", "").await;
-    let blocked = wedding(0);
-    receiver.set_faults(Faults {
-        reject_wedding: Some(blocked.clone()),
-        ..Faults::default()
-    });
-    edit(&db, 4, 40, 3, 2).await;
-    daemon::caught_up(&db, &d).await;
-    let others: BTreeMap<_, _> = db_state(&db)
-        .await
-        .into_iter()
-        .filter(|((w, _), _)| *w != blocked)
-        .collect();
-    wait_for_async(DEADLINE, "the other weddings to arrive", || async {
-        let got = receiver.final_state();
-        others.iter().all(|(k, v)| got.get(k) == Some(v))
-    })
-    .await;
-    wait_for_async(
-        DEADLINE,
-        "the blocked wedding's deliveries to be dead letters",
-        || async { deliveries_status(&d)["integrations"][0]["queued"] == 0 },
-    )
-    .await;
-    let (_, online_dead) = daemon::http_get(d.http_addr, "/deliveries/dead").unwrap();
-    let online_dead: Vec<serde_json::Value> = serde_json::from_str(&online_dead).unwrap();
-    assert!(!online_dead.is_empty());
+    let (blocked, online_dead) = dead_letters_of_one_wedding(&receiver, &db, &d, 40, 3).await;
     d.stop().await.unwrap();
 
     // the daemon is stopped: the CLI works on the store
@@ -765,14 +754,6 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),
         serde_json::json!({"paused": false, "changed": true})
     );
-    converge(&db, &receiver).await;
-    wait_for_async(DEADLINE, "requeued dead letters to be cleared", || async {
-        daemon::http_get(d.http_addr, "/deliveries/dead")
-            .unwrap()
-            .1
-            .trim()
-            == "[]"
-    })
-    .await;
+    requeued_ones_delivered(&db, &receiver, &d).await;
     d.stop().await.unwrap();
 }

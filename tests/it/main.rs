@@ -20,6 +20,7 @@ mod metrics;
 mod official_clients;
 mod ops;
 mod order;
+mod retention;
 mod sandbox_google;
 mod sandbox_lightblue;
 mod sandbox_stripe;

@@ -358,17 +358,7 @@ async fn a_dead_letter_is_superseded_once_a_later_change_of_its_field_is_sent_an
     let left = dead(&d);
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["field_id"], venue.as_str());
-    let answer: Value = reqwest::Client::new()
-        .post(format!("http://{}/deliveries/requeue", d.http_addr))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let answer: Value = crate::support::daemon::requeue_all(d.http_addr).await;
     assert_eq!(answer["requeued"], 1);
     // (a requeued dead letter is the one event that arrives after later ones of its wedding)
     let want = crate::dispatch::db_state(&db).await;

@@ -6,6 +6,12 @@
 //! reconnects with `Last-Event-ID` (browsers do this by themselves) gets every later event from
 //! the durable queue, then live ones: no gap, no repeat. Only durable events are streamed.
 //!
+//! The queue holds records for `[queue] retention` after they are delivered: a `Last-Event-ID`
+//! whose later events have left it (or a reader that fell that far behind) gets one last message,
+//! `event: gone`, whose data names the position asked for, the newest removed and the oldest
+//! held, and says how to resync (read the current state again, then reconnect without
+//! `Last-Event-ID`); then the stream ends. Never a silent gap.
+//!
 //! A replay is read from the queue as the client consumes it: one batch of at most
 //! [`READ_BATCH`] records when the previous batch is taken, so a
 //! stream holds at most one batch and hyper's write buffer (about 400 KiB) however long the
@@ -102,11 +108,16 @@ pub async fn stream(
                 .into_response()
         }
     };
-    // without Last-Event-ID the stream starts at the newest durable record: live events only
+    // without Last-Event-ID the stream starts at the newest durable record (or the newest removed
+    // when retention emptied the queue): live events only
     let start = match after {
         Some(id) => Some(id),
-        None => match st.queue.last_records(1) {
-            Ok(last) => last.first().map(|r| r.id),
+        None => match st
+            .queue
+            .last_records(1)
+            .and_then(|last| Ok(last.first().map(|r| r.id).or(st.queue.removed()?.last)))
+        {
+            Ok(start) => start,
             Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
     };
@@ -119,6 +130,7 @@ pub async fn stream(
         shutdown: st.shutdown.clone(),
         pending: VecDeque::new(),
         caught_up: false,
+        ended: false,
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {
@@ -143,6 +155,8 @@ struct Feed {
     pending: VecDeque<Event>,
     /// The last read reached the durable end of the queue: wait for more before reading again.
     caught_up: bool,
+    /// `gone` was sent: the stream ends once it is taken.
+    ended: bool,
     /// The stream's place under `[http] max_streams`, given back when the stream is dropped.
     _permit: OwnedSemaphorePermit,
 }
@@ -154,7 +168,7 @@ impl Feed {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if *self.shutdown.borrow() {
+            if *self.shutdown.borrow() || self.ended {
                 return None;
             }
             if self.caught_up {
@@ -166,13 +180,26 @@ impl Feed {
             // read in place: a batch is mostly in sled's cache and takes well under a millisecond
             // (a blocking-pool thread per stream cost more memory, in per-thread allocator heaps,
             // than it saved)
-            let records = match self.queue.records_after(self.after, READ_BATCH) {
-                Ok(records) => records,
+            let read = self.queue.removed().and_then(|before| {
+                let records = self.queue.records_after(self.after, READ_BATCH)?;
+                Ok((before, records, self.queue.removed()?))
+            });
+            let (before, records, after) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     tracing::error!("live stream stops: {e}");
                     return None;
                 }
             };
+            // records after our position left the queue before the read, or while it ran (ahead of
+            // the first record it returned): the client cannot have them all
+            let first = records.first().map(|r| r.id);
+            let missed =
+                |removed: Option<EventId>| removed.is_some_and(|l| self.after.map_or(true, |a| a < l));
+            if missed(before.last) || (missed(after.last) && first.map_or(true, |f| after.last < Some(f))) {
+                self.ended = true;
+                return Some(self.gone(after.last));
+            }
             self.caught_up = records.len() < READ_BATCH;
             for r in records {
                 self.after = Some(r.id);
@@ -181,6 +208,23 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+impl Feed {
+    /// The answer when the events after the client's position left the queue.
+    fn gone(&self, removed_through: Option<EventId>) -> Event {
+        let oldest_held = self.queue.oldest().ok().flatten().map(|(id, _)| id.to_string());
+        Event::default()
+            .event("gone")
+            .json_data(serde_json::json!({
+                "last_event_id": self.after.map(|a| a.to_string()),
+                "removed_through": removed_through.map(|l| l.to_string()),
+                "oldest_held": oldest_held,
+                "resync": "the events after last_event_id have left the queue ([queue] retention): \
+                           read the current state again, then reconnect without Last-Event-ID",
+            }))
+            .expect("json serializes")
     }
 }
 

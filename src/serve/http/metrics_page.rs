@@ -6,6 +6,7 @@ use metrics::gauge;
 use crate::dispatch::DispatchStatus;
 use crate::source::health::SlotHealth;
 use crate::source::progress::SourceSnapshot;
+use crate::store::QueueSummary;
 
 /// The text exposition: counters as recorded, gauges from the state passed in.
 pub fn render(
@@ -13,6 +14,7 @@ pub fn render(
     slot: Option<&SlotHealth>,
     dispatch: Option<&DispatchStatus>,
     disk: Option<&crate::store::disk::DiskWatch>,
+    queue: Option<&QueueSummary>,
 ) -> String {
     let handle = crate::telemetry::metrics::install();
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -68,6 +70,11 @@ pub fn render(
                     .set(f64::from(u8::from(i.breaker == state)));
             }
         }
+    }
+    if let Some(q) = queue {
+        gauge!("fieldsync_queue_records").set(q.held as f64);
+        gauge!("fieldsync_queue_oldest_record_age_seconds").set(q.oldest_record_age_seconds.unwrap_or(0.0));
+        metrics::counter!("fieldsync_queue_records_removed_total").absolute(q.removed);
     }
     if let Some(rss) = rss_bytes() {
         gauge!("fieldsync_process_resident_memory_bytes").set(rss as f64);

@@ -84,11 +84,13 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(st): State<AppState>) -> Response {
     let dispatch = st.ops().status().await.ok();
     let slot = st.slot.latest().and_then(Result::ok);
+    let queue = st.queue.summary().ok();
     let body = metrics_page::render(
         &st.source.snapshot(),
         slot.as_ref(),
         dispatch.as_ref(),
         st.disk.as_ref(),
+        queue.as_ref(),
     );
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -227,3 +227,29 @@ pub async fn caught_up(db: &tokio_postgres::Client, d: &fieldsync::app::Daemon) 
     )
     .await;
 }
+
+/// The ids of the queued records that carry an event, in commit order.
+pub fn event_ids(d: &fieldsync::app::Daemon) -> Vec<String> {
+    d.queue
+        .records_after(None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.is_some())
+        .map(|r| r.id.to_string())
+        .collect()
+}
+
+/// `POST /deliveries/requeue` of every dead letter; the daemon's JSON answer.
+pub async fn requeue_all(http: SocketAddr) -> serde_json::Value {
+    let answer = reqwest::Client::new()
+        .post(format!("http://{http}/deliveries/requeue"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
