@@ -1,6 +1,7 @@
 //! Durability by killing: `fieldsync run` is SIGKILLed at random moments while PostgreSQL takes a
-//! write load, then restarted; every committed change must be in the queue exactly once, in
-//! commit order.
+//! write load and retention removes delivered records (`retention = "1s"`), then restarted; every
+//! committed change must be stored exactly once, in commit order: the records still held, and
+//! the webhook receiver's deliveries for the ones removed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,19 +10,30 @@ use std::time::Duration;
 use fieldsync::store::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
-use crate::support::cluster_with_schema;
-use crate::support::daemon::{read_queue, sql, DaemonProcess, Workdir};
+use crate::dispatch::{dispatch_toml, SECRET};
+use crate::support::daemon::{config_toml, read_queue, sql, DaemonProcess, Workdir};
+use crate::support::{cluster_with_schema, wait_for};
+use fieldsync_dev::receiver::Receiver;
 
 const KILLS: usize = 20;
 const MIN_CHANGES: u64 = 10_000;
 const ORG: &str = "00000000-0000-0000-0000-00000000000c";
 const WEDDING: &str = "00000000-0000-0000-0000-0000000000c1";
+const INTEGRATION: &str = "00000000-0000-0000-0000-0000000000e1";
+/// Rows written before the load: the organisation, the wedding and the integration.
+const SEEDED: u64 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let cluster = cluster_with_schema();
     let work = Workdir::new(&cluster);
     let (queue_path, config_path, log, http) = (&work.queue, &work.config, &work.log, work.http);
+    let receiver = Receiver::start(SECRET).await;
+    let toml = config_toml(&cluster, queue_path, http.port()).replace(
+        "cache_capacity_mb = 32\n",
+        "cache_capacity_mb = 32\nretention = \"1s\"\n",
+    ) + &dispatch_toml(100_000);
+    std::fs::write(config_path, toml).unwrap();
 
     let db = sql(&cluster).await;
     // The slot exists before any write, so every change below must be captured.
@@ -30,12 +42,15 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
         .unwrap();
     db.batch_execute(&format!(
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Crash Studio');
-         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');"
+         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');
+         INSERT INTO organization_integrations (id, organization_id, integration_type, config, is_active)
+           VALUES ('{INTEGRATION}', '{ORG}', 'webhook', '{{\"url\": \"{}\", \"secret\": \"{SECRET}\"}}', true);",
+        receiver.url()
     ))
     .await
     .unwrap();
 
-    // The writer: one connection, transactions of 1 to 500 rows, values numbered in commit order.
+    // The writer: one connection, transactions of 1 to 200 rows, values numbered in commit order.
     let written = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -43,7 +58,7 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(0xF1E1D);
             while !stop.load(Ordering::Relaxed) {
-                let n: u64 = rng.gen_range(1..=500);
+                let n: u64 = rng.gen_range(1..=200);
                 let from = written.load(Ordering::Relaxed) + 1;
                 db.batch_execute(&format!(
                     "INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
@@ -63,11 +78,12 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let mut kills = 0;
     while kills < KILLS || written.load(Ordering::Relaxed) < MIN_CHANGES {
         let daemon = DaemonProcess::spawn(config_path, http, log);
-        // Kill at a random moment: sometimes during start-up, mostly while streaming.
+        // Kill at a random moment: sometimes during start-up, mostly while streaming, delivering
+        // and (past the first second, once a floor is saved) removing.
         let alive_ms = if rng.gen_bool(0.2) {
             rng.gen_range(0..150)
         } else {
-            rng.gen_range(150..1200)
+            rng.gen_range(150..2500)
         };
         tokio::time::sleep(Duration::from_millis(alive_ms)).await;
         daemon.kill9();
@@ -78,28 +94,68 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let total = written.load(Ordering::Relaxed);
 
     let mut daemon = DaemonProcess::spawn(config_path, http, log);
+    let removed_while_killed = loop {
+        if let Some(s) = daemon.status() {
+            break s["queue"]["removed"].as_u64().unwrap();
+        }
+        assert!(daemon.try_wait().is_none(), "daemon exited:\n{}", log_tail(log));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let started = std::time::Instant::now();
     loop {
         assert!(daemon.try_wait().is_none(), "daemon exited:\n{}", log_tail(log));
         let stored = daemon.stored_records();
-        if stored == Some(total + 2) {
+        if stored == Some(total + SEEDED) {
             break;
         }
         if started.elapsed() > Duration::from_secs(120) {
             daemon.terminate();
             panic!(
                 "the restarted daemon did not catch up: {stored:?} of {} records stored; {}\n{}",
-                total + 2,
+                total + SEEDED,
                 describe_gaps(&read_queue(queue_path), total),
                 log_tail(log)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // every change reaches the receiver: one event id per change (a change stored twice would
+    // arrive under two ids), each value once
+    wait_for(Duration::from_secs(120), "every change to be delivered", || {
+        receiver.final_state().len() as u64 == total
+    });
+    let removed = daemon.status().unwrap()["queue"]["removed"].as_u64().unwrap();
     assert!(daemon.terminate().success(), "clean stop on SIGTERM");
+    let mut delivered: Vec<(String, u64)> = receiver
+        .accepted()
+        .into_iter()
+        .filter(|a| a.field_id.is_some())
+        .map(|a| {
+            let value = a.body["data"]["new_value"].as_u64();
+            (
+                a.id,
+                value.unwrap_or_else(|| panic!("not a number value: {}", a.body)),
+            )
+        })
+        .collect();
+    assert_eq!(delivered.len() as u64, total, "one event id per change");
+    delivered.sort_by_key(|(_, v)| *v);
+    assert!(
+        delivered.iter().map(|(_, v)| *v).eq(1..=total),
+        "every value delivered once"
+    );
+    assert!(
+        delivered
+            .windows(2)
+            .all(|w| w[0].0.parse::<fieldsync::store::record::EventId>().unwrap()
+                < w[1].0.parse::<fieldsync::store::record::EventId>().unwrap()),
+        "event ids follow commit order"
+    );
+    assert_eq!(receiver.order_violations(), Vec::<String>::new());
 
+    // what is still held: a contiguous tail, in commit order, after everything removed
     let records = read_queue(queue_path);
-    let values: Vec<u64> = records
+    let held: Vec<u64> = records
         .iter()
         .filter(|r| r.table == "form_field_values")
         .map(|r| match r.new.as_ref().and_then(|n| n.get("value")) {
@@ -107,21 +163,23 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
             other => panic!("unexpected value {other:?}"),
         })
         .collect();
-    assert_eq!(
-        values.len() as u64,
-        total,
-        "every committed change is stored exactly once"
-    );
     assert!(
-        values.iter().copied().eq(1..=total),
-        "in commit order, none missing, none twice"
+        held.iter().copied().eq(total + 1 - held.len() as u64..=total),
+        "the records held are the newest, in commit order, none twice"
     );
     assert!(
         records.windows(2).all(|w| w[0].id < w[1].id),
         "ids strictly increase"
     );
+    assert!(
+        removed_while_killed > 0,
+        "retention removed records between the kills"
+    );
     assert!(kills >= KILLS && total >= MIN_CHANGES);
-    eprintln!("{kills} kills, {total} changes, {} records", records.len());
+    eprintln!(
+        "{kills} kills, {total} changes; {removed_while_killed} records removed by retention while killed, {removed} in all, {} held at the end",
+        records.len()
+    );
 }
 
 fn log_tail(log: &std::path::Path) -> String {

@@ -13,6 +13,8 @@ use crate::support::daemon::{self, sql};
 use crate::support::{cluster_with_schema, wait_for_async, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);
+/// `[queue] max_disk` of these tests: the soak stays well under it.
+const MAX_DISK: u64 = 256 << 20;
 const SECOND_INTEGRATION: &str = "0d000000-0000-4000-8000-0000000000e2";
 
 /// The daemon in this process with `[queue] retention`; `http` goes to `[http]`, `extra` after
@@ -28,7 +30,7 @@ async fn start(
     let toml = daemon::config_toml(cluster, &dir.path().join("q"), 0)
         .replace(
             "cache_capacity_mb = 32\n",
-            &format!("cache_capacity_mb = 32\nretention = \"{retention}\"\n"),
+            &format!("cache_capacity_mb = 32\nretention = \"{retention}\"\nmax_disk = {MAX_DISK}\n"),
         )
         .replace("[http]\n", &format!("[http]\n{http}"))
         + &dispatch_toml(max_attempts)
@@ -134,6 +136,8 @@ async fn soak_the_queue_directory_stops_growing_under_steady_churn_with_short_re
             s.removed,
             s.held
         );
+        assert!(bytes < MAX_DISK, "{bytes} bytes on disk, past max_disk");
+        assert!(d.disk.bytes() < MAX_DISK && !d.disk.is_full());
         curve.push(bytes);
     }
     let (quarter, end) = (curve[0], curve[3]);
