@@ -7,7 +7,8 @@
 //! (a) `pg_recvlogical` with pgoutput to /dev/null, until `--endpos`; (b) the fieldsync binary
 //! capturing rows into its fsynced sled queue (`[events] enabled = false`); (c) the same with
 //! field-sync events built; each until the last transaction is durable. Prints median rows/s, the
-//! ratios b/a and c/a, and fieldsync's peak RSS.
+//! ratios b/a and c/a, fieldsync's peak RSS, and the queue's bytes on disk per change of (b) and (c)
+//! (the directory once the process stopped, over the rows captured).
 //!
 //! Run: `cargo bench --bench capture` (env BENCH_ROWS overrides the 200,000 rows per workload).
 
@@ -74,14 +75,16 @@ fn main() {
     for txn_rows in [1u64, 100] {
         let t = throughput(&cluster, rows, txn_rows);
         println!(
-            "{:<22} {:>12.0} r/s {:>12.0} r/s {:>6.2} {:>14.0} r/s {:>6.2}   (fieldsync peak RSS {} MiB)",
+            "{:<22} {:>12.0} r/s {:>12.0} r/s {:>6.2} {:>14.0} r/s {:>6.2}   (fieldsync peak RSS {} MiB; on disk {} B/change rows, {} B/change events)",
             format!("{txn_rows}-row transactions"),
             t.reference,
             t.capture,
             t.capture / t.reference,
             t.events,
             t.events / t.reference,
-            t.rss_kib / 1024
+            t.rss_kib / 1024,
+            t.disk_per_row[0],
+            t.disk_per_row[1]
         );
     }
 }
@@ -156,13 +159,15 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> Throughput {
         .parse()
         .unwrap();
     let (mut reference, mut capture, mut events, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut disk_per_row = [0; 2];
     for round in &slots {
         reference.push(recvlogical(cluster, &round[0], end, rows));
-        let (rate, kib) = fieldsync_run(cluster, &round[1], rows, false);
-        capture.push(rate);
-        let (rate, kib_events) = fieldsync_run(cluster, &round[2], rows, true);
-        events.push(rate);
-        rss = rss.max(kib).max(kib_events);
+        let rows_only = fieldsync_run(cluster, &round[1], rows, false);
+        capture.push(rows_only.rate);
+        let with_events = fieldsync_run(cluster, &round[2], rows, true);
+        events.push(with_events.rate);
+        rss = rss.max(rows_only.rss_kib).max(with_events.rss_kib);
+        disk_per_row = [rows_only.disk_bytes / rows, with_events.disk_bytes / rows];
     }
     for slot in slots.iter().flatten() {
         cluster
@@ -174,15 +179,25 @@ fn throughput(cluster: &Cluster, rows: u64, txn_rows: u64) -> Throughput {
         capture: median(capture),
         events: median(events),
         rss_kib: rss,
+        disk_per_row,
     }
 }
 
-/// Median rows/s of each leg over the same WAL, and fieldsync's largest peak RSS.
+/// Median rows/s of each leg over the same WAL, fieldsync's largest peak RSS, and the queue's
+/// bytes on disk per change (rows only, with events) in the last round.
 struct Throughput {
     reference: f64,
     capture: f64,
     events: f64,
     rss_kib: u64,
+    disk_per_row: [u64; 2],
+}
+
+/// One fieldsync leg: rows/s, peak RSS in KiB, the queue's size on disk once stopped.
+struct Run {
+    rate: f64,
+    rss_kib: u64,
+    disk_bytes: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -216,9 +231,8 @@ fn recvlogical(cluster: &Cluster, slot: &str, end: Lsn, rows: u64) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
-/// (b) the fieldsync binary, fsynced queue, from process start until the last row is durable;
-/// rows/s and peak RSS in KiB.
-fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64, u64) {
+/// (b) the fieldsync binary, fsynced queue, from process start until the last row is durable.
+fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -259,9 +273,13 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> (f64
         std::thread::sleep(Duration::from_millis(2));
     }
     let rate = rows as f64 / started.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(child.id());
+    let rss_kib = peak_rss_kib(child.id());
     assert!(child.terminate().unwrap().success(), "fieldsync stops cleanly");
-    (rate, rss)
+    Run {
+        rate,
+        rss_kib,
+        disk_bytes: fieldsync::store::disk::dir_bytes(&dir.path().join("queue")).unwrap(),
+    }
 }
 
 /// Streams live while a client commits 1-row transactions at `rate`/s; returns p50, p99, p99.9 and

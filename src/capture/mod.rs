@@ -362,6 +362,9 @@ impl Capture {
                 None
             }
         };
+        // a field change is stored once: its event carries the values, the ids and the context,
+        // so the row images are not kept beside it
+        let images = event.is_none();
         let record = RecordRef {
             id,
             commit_lsn: txn.commit_lsn,
@@ -372,13 +375,13 @@ impl Capture {
             table: &rel.name,
             op,
             identity,
-            old: old_tuple.map(|t| RowRef {
+            old: old_tuple.filter(|_| images).map(|t| RowRef {
                 columns: &rel.columns,
                 tuple: t,
                 key_only: identity == Some(OldImage::Key),
                 fallback: None,
             }),
-            new: new.map(|t| RowRef {
+            new: new.filter(|_| images).map(|t| RowRef {
                 columns: &rel.columns,
                 tuple: t,
                 key_only: false,

@@ -10,6 +10,11 @@
 //! ```
 //! A column value is a JSON string (PostgreSQL's text form), `null` for SQL NULL, or
 //! `{"unchanged": true}` for a TOASTed value that the update did not touch and the WAL did not carry.
+//!
+//! A record of a field row that became a field-sync event stores the change once: `old` and
+//! `new` are `null` and `event` (the envelope, sent as stored) carries the values, the ids and the
+//! wedding context. Other records (context tables, or with `[events] enabled = false`) keep their
+//! row images and have no `event`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -193,6 +198,7 @@ pub struct ChangeRecord {
     pub op: Op,
     /// Which old image the WAL carried, if any.
     pub identity: Option<OldImage>,
+    /// The row images; `None` when `event` carries the change.
     pub old: Option<Row>,
     pub new: Option<Row>,
     /// The field-sync event of a field-table row (see `crate::events`).

@@ -40,6 +40,15 @@ fn text<'a>(row: &'a Option<fieldsync::store::record::Row>, col: &str) -> &'a Co
         .unwrap_or_else(|| panic!("column {col} missing in {row:?}"))
 }
 
+/// The daemon with `[events] enabled = false`: every record keeps its row images (with events on,
+/// a field row's change is stored once, in its event: see
+/// `a_field_change_is_stored_once_in_its_event_and_context_rows_keep_their_images`).
+async fn start_rows_only(cluster: &crate::support::Cluster) -> (tempfile::TempDir, fieldsync::app::Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = daemon::config_toml(cluster, &dir.path().join("q"), 0) + "\n[events]\nenabled = false\n";
+    (dir, daemon::start(&toml).await)
+}
+
 const ORG: &str = "00000000-0000-0000-0000-00000000000a";
 const WEDDING: &str = "00000000-0000-0000-0000-0000000000b1";
 
@@ -54,7 +63,7 @@ fn seed_sql() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_changes_of_published_tables_reach_the_queue_in_commit_order_with_old_and_new_values() {
     let cluster = cluster_with_schema();
-    let (_dir, d) = daemon::start_on(&cluster).await;
+    let (_dir, d) = start_rows_only(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute("CREATE TABLE unpublished (x int)")
         .await
@@ -156,6 +165,40 @@ async fn add_and_drop_column_mid_stream_are_followed() {
 }
 
 /// A jsonb value large and random enough to be stored out of line (TOAST) even after compression.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_change_is_stored_once_in_its_event_and_context_rows_keep_their_images() {
+    let cluster = cluster_with_schema();
+    let (_dir, d) = daemon::start_on(&cluster).await;
+    let db = sql(&cluster).await;
+    db.batch_execute(&seed_sql()).await.unwrap();
+    db.batch_execute(&format!(
+        "INSERT INTO form_field_values (id, organization_id, wedding_id, field_id, field_type, value)
+           VALUES ('00000000-0000-0000-0000-0000000000f2', '{ORG}', '{WEDDING}', gen_random_uuid(), 'number', '140');
+         UPDATE form_field_values SET value = '150' WHERE id = '00000000-0000-0000-0000-0000000000f2';
+         DELETE FROM form_field_values WHERE id = '00000000-0000-0000-0000-0000000000f2';"
+    ))
+    .await
+    .unwrap();
+    let records = wait_for_records(&d.queue, 5).await;
+    assert_eq!(
+        text(&records[1].new, "couple_names"),
+        &ColumnValue::Text("Ana & Bea".into()),
+        "a context row keeps its image"
+    );
+    let values: Vec<(Option<serde_json::Value>, Option<serde_json::Value>)> = records[2..]
+        .iter()
+        .map(|r| {
+            assert_eq!((&r.old, &r.new), (&None, &None), "no row image beside the event");
+            let e = r.event.as_ref().expect("a field row's record has its event");
+            assert_eq!(e.data.event_id, r.id);
+            (e.data.old_value.clone(), e.data.new_value.clone())
+        })
+        .collect();
+    let n = |v: i64| Some(serde_json::json!(v));
+    assert_eq!(values, [(None, n(140)), (n(140), n(150)), (n(150), None)]);
+    d.stop().await.unwrap();
+}
+
 fn large_json_sql() -> &'static str {
     "(SELECT jsonb_build_object('notes', string_agg(md5(i::text || random()::text), '')) FROM generate_series(1, 400) i)"
 }
@@ -163,7 +206,7 @@ fn large_json_sql() -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_toasted_value_is_carried_under_full_identity_and_marked_unchanged_under_default() {
     let cluster = cluster_with_schema();
-    let (_dir, d) = daemon::start_on(&cluster).await;
+    let (_dir, d) = start_rows_only(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&seed_sql()).await.unwrap();
     db.batch_execute(&format!(
@@ -256,7 +299,7 @@ async fn heavy_writes_to_other_tables_keep_the_slot_advancing_while_the_publicat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_stream_is_survived_without_loss_or_duplicates() {
     let mut cluster = cluster_with_schema();
-    let (_dir, d) = daemon::start_on(&cluster).await;
+    let (_dir, d) = start_rows_only(&cluster).await;
     let db = sql(&cluster).await;
     db.batch_execute(&seed_sql()).await.unwrap();
     let insert_fields = |from: usize, to: usize| {

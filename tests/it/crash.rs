@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldsync::store::record::ColumnValue;
 use rand::{Rng, SeedableRng};
 
 use crate::dispatch::{dispatch_toml, SECRET};
@@ -158,10 +157,7 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let held: Vec<u64> = records
         .iter()
         .filter(|r| r.table == "form_field_values")
-        .map(|r| match r.new.as_ref().and_then(|n| n.get("value")) {
-            Some(ColumnValue::Text(t)) => t.parse().unwrap(),
-            other => panic!("unexpected value {other:?}"),
-        })
+        .map(|r| number_value(r).unwrap_or_else(|| panic!("no number value in {r:?}")))
         .collect();
     assert!(
         held.iter().copied().eq(total + 1 - held.len() as u64..=total),
@@ -182,6 +178,11 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
     );
 }
 
+/// The value a `number` field record stores (in its event: the change is stored once).
+fn number_value(r: &fieldsync::store::record::ChangeRecord) -> Option<u64> {
+    r.event.as_ref()?.data.new_value.as_ref()?.as_u64()
+}
+
 fn log_tail(log: &std::path::Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -193,10 +194,9 @@ fn describe_gaps(records: &[fieldsync::store::record::ChangeRecord], total: u64)
     let mut seen = vec![0u32; total as usize + 1];
     let mut around = Vec::new();
     for r in records.iter().filter(|r| r.table == "form_field_values") {
-        if let Some(ColumnValue::Text(t)) = r.new.as_ref().and_then(|n| n.get("value")) {
-            let v: usize = t.parse().unwrap();
-            seen[v] += 1;
-            around.push((v, r.id));
+        if let Some(v) = number_value(r) {
+            seen[v as usize] += 1;
+            around.push((v as usize, r.id));
         }
     }
     let missing: Vec<usize> = (1..=total as usize).filter(|v| seen[*v] == 0).collect();

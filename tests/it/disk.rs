@@ -112,8 +112,7 @@ fn stored_once(queue: &Path) -> BTreeSet<String> {
     for r in &records {
         assert!(ids.insert(r.id), "record {} is stored twice", r.id);
         if r.table == "form_field_values" {
-            let f = r.new.as_ref().and_then(|row| row.get("field_id"));
-            if let Some(fieldsync::store::record::ColumnValue::Text(f)) = f {
+            if let Some(f) = r.event.as_ref().and_then(|e| e.data.field_id.as_ref()) {
                 assert!(fields.insert(f.to_owned()), "field {f} is stored twice");
             }
         }

@@ -300,6 +300,21 @@ fn summary(r: &ChangeRecord) -> String {
         Some(ColumnValue::Unchanged) => "(unchanged)".into(),
         None => String::new(),
     };
+    if let Some(e) = &r.event {
+        // a field change is stored once, in its event
+        let value = |v: &Option<serde_json::Value>| v.as_ref().map_or("null".into(), |v| v.to_string());
+        let d = &e.data;
+        return match (&d.old_value, &d.new_value) {
+            (Some(_), Some(_)) => format!(
+                "{}: {} -> {}",
+                d.field_type,
+                value(&d.old_value),
+                value(&d.new_value)
+            ),
+            (_, Some(_)) => format!("{} = {}", d.field_type, value(&d.new_value)),
+            _ => format!("removed {}", d.field_type),
+        };
+    }
     match (&r.old, &r.new) {
         (Some(old), Some(new)) => {
             let changed: Vec<String> = new
