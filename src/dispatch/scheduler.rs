@@ -8,7 +8,9 @@
 //!   waiting for a retry delays only itself: other weddings stay ready.
 //! - Coalescing: when the head of a wedding's queue has a newer event of the same field behind it,
 //!   the head is superseded (never sent) and the next one is considered, so the newest value
-//!   always survives.
+//!   always survives. A head already sent once is never superseded: a timed-out attempt may still
+//!   land later (a timeout is not a "no"), and landing after the newer value would put the older
+//!   value last. It is retried until final, and the newer event follows it.
 //! - Priority: ready weddings are taken by their head's priority (critical, important, optional),
 //!   oldest first within a priority; this matters only when more weddings are ready than may start.
 //! - A requeued dead letter goes back into its wedding's queue in id order, never before the event
@@ -254,10 +256,11 @@ impl<P: Clone> Lanes<P> {
         loop {
             let w = &self.weddings[&wedding];
             let head = w.fifo.front().expect("a ready wedding has a head");
-            let newer_waits = head
-                .field
-                .as_ref()
-                .is_some_and(|f| w.fields.get(f).copied().unwrap_or(0) > 1);
+            let newer_waits = head.attempts == 0
+                && head
+                    .field
+                    .as_ref()
+                    .is_some_and(|f| w.fields.get(f).copied().unwrap_or(0) > 1);
             if !newer_waits {
                 break;
             }
@@ -452,6 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn an_event_already_sent_once_is_retried_not_superseded_by_a_newer_value() {
+        let mut l = Lanes::default();
+        let t0 = Instant::now();
+        l.push("w", entry(1, "guests", Priority::Critical));
+        assert_eq!(start(&mut l), Some(("w".into(), 1, vec![])));
+        // it timed out: the request may still reach the receiver
+        l.landed("w").unwrap();
+        l.retry("w", t0);
+        l.push("w", entry(2, "guests", Priority::Critical));
+        l.wake(&Arc::from("w"), t0);
+        assert_eq!(start(&mut l), Some(("w".into(), 1, vec![])), "sent again, not superseded");
+        assert_eq!(deliver(&mut l, "w"), 1);
+        assert_eq!(start(&mut l), Some(("w".into(), 2, vec![])));
+    }
+
+    #[test]
     fn under_backlog_critical_goes_before_important_before_optional() {
         let mut l = Lanes::default();
         l.push("a", entry(1, "f", Priority::Optional));
@@ -574,6 +593,7 @@ mod tests {
                                 for s in &p.superseded {
                                     let (n, f) = q.remove(0);
                                     prop_assert_eq!(n, s.payload);
+                                    prop_assert_eq!(s.attempts, 0, "an event sent before was superseded");
                                     prop_assert!(q.iter().any(|(_, g)| *g == f), "superseded without a newer value of its field");
                                     superseded.insert(n);
                                 }

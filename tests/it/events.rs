@@ -302,7 +302,7 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
         "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Interrupted Studio');
          INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'E & F');
          INSERT INTO form_field_values (organization_id, wedding_id, field_id, field_type, value)
-           SELECT '{ORG}', '{WEDDING}', gen_random_uuid(), 'number', to_jsonb(i) FROM generate_series(1, 50000) i;"
+           SELECT '{ORG}', '{WEDDING}', gen_random_uuid(), 'number', to_jsonb(i) FROM generate_series(1, 150000) i;"
     ))
     .await
     .unwrap();
@@ -373,7 +373,7 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
         .iter()
         .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
         .collect();
-    assert_eq!(state.len(), 49_999);
+    assert_eq!(state.len(), 149_999);
     assert!(state == expected, "the retaken snapshot equals the database");
 }
 
