@@ -465,7 +465,11 @@ mod tests {
         l.retry("w", t0);
         l.push("w", entry(2, "guests", Priority::Critical));
         l.wake(&Arc::from("w"), t0);
-        assert_eq!(start(&mut l), Some(("w".into(), 1, vec![])), "sent again, not superseded");
+        assert_eq!(
+            start(&mut l),
+            Some(("w".into(), 1, vec![])),
+            "sent again, not superseded"
+        );
         assert_eq!(deliver(&mut l, "w"), 1);
         assert_eq!(start(&mut l), Some(("w".into(), 2, vec![])));
     }

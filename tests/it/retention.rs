@@ -80,21 +80,26 @@ async fn update(db: &tokio_postgres::Client, n: usize, per_txn: usize) {
 }
 
 /// The directory's size once everything is delivered and removed, after each quarter of the
-/// updates: the last is at most 1.25× the first. `FIELDSYNC_SOAK_UPDATES` (default 120,000, a
-/// multiple of 200) sets the total; the README gives the 1,000,000-update curve. The delivery log is
-/// history with its own bounds (`[dispatch] log_retention` and `log_max_entries`), set short here too.
+/// updates: the last is at most 1.25× the first. `FIELDSYNC_SOAK_UPDATES` (a multiple of 200) sets
+/// the measured updates and `FIELDSYNC_SOAK_WARMUP` the updates before the first quarter, unmeasured.
+/// The acceptance run is `FIELDSYNC_SOAK_WARMUP=0 FIELDSYNC_SOAK_UPDATES=1000000` (the README gives
+/// its curve: the directory levels off from about 250,000 updates on). The suite's shorter version
+/// (defaults: 240,000 warm-up, then 120,000 measured) checks the same ratio on that plateau; from an
+/// empty store, 120,000 updates are still on the way up. The delivery log is history with its own
+/// bounds (`[dispatch] log_retention` and `log_max_entries`), set short here too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_the_queue_directory_stops_growing_under_steady_churn_with_short_retention() {
     const WEDDINGS: usize = 200;
     const FIELDS: usize = 10;
     const PER_TXN: usize = 50;
-    let updates: usize = std::env::var("FIELDSYNC_SOAK_UPDATES")
-        .map(|v| v.parse().expect("FIELDSYNC_SOAK_UPDATES is a number"))
-        .unwrap_or(120_000);
-    assert_eq!(
-        updates % (4 * PER_TXN),
-        0,
-        "FIELDSYNC_SOAK_UPDATES is a multiple of 200"
+    let setting = |name: &str, default: usize| -> usize {
+        let n = std::env::var(name).map_or(default, |v| v.parse().expect("a number of updates"));
+        assert_eq!(n % (4 * PER_TXN), 0, "{name} is a multiple of 200");
+        n
+    };
+    let (warmup, updates) = (
+        setting("FIELDSYNC_SOAK_WARMUP", 240_000),
+        setting("FIELDSYNC_SOAK_UPDATES", 120_000),
     );
     let cluster = cluster_with_schema();
     let receiver = Receiver::start(SECRET).await;
@@ -118,6 +123,7 @@ async fn soak_the_queue_directory_stops_growing_under_steady_churn_with_short_re
     .await;
     let queue = dir.path().join("q");
 
+    update(&db, warmup, PER_TXN).await;
     let started = Instant::now();
     let mut curve = Vec::new();
     for quarter in 1..=4 {
@@ -136,7 +142,7 @@ async fn soak_the_queue_directory_stops_growing_under_steady_churn_with_short_re
         let s = d.queue.summary().unwrap();
         println!(
             "soak: after {:>6} updates ({:>5.1} s): queue directory {:>6.1} MiB, {} records stored, {} removed, {} held",
-            quarter * updates / 4,
+            warmup + quarter * updates / 4,
             started.elapsed().as_secs_f64(),
             bytes as f64 / (1 << 20) as f64,
             s.records,
@@ -151,7 +157,7 @@ async fn soak_the_queue_directory_stops_growing_under_steady_churn_with_short_re
     println!(
         "soak: end/quarter = {:.2}; {:.0} bytes on disk per change at the end",
         end as f64 / quarter as f64,
-        end as f64 / updates as f64
+        end as f64 / (warmup + updates) as f64
     );
     assert!(
         end as f64 <= 1.25 * quarter as f64,
