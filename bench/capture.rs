@@ -61,12 +61,17 @@ fn main() {
         server_version(&cluster)
     );
     // Latency first, on a quiet cluster: after the bulk workloads autovacuum competes for the CPUs.
-    for rate in [1_000u64, 5_000] {
-        let (p, n) = runtime.block_on(latency(&cluster, rate, Duration::from_secs(5)));
-        println!(
-            "commit-to-durable at {rate:>5}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({n} transactions)",
-            p[0], p[1], p[2], p[3]
-        );
+    // Then again with retention removing what is older than a second, as it does all day.
+    for removal in [false, true] {
+        for rate in [1_000u64, 5_000] {
+            let (p, n, removed) = runtime.block_on(latency(&cluster, rate, Duration::from_secs(5), removal));
+            println!(
+                "commit-to-durable at {rate:>5}/s{}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({n} transactions{})",
+                if removal { ", removal running" } else { "" },
+                p[0], p[1], p[2], p[3],
+                if removal { format!(", {removed} records removed meanwhile") } else { String::new() }
+            );
+        }
     }
     println!(
         "{:<22} {:>16} {:>16} {:>6} {:>18} {:>6}",
@@ -283,21 +288,30 @@ fn fieldsync_run(cluster: &Cluster, slot: &str, rows: u64, events: bool) -> Run 
 }
 
 /// Streams live while a client commits 1-row transactions at `rate`/s; returns p50, p99, p99.9 and
-/// max in ms, and the number of transactions.
-async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> ([f64; 4], usize) {
+/// max in ms, the number of transactions, and the records retention removed meanwhile (with
+/// `removal`: retention removes what is older than 1 s, positions confirmed every 100 ms so that
+/// records may go).
+async fn latency(cluster: &Cluster, rate: u64, duration: Duration, removal: bool) -> ([f64; 4], usize, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let slot = format!("bench_lat_{rate}");
-    let cfg = Config::from_toml_str(
-        &config_toml(cluster, &slot, &dir.path().join("queue"), None),
-        "bench",
-        std::iter::empty::<(String, String)>(),
-    )
-    .expect("bench config");
+    let slot = format!("bench_lat_{rate}_{removal}");
+    // the rows of earlier legs are not read again as a snapshot: only the live stream is measured
+    let mut toml =
+        config_toml(cluster, &slot, &dir.path().join("queue"), None) + "[events]\nsnapshot = \"never\"\n";
+    if removal {
+        toml = toml.replace("[replication]\n", "[replication]\nstatus_interval = \"100ms\"\n");
+    }
+    let cfg =
+        Config::from_toml_str(&toml, "bench", std::iter::empty::<(String, String)>()).expect("bench config");
     let queue = Store::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(SourceStatus::default());
     let source = Source::new(Arc::new(cfg.clone()), queue.clone(), status.clone()).unwrap();
-    let task = tokio::spawn(source.run(stop_rx));
+    let task = tokio::spawn(source.run(stop_rx.clone()));
+    if removal {
+        let retention =
+            fieldsync::store::retention::run(queue.clone(), Duration::from_secs(1), false, stop_rx);
+        tokio::spawn(retention);
+    }
     while !status.snapshot().connected {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -323,6 +337,7 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> ([f64; 4],
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut samples = queue.latency_samples().take();
+    let removed = queue.summary().unwrap().removed;
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
     cluster
@@ -330,5 +345,9 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration) -> ([f64; 4],
         .unwrap();
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    ([pct(0.50), pct(0.99), pct(0.999), pct(1.0)], samples.len())
+    (
+        [pct(0.50), pct(0.99), pct(0.999), pct(1.0)],
+        samples.len(),
+        removed,
+    )
 }
