@@ -256,16 +256,7 @@ async fn heavy_writes_to_other_tables_keep_the_slot_advancing_while_the_publicat
     db.batch_execute("CREATE TABLE busy (id bigserial primary key, payload text)")
         .await
         .unwrap();
-    let confirmed = || async {
-        let row = db
-            .query_one(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
-                &[],
-            )
-            .await
-            .unwrap();
-        row.get::<_, String>(0).parse::<fieldsync::lsn::Lsn>().unwrap()
-    };
+    let confirmed = || daemon::slot_confirmed(&db);
     let before = confirmed().await;
     for _ in 0..20 {
         db.batch_execute("INSERT INTO busy (payload) SELECT repeat('x', 200) FROM generate_series(1, 2000)")

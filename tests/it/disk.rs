@@ -12,23 +12,11 @@ use fieldsync::lsn::Lsn;
 use fieldsync_dev::receiver::Receiver;
 
 use crate::dispatch::{converge, dispatch_toml, field, seed, wedding, INTEGRATION, ORG, SECRET};
-use crate::support::daemon::{self, http_get, sql, DaemonProcess, Workdir};
+use crate::support::daemon::{self, http_get, slot_confirmed, sql, DaemonProcess, Workdir};
 use crate::support::{cluster_with_schema, wait_for, wait_for_async, Cluster};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 const WEDDINGS: usize = 10;
-
-/// The slot's `confirmed_flush_lsn`.
-async fn slot_confirmed(db: &tokio_postgres::Client) -> Lsn {
-    let row = db
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
-            &[],
-        )
-        .await
-        .unwrap();
-    row.get::<_, String>(0).parse().unwrap()
-}
 
 /// `/readyz`: `(status, reasons)`; `None` while nothing answers.
 fn readyz(http: std::net::SocketAddr) -> Option<(u16, Vec<String>)> {
@@ -141,6 +129,29 @@ fn delivered_once(queue: &Path, receiver: &Receiver) {
         events.len(),
         "each event applied once"
     );
+}
+
+/// Once the receiver has the database's state: the daemon stops cleanly, every change the load
+/// wrote is stored once and every event was delivered once.
+async fn every_change_arrives_once(
+    db: &tokio_postgres::Client,
+    receiver: &Receiver,
+    child: DaemonProcess,
+    work: &Workdir,
+    txns: &[(usize, usize, Lsn)],
+) {
+    converge(db, receiver).await;
+    assert!(child.terminate().success());
+    let stored = stored_once(&work.queue);
+    let written = fields_written(txns);
+    let missing: Vec<&String> = written.iter().filter(|f| !stored.contains(*f)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} changes not stored: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    delivered_once(&work.queue, receiver);
 }
 
 /// Waits until `/readyz` answers 200; on a timeout or an exit, says what it answered and the log.
@@ -274,18 +285,7 @@ async fn at_max_disk_capture_stops_confirms_nothing_more_and_a_larger_bound_deli
     write_config(&cluster, &work, "\"1GiB\"");
     receiver.resume().await;
     let child = DaemonProcess::spawn(&work.config, work.http, &work.log);
-    converge(&db, &receiver).await;
-    assert!(child.terminate().success());
-    let stored = stored_once(&work.queue);
-    let written = fields_written(&txns);
-    let missing: Vec<&String> = written.iter().filter(|f| !stored.contains(*f)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} changes not stored: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    delivered_once(&work.queue, &receiver);
+    every_change_arrives_once(&db, &receiver, child, &work, &txns).await;
     let log = log_text(&work.log);
     assert!(log.contains("the queue reached [queue] max_disk"), "{log}");
 }
@@ -445,18 +445,7 @@ async fn a_full_filesystem_is_survived_without_a_crash_loop_early_confirmation_l
     // 3. restarted with space: every change stored once and delivered once
     let mut child = DaemonProcess::spawn(&work.config, work.http, &work.log);
     wait_ready(&work, &mut child);
-    converge(&db, &receiver).await;
-    assert!(child.terminate().success());
-    let stored = stored_once(&work.queue);
-    let written = fields_written(&txns);
-    let missing: Vec<&String> = written.iter().filter(|f| !stored.contains(*f)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} changes not stored: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    delivered_once(&work.queue, &receiver);
+    every_change_arrives_once(&db, &receiver, child, &work, &txns).await;
     let log = log_text(&work.log);
     assert!(!log.contains("panicked"), "{log}");
     drop(fs);

@@ -69,6 +69,18 @@ pub async fn start_on(cluster: &Cluster) -> (tempfile::TempDir, Daemon) {
     (dir, daemon)
 }
 
+/// The `fieldsync` slot's `confirmed_flush_lsn`.
+pub async fn slot_confirmed(db: &tokio_postgres::Client) -> fieldsync::lsn::Lsn {
+    let row = db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'fieldsync'",
+            &[],
+        )
+        .await
+        .unwrap();
+    row.get::<_, String>(0).parse().unwrap()
+}
+
 /// An ordinary SQL connection to the cluster as `postgres`.
 pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
     fieldsync::pg::connect_sql(&cluster.target("postgres", None, "postgres"))
