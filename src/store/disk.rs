@@ -45,6 +45,19 @@ impl DiskWatch {
             full,
         });
         shared.measure();
+        if let Some(free) = free_bytes(path) {
+            let room = shared.bytes.load(Ordering::Relaxed).saturating_add(free);
+            if !bound_fits(max_bytes, room) {
+                tracing::warn!(
+                    path = %path.display(),
+                    max_disk = max_bytes,
+                    room_bytes = room,
+                    "[queue] max_disk ({}) is more than the queue can ever take on its filesystem ({} now: its own size plus the free space): the filesystem fills before the bound holds, and then capture stops on write errors; set [queue] max_disk below that",
+                    show(max_bytes),
+                    show(room)
+                );
+            }
+        }
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("queue-disk".into())
@@ -84,6 +97,24 @@ impl DiskWatch {
             )
         })
     }
+}
+
+/// Whether a bound of `max_bytes` can be reached before the filesystem is full, `room` being the
+/// store's size plus the filesystem's free space.
+fn bound_fits(max_bytes: u64, room: u64) -> bool {
+    max_bytes <= room
+}
+
+/// Bytes an unprivileged writer may still write on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct it is given and reads the NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
 }
 
 fn measure_while_watched(shared: Weak<Shared>) {
@@ -184,6 +215,15 @@ mod tests {
         std::fs::write(dir.path().join("snap.00AB.generating"), vec![0u8; 700]).unwrap();
         assert_eq!(dir_bytes(dir.path()).unwrap(), 3500);
         assert!(dir_bytes(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_bound_past_the_filesystems_room_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).expect("statvfs works on a temporary directory");
+        assert!(free > 0);
+        assert!(bound_fits(free, free) && !bound_fits(free + 1, free));
+        assert_eq!(free_bytes(&dir.path().join("missing")), None);
     }
 
     #[test]

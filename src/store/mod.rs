@@ -283,12 +283,12 @@ impl Store {
         Ok(())
     }
 
-    /// The wedding context store kept in the same database.
     /// The delivery store (one per open queue: its buffers are shared by every handle).
     pub fn deliveries(&self) -> Result<deliveries::DeliveryStore, StoreError> {
         Ok(self.deliveries.clone())
     }
 
+    /// The wedding context store kept in the same database.
     pub fn context(&self) -> Result<context::ContextStore, StoreError> {
         context::ContextStore::open(&self.db)
     }

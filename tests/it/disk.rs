@@ -403,6 +403,8 @@ async fn a_full_filesystem_is_survived_without_a_crash_loop_early_confirmation_l
     let log = log_text(&work.log);
     assert!(log.contains("the queue cannot write"), "{log}");
     assert!(log.contains("reopening the queue"), "{log}");
+    // max_disk (1 GiB) is past what a 64 MiB filesystem can hold: said at start
+    assert!(log.contains("is more than the queue can ever take"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     eprintln!(
         "full filesystem: filler wrote {filled} B; /readyz said so after {noticed:?}; reasons: {reasons:?}"
