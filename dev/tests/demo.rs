@@ -32,12 +32,15 @@ fn the_demo_captures_the_scripted_edits_and_leaves_nothing_behind() {
     ] {
         assert!(stdout.contains(crm), "{crm:?} missing from:\n{stdout}");
     }
+    // a field change is shown from its event (stored once: the record keeps no row image)
     assert!(
-        stdout.contains("guest_count_matrix = {\"adults\": 120"),
+        stdout.contains("guest_count_matrix = {\"adults\":120,\"children\":14,\"infants\":3}"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("value: {\"adults\": 120, \"infants\": 3, \"children\": 14} -> {\"adults\": 128"),
+        stdout.contains(
+            "guest_count_matrix: {\"adults\":120,\"children\":14,\"infants\":3} -> {\"adults\":128,\"children\":12,\"infants\":3}"
+        ),
         "{stdout}"
     );
     assert!(!stdout.contains("typo"), "a rolled-back edit was shown: {stdout}");
