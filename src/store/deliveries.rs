@@ -8,7 +8,7 @@
 //! - `dl_dead`: same key → [`DeadLetter`] JSON, kept until requeued and delivered, or until a
 //!   later change of its field is sent (then it is superseded: the dispatcher's order barrier).
 //! - `dl_meta`: `floor` → event key: every delivery of an event before it is final;
-//!   `disabled/<integration id>` → [`Disabled`] JSON.
+//!   `disabled/<integration id>` → [`Disabled`] JSON; `log_entries` → u64 BE, the log's entries.
 //! - `dl_log`: chunks of [`LogEntry`] JSON lines, keyed by the time of their newest entry (unix
 //!   micros, u64 BE, then a sequence number), pruned by age and by count, oldest chunk first
 //!   (history is bounded by configuration, never by how much was delivered).
@@ -153,6 +153,7 @@ struct Pending {
 }
 
 static LOG_SEQ: AtomicU32 = AtomicU32::new(0);
+const LOG_ENTRIES: &[u8] = b"log_entries";
 
 fn key(integration: &str, id: EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(integration.len() + 13);
@@ -188,19 +189,38 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 impl DeliveryStore {
     pub fn open(db: &sled::Db) -> Result<DeliveryStore, StoreError> {
         let log = db.open_tree("dl_log")?;
-        let mut entries = 0;
-        for item in log.iter() {
-            entries += lines_in(&item?.1);
-        }
+        let meta = db.open_tree("dl_meta")?;
+        // kept under `dl_meta/log_entries`; a store written before it is counted once
+        let entries = match meta
+            .get(LOG_ENTRIES)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+        {
+            Some(n) => u64::from_be_bytes(n),
+            None => {
+                let mut n = 0;
+                for item in log.iter() {
+                    n += lines_in(&item?.1);
+                }
+                meta.insert(LOG_ENTRIES, &n.to_be_bytes())?;
+                n
+            }
+        };
         Ok(DeliveryStore {
             db: db.clone(),
             state: db.open_tree("dl_state")?,
             dead: db.open_tree("dl_dead")?,
-            meta: db.open_tree("dl_meta")?,
+            meta,
             log,
             log_entries: Arc::new(AtomicU64::new(entries)),
             pending: Arc::default(),
         })
+    }
+
+    /// Saves the log's entry count. Written after the chunks it counts: a crash between the two
+    /// leaves it off by the chunks of one write, which only moves the count bound by that much.
+    fn save_log_entries(&self) -> Result<(), StoreError> {
+        self.meta.insert(LOG_ENTRIES, &self.log_entries().to_be_bytes())?;
+        Ok(())
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -384,7 +404,7 @@ impl DeliveryStore {
         let n = lines_in(&lines);
         self.log.insert(k, lines)?;
         self.log_entries.fetch_add(n, Ordering::Relaxed);
-        Ok(())
+        self.save_log_entries()
     }
 
     /// The newest `last` log entries matching the filters, oldest first.
@@ -457,6 +477,9 @@ impl DeliveryStore {
                     Some(e.saturating_sub(n))
                 });
             removed += n;
+        }
+        if removed > 0 {
+            self.save_log_entries()?;
         }
         Ok(removed)
     }
@@ -611,7 +634,13 @@ mod tests {
         assert_eq!(
             DeliveryStore::open(&s.db).unwrap().log_entries(),
             6,
-            "counted again on open"
+            "kept across an open"
+        );
+        s.meta.remove(LOG_ENTRIES).unwrap();
+        assert_eq!(
+            DeliveryStore::open(&s.db).unwrap().log_entries(),
+            6,
+            "a store without the count is counted once"
         );
     }
 }
