@@ -11,6 +11,33 @@ use super::record::EventId;
 /// 8 KiB at 87 MiB. Per-row entries cost throughput instead; 8 KiB keeps both in bounds.
 pub const CHUNK_BYTES: usize = 8 * 1024;
 
+/// Newline-terminated `lines` cut into pieces of at most `max` bytes, each of whole lines (a line
+/// longer than `max` is a piece of its own).
+pub fn pieces(lines: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = lines;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = None;
+        for end in rest
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1)
+        {
+            if end > max {
+                cut = cut.or(Some(end));
+                break;
+            }
+            cut = Some(end);
+        }
+        let (piece, tail) = rest.split_at(cut.unwrap_or(rest.len()));
+        rest = tail;
+        Some(piece)
+    })
+}
+
 /// The records (JSON lines without their newline) of a chunk.
 pub fn lines(chunk: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty())
@@ -65,6 +92,20 @@ mod tests {
                 index
             }
         )
+    }
+
+    #[test]
+    fn pieces_are_whole_lines_and_at_most_the_size_but_for_a_longer_line() {
+        let cut = |s: &'static str, max| {
+            pieces(s.as_bytes(), max)
+                .map(|p| std::str::from_utf8(p).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cut("", 8), Vec::<&str>::new());
+        assert_eq!(cut("ab\ncd\nef\n", 6), ["ab\ncd\n", "ef\n"]);
+        assert_eq!(cut("ab\ncd\nef\n", 9), ["ab\ncd\nef\n"]);
+        assert_eq!(cut("ab\nlong line\ncd\n", 5), ["ab\n", "long line\n", "cd\n"]);
+        assert_eq!(cut("ab\ncd", 4), ["ab\n", "cd"]);
     }
 
     #[test]

@@ -4,9 +4,8 @@
 //! delivery floor (every delivery listed for it is final), and (c) is older than `[queue]
 //! retention`. Records are in commit order within and across chunks, so the chunk's newest record
 //! decides all three. Chunks go whole and in key order, stopping at the first that may not: sled
-//! gives the space of removed leading keys back (measured on sled alone: about twice the live data;
-//! with the delivery trees written beside it the directory still grows, see the README's
-//! Retention paragraph), and a removed chunk never leaves a hole a reader could fall into.
+//! gives the space of removed leading keys back (the directory plateaus under steady churn: see the
+//! README's Retention paragraph), and a removed chunk never leaves a hole a reader could fall into.
 //!
 //! Crash safety: `meta/removed` ([`Removed`]: the records removed so far and the newest of them)
 //! is written *before* the chunks are removed, so sled's log order makes durable

@@ -140,6 +140,19 @@ async fn every_change_arrives_once(
     work: &Workdir,
     txns: &[(usize, usize, Lsn)],
 ) {
+    // the daemon runs in its own process: on a timeout, say what it said
+    let want = crate::dispatch::db_state(db).await;
+    let start = Instant::now();
+    while receiver.final_state() != want {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the receiver's state is not the database's after {DEADLINE:?} ({:?}); /readyz: {:?}; log:\n{}",
+            receiver.stats(),
+            readyz(work.http),
+            log_tail(&work.log, 60)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     converge(db, receiver).await;
     assert!(child.terminate().success());
     let stored = stored_once(&work.queue);
@@ -175,6 +188,12 @@ fn wait_ready(work: &Workdir, child: &mut DaemonProcess) {
 
 fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
+}
+
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = log_text(log);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
