@@ -161,6 +161,11 @@ impl Daemon {
             dispatch: commands,
             disk: Some(disk.clone()),
             stream_token: config.http.stream_token.clone(),
+            stream_signer: config
+                .http
+                .stream_signing_key
+                .as_ref()
+                .map(|k| Arc::new(crate::token::Signer::new(k.expose()))),
             shutdown: shutdown_rx.clone(),
             streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_streams as usize)),
             max_streams: config.http.max_streams,

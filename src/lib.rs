@@ -6,6 +6,7 @@
 //! # Layout, in the order data flows (one line per module; each imports only modules above it here)
 //! - `lsn`: WAL positions.
 //! - `secret`: values that print as `***`, and short excerpts of values for errors.
+//! - `token`: signed, expiring grants to one organisation's (or wedding's) live stream.
 //! - `fields`: pure validation and normalisation of wedding field values.
 //! - `store`: the sled store and its one error: change queue, stored events, delivery state and log, context.
 //! - `pg`: ordinary SQL connections and TLS to PostgreSQL.
@@ -47,3 +48,4 @@ pub mod serve;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod token;

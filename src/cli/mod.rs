@@ -1,13 +1,15 @@
 //! The `fieldsync` command line: parsing, and the mapping of library errors to exit codes
 //! (0 success, 1 runtime failure, 2 bad configuration, 3 database prerequisites not met).
 //! `deliveries.rs`: the `deliveries` and `queue` commands, online (through the running daemon's
-//! HTTP port) or offline (on the store). `secret.rs`: keys and encrypted secrets.
+//! HTTP port) or offline (on the store). `secret.rs`: keys and encrypted secrets. `token.rs`:
+//! stream tokens.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod deliveries;
 mod secret;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,7 @@ use crate::app::{AppError, Daemon, Ended};
 use crate::config::Config;
 use deliveries::{deliveries, queue_view, Deliveries};
 use secret::{secret, SecretCommand};
+use token::{token, TokenArgs};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         what: SecretCommand,
     },
+    /// Print a signed, expiring token that opens one organisation's (or one wedding's) live
+    /// stream, for an app's backend to hand to a browser.
+    Token(TokenArgs),
     /// Deliveries to integrations: status, dead letters, the attempt log, requeue.
     Deliveries {
         #[command(flatten)]
@@ -95,6 +101,7 @@ pub fn main() -> ExitCode {
             Command::Queue { config, last } => queue_view(config, last).await,
             Command::Deliveries { config, what } => deliveries(config, what).await,
             Command::Secret { what } => secret(what),
+            Command::Token(args) => token(args),
         }
     })
 }

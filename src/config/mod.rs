@@ -139,8 +139,13 @@ pub struct AdminConfig {
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// The live event stream's bearer token; `None` disables the stream.
+    /// The live event stream's bearer token, for every organisation.
     pub stream_token: Option<crate::secret::Secret<String>>,
+    /// The key of stream tokens scoped to an organisation or a wedding (`fieldsync token`). The
+    /// live stream is off when neither this nor `stream_token` is set.
+    pub stream_signing_key: Option<crate::secret::Secret<[u8; 32]>>,
+    /// Where that key was read from.
+    pub stream_signing_key_file: Option<std::path::PathBuf>,
     /// A request head must be complete within this, from the connection's start (or from the
     /// first byte of a later request on a kept-alive connection).
     pub header_read_timeout: std::time::Duration,

@@ -183,8 +183,11 @@ impl Default for RawQueue {
 pub struct RawHttp {
     /// Parsed as a `SocketAddr` when checked, so the error can name the key.
     pub listen: String,
-    /// Bearer token of the live event stream (`/events/stream`); empty disables the stream.
+    /// Bearer token of the live event stream (`/events/stream`), every organisation's; empty: none.
     pub stream_token: crate::secret::Secret<String>,
+    /// Key file (32 bytes, base64: `fieldsync secret keygen`) that signs stream tokens scoped to
+    /// one organisation or wedding (`fieldsync token`); empty: no scoped tokens.
+    pub stream_signing_key_file: String,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -200,6 +203,7 @@ impl Default for RawHttp {
         RawHttp {
             listen: DEFAULT_HTTP_LISTEN.to_owned(),
             stream_token: crate::secret::Secret::default(),
+            stream_signing_key_file: String::new(),
             header_read_timeout: DEFAULT_HTTP_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,

@@ -77,6 +77,7 @@ struct Queue {
 struct Http {
     listen: String,
     stream_token: &'static str,
+    stream_signing_key_file: String,
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -143,6 +144,12 @@ pub(super) fn render(config: &Config) -> String {
             } else {
                 ""
             },
+            stream_signing_key_file: config
+                .http
+                .stream_signing_key_file
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             header_read_timeout: config.http.header_read_timeout,
             idle_timeout: config.http.idle_timeout,
             max_connections: config.http.max_connections.unwrap_or(0),

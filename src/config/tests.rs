@@ -241,6 +241,32 @@ fn other_invalid_values_name_their_key() {
 }
 
 #[test]
+fn a_stream_signing_key_file_must_hold_a_key_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.key");
+    let e = err(&format!("[http]\nstream_signing_key_file = {:?}\n", missing), &[]);
+    assert!(
+        e.contains("http.stream_signing_key_file") && e.contains("cannot read"),
+        "{e}"
+    );
+    assert!(e.contains("fieldsync secret keygen"), "{e}");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "c2hvcnQ=\n").unwrap();
+    let e = err(&format!("[http]\nstream_signing_key_file = {:?}\n", short), &[]);
+    assert!(
+        e.contains("http.stream_signing_key_file") && e.contains("32 bytes in base64"),
+        "{e}"
+    );
+    assert!(!e.contains("c2hvcnQ"), "{e}");
+    let good = dir.path().join("good.key");
+    std::fs::write(&good, crate::credentials::generate_key()).unwrap();
+    let c = load(&format!("[http]\nstream_signing_key_file = {:?}\n", good), &[]).unwrap();
+    assert!(c.http.stream_signing_key.is_some());
+    assert!(!format!("{c:?}").contains(&std::fs::read_to_string(&good).unwrap()));
+    assert!(c.redacted().contains("good.key"));
+}
+
+#[test]
 fn a_syntax_error_gives_line_and_column_without_quoting_the_line() {
     let e = err("[postgres]\npassword = \"hunter2\n", &[]);
     assert!(

@@ -300,6 +300,22 @@ impl Checker<'_> {
         let stream_token = Some(raw.stream_token)
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
+        let stream_signing_key = match raw.stream_signing_key_file.as_str() {
+            "" => None,
+            path => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    self.err(
+                        "http.stream_signing_key_file",
+                        format!(
+                            "cannot read {path:?} ({e}): make one with `fieldsync secret keygen > {path}`"
+                        ),
+                    )
+                })?;
+                let key = crate::credentials::parse_key(text.trim())
+                    .map_err(|why| self.err("http.stream_signing_key_file", format!("{path:?} {why}")))?;
+                Some(crate::secret::Secret::new(key))
+            }
+        };
         self.positive("http.header_read_timeout", raw.header_read_timeout)?;
         self.positive("http.idle_timeout", raw.idle_timeout)?;
         if raw.max_connections > MAX_HTTP_CONNECTIONS {
@@ -332,6 +348,10 @@ impl Checker<'_> {
         Ok(HttpConfig {
             listen,
             stream_token,
+            stream_signing_key,
+            stream_signing_key_file: Some(raw.stream_signing_key_file)
+                .filter(|p| !p.is_empty())
+                .map(Into::into),
             header_read_timeout: raw.header_read_timeout,
             idle_timeout: raw.idle_timeout,
             max_connections,

@@ -655,19 +655,9 @@ async fn with_the_pause_policy_capture_stops_reading_while_an_integration_is_ove
     d.stop().await.unwrap();
 }
 
-/// `fieldsync deliveries` with its config, as an operator runs it; answers (exit code, stdout, stderr).
+/// `fieldsync deliveries` with its config: (exit code, stdout, stderr).
 fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(daemon::binary())
-        .args(["deliveries", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    daemon::cli("deliveries", config, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

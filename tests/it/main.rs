@@ -28,4 +28,5 @@ mod sandbox_tave;
 mod sandbox_zapier;
 mod slot;
 mod source_conn;
+mod stream_tokens;
 mod support;

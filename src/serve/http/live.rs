@@ -1,6 +1,14 @@
 //! The live stream: `GET /events/stream?organization=ID[&wedding=ID]`, Server-Sent Events of the
 //! field-sync events of one organisation (optionally one wedding), for UIs that want changes as
-//! they are committed. Authenticated with `Authorization: Bearer <[http] stream_token>`.
+//! they are committed. Authenticated with a bearer token (`Authorization: Bearer …`):
+//! - `[http] stream_token` opens every organisation's stream (for the app's backend);
+//! - a stream token ([`crate::token`], made by `fieldsync token` under `[http]
+//!   stream_signing_key_file`) opens one organisation's stream, or one wedding's, until it
+//!   expires. Browsers' `EventSource` cannot set headers, so a stream token may also come as
+//!   `access_token=` in the query (the shared `stream_token` may not: URLs end up in histories
+//!   and proxy logs). A token that does not verify or has expired gets 401; a valid one for
+//!   another organisation or wedding, 403. When the token expires, an open stream sends
+//!   `event: expired` (with the `last_event_id` to resume from) and ends.
 //!
 //! Each message is `id: <event id>`, `event: <type>`, `data: <envelope JSON>`. A client that
 //! reconnects with `Last-Event-ID` (browsers do this by themselves) gets every later event from
@@ -43,6 +51,47 @@ const RETRY_AFTER_SECS: u64 = 5;
 pub struct StreamParams {
     organization: Option<String>,
     wedding: Option<String>,
+    access_token: Option<String>,
+}
+
+/// Who may read a stream: every organisation, or what a stream token grants.
+enum Reader {
+    Everything,
+    Granted(crate::token::Grant),
+}
+
+fn unauthorized(why: String) -> Response {
+    (StatusCode::UNAUTHORIZED, [("www-authenticate", "Bearer")], why).into_response()
+}
+
+/// The reader the request's token names, or why it is refused (401).
+fn authenticate(st: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Reader, String> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let offered = bearer.or(query_token);
+    let Some(offered) = offered else {
+        return Err(
+            "a bearer token is required (Authorization: Bearer <token>, or access_token=<stream token>)\n"
+                .to_owned(),
+        );
+    };
+    if let Some(token) = &st.stream_token {
+        if bearer.is_some() && same(offered.as_bytes(), token.expose().as_bytes()) {
+            return Ok(Reader::Everything);
+        }
+    }
+    match &st.stream_signer {
+        Some(signer) if offered.starts_with(crate::token::PREFIX) => {
+            let now = chrono::Utc::now().timestamp();
+            signer
+                .verify(offered, now)
+                .map(Reader::Granted)
+                .map_err(|e| format!("{e}\n"))
+        }
+        _ => Err("wrong bearer token\n".to_owned()),
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
@@ -55,27 +104,32 @@ pub async fn stream(
     headers: HeaderMap,
     Query(p): Query<StreamParams>,
 ) -> Response {
-    let Some(token) = &st.stream_token else {
+    if st.stream_token.is_none() && st.stream_signer.is_none() {
         return (
             StatusCode::NOT_FOUND,
-            "the live stream is off: set [http] stream_token to enable it\n",
-        )
-            .into_response();
-    };
-    let offered = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !offered.is_some_and(|o| same(o.as_bytes(), token.expose().as_bytes())) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [("www-authenticate", "Bearer")],
-            "missing or wrong bearer token\n",
+            "the live stream is off: set [http] stream_token or stream_signing_key_file to enable it\n",
         )
             .into_response();
     }
+    let reader = match authenticate(&st, &headers, p.access_token.as_deref()) {
+        Ok(reader) => reader,
+        Err(why) => return unauthorized(why),
+    };
     let Some(organization) = p.organization else {
         return (StatusCode::BAD_REQUEST, "organization=<id> is required\n").into_response();
+    };
+    let (wedding, expires) = match reader {
+        Reader::Everything => (p.wedding, None),
+        Reader::Granted(grant) => match grant.allows(&organization, p.wedding.as_deref()) {
+            Ok(wedding) => {
+                let left = (grant.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+                (
+                    wedding,
+                    Some(tokio::time::Instant::now() + Duration::from_secs(left)),
+                )
+            }
+            Err(e) => return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response(),
+        },
     };
     let Ok(permit) = st.streams.clone().try_acquire_owned() else {
         metrics::counter!("fieldsync_http_streams_refused_total").increment(1);
@@ -125,12 +179,13 @@ pub async fn stream(
         queue: st.queue.clone(),
         after: start,
         organization,
-        wedding: p.wedding,
+        wedding,
         durable: st.queue.durable(),
         shutdown: st.shutdown.clone(),
         pending: VecDeque::new(),
         caught_up: false,
         ended: false,
+        expires,
         _permit: permit,
     };
     let events = stream::unfold(feed, |mut feed| async move {
@@ -155,8 +210,10 @@ struct Feed {
     pending: VecDeque<Event>,
     /// The last read reached the durable end of the queue: wait for more before reading again.
     caught_up: bool,
-    /// `gone` was sent: the stream ends once it is taken.
+    /// `gone` or `expired` was sent: the stream ends once it is taken.
     ended: bool,
+    /// When the stream token that opened the stream expires (the stream ends with `expired`).
+    expires: Option<tokio::time::Instant>,
     /// The stream's place under `[http] max_streams`, given back when the stream is dropped.
     _permit: OwnedSemaphorePermit,
 }
@@ -171,11 +228,25 @@ impl Feed {
             if *self.shutdown.borrow() || self.ended {
                 return None;
             }
+            let expiry = async {
+                match self.expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             if self.caught_up {
                 tokio::select! {
                     changed = self.durable.changed() => changed.ok()?,
                     _ = self.shutdown.wait_for(|s| *s) => return None,
+                    _ = expiry => {}
                 }
+            }
+            if self.expires.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                self.ended = true;
+                return Some(Event::default().event("expired").json_data(serde_json::json!({
+                    "last_event_id": self.after.map(|a| a.to_string()),
+                    "resync": "the stream token expired: reconnect with a new one and Last-Event-ID to go on",
+                })).expect("JSON data"));
             }
             // read in place: a batch is mostly in sled's cache and takes well under a millisecond
             // (a blocking-pool thread per stream cost more memory, in per-thread allocator heaps,

@@ -52,6 +52,8 @@ pub struct AppState {
     /// The store's size on disk and its bound (`None` where no daemon measures it).
     pub disk: Option<crate::store::disk::DiskWatch>,
     pub stream_token: Option<crate::secret::Secret<String>>,
+    /// Checks stream tokens scoped to an organisation or a wedding.
+    pub stream_signer: Option<Arc<crate::token::Signer>>,
     /// Turns true on shutdown: open live streams end, so the server can stop.
     pub shutdown: watch::Receiver<bool>,
     /// One permit per open live stream (`[http] max_streams`).

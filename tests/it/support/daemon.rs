@@ -196,6 +196,22 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fieldsync"))
 }
 
+/// `fieldsync <command> --config <config> <args>`, as an operator runs it: (exit code, stdout,
+/// stderr).
+pub fn cli(command: &str, config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args([command, "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A directory with a configuration for `cluster`, the queue and the log of a child daemon.
 pub struct Workdir {
     _dir: tempfile::TempDir,
