@@ -132,6 +132,11 @@ impl Daemon {
         } else {
             (None, None)
         };
+        tokio::spawn(crate::store::audit::run(
+            queue.audit()?,
+            config.audit_retention,
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(crate::store::retention::run(
             queue.clone(),
             config.queue.retention,
@@ -161,6 +166,7 @@ impl Daemon {
             dispatch: commands,
             disk: Some(disk.clone()),
             stream_token: config.http.stream_token.clone(),
+            tokens: Arc::new(config.http.tokens.clone()),
             stream_signer: config
                 .http
                 .stream_signing_key
@@ -186,8 +192,7 @@ impl Daemon {
                 tokio::spawn(crate::serve::admin::serve(
                     listener,
                     views,
-                    admin.user.clone(),
-                    admin.password.clone(),
+                    admin.users.clone(),
                     crate::serve::admin::Limits::from(admin),
                     shutdown_rx.clone(),
                 ));

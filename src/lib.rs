@@ -20,7 +20,8 @@
 //! - `source`: the replication connection, progress, the initial snapshot and slot health.
 //! - `adapters`: one per external system, and the one classification of their answers.
 //! - `dispatch`: the pure per-wedding scheduler and the delivery engine that does the I/O.
-//! - `ops`: operator reads and actions on deliveries (requeue, pause, resume, dead letters).
+//! - `ops`: operator reads and actions on deliveries (requeue, pause, resume, dead letters), each
+//!   recorded in the audit trail with who took it.
 //! - `serve`: the HTTP port and the SQL admin port.
 //! - `app`: starts and stops everything.
 //! - `cli`: the command line, which `main.rs` only calls.

@@ -8,7 +8,9 @@
 
 use tokio::sync::mpsc;
 
+use crate::config::Role;
 use crate::dispatch::{self, Command, DispatchStatus, Unanswered};
+use crate::store::audit::AuditEntry;
 use crate::store::deliveries::{now_rfc3339, DeadLetter, LogEntry};
 use crate::store::record::EventId;
 use crate::store::{Store, StoreError};
@@ -62,6 +64,30 @@ pub struct Requeued {
     /// Offline: when the requeued dead letters will be sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
+}
+
+/// Who takes an operator action, as the audit trail records it.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The admin user, the HTTP token's name, or `cli`.
+    pub name: String,
+    pub role: Role,
+    /// `admin`, `http` or `cli`.
+    pub via: &'static str,
+    /// The client's address.
+    pub from: Option<String>,
+}
+
+impl Actor {
+    /// The command line acting on the store of a stopped daemon (whoever can read its directory).
+    pub fn cli() -> Actor {
+        Actor {
+            name: "cli".to_owned(),
+            role: Role::Operate,
+            via: "cli",
+            from: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -145,6 +171,22 @@ impl Ops {
     /// than a count of 0.
     pub async fn requeue(
         &self,
+        actor: &Actor,
+        integration: Option<String>,
+        events: Option<Vec<EventId>>,
+    ) -> Result<Requeued, OpsError> {
+        let named: Vec<String> = events.iter().flatten().map(ToString::to_string).collect();
+        let result = self.requeue_unrecorded(integration.clone(), events).await;
+        let outcome = match &result {
+            Ok(r) => format!("ok: {} requeued", r.requeued),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.record(actor, "requeue", integration, named, outcome);
+        result
+    }
+
+    async fn requeue_unrecorded(
+        &self,
         integration: Option<String>,
         events: Option<Vec<EventId>>,
     ) -> Result<Requeued, OpsError> {
@@ -182,7 +224,56 @@ impl Ops {
 
     /// Pauses (`true`) or resumes an integration: while paused its deliveries wait, in order, and
     /// nothing is sent. Answers whether that changed anything.
-    pub async fn pause(&self, integration: &str, pause: bool) -> Result<bool, OpsError> {
+    pub async fn pause(&self, actor: &Actor, integration: &str, pause: bool) -> Result<bool, OpsError> {
+        let result = self.pause_unrecorded(integration, pause).await;
+        let outcome = match (&result, pause) {
+            (Ok(true), true) => "ok: paused".to_owned(),
+            (Ok(false), true) => "ok: already paused".to_owned(),
+            (Ok(true), false) => "ok: resumed".to_owned(),
+            (Ok(false), false) => "ok: not paused".to_owned(),
+            (Err(e), _) => format!("failed: {e}"),
+        };
+        let action = if pause { "pause" } else { "resume" };
+        self.record(actor, action, Some(integration.to_owned()), Vec::new(), outcome);
+        result
+    }
+
+    /// Records an action refused for lack of a role.
+    pub fn refused(&self, actor: &Actor, action: &str, integration: Option<String>, why: &str) {
+        self.record(actor, action, integration, Vec::new(), format!("denied: {why}"));
+    }
+
+    /// The newest `last` entries of the audit trail, oldest first.
+    pub fn audit(&self, last: usize) -> Result<Vec<AuditEntry>, OpsError> {
+        Ok(self.store.audit()?.newest(last.min(MAX_LOG_READ))?)
+    }
+
+    /// Writes an audit entry; an entry that cannot be written is logged (the action is done).
+    fn record(
+        &self,
+        actor: &Actor,
+        action: &str,
+        integration: Option<String>,
+        events: Vec<String>,
+        result: String,
+    ) {
+        let entry = AuditEntry {
+            at: now_rfc3339(),
+            actor: actor.name.clone(),
+            role: actor.role.as_str().to_owned(),
+            via: actor.via.to_owned(),
+            from: actor.from.clone(),
+            action: action.to_owned(),
+            integration,
+            events,
+            result,
+        };
+        if let Err(e) = self.store.audit().and_then(|trail| trail.record(&entry)) {
+            tracing::error!(action, actor = %actor.name, "the audit trail cannot record an operator action: {e}");
+        }
+    }
+
+    async fn pause_unrecorded(&self, integration: &str, pause: bool) -> Result<bool, OpsError> {
         if let Daemon::Running(_) = self.daemon {
             return self
                 .ask(|reply| Command::Pause {

@@ -71,16 +71,24 @@ pub(super) async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
 /// through [`crate::ops`] (reads, and for requeue, pause and resume, writes that the next start
 /// acts on).
 pub(super) async fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
+    match Action::parse(what) {
+        Ok(action) => act(arg, action).await,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `fieldsync audit`: the newest operator actions, from the daemon or the store.
+pub(super) async fn audit(arg: ConfigArg, last: usize) -> ExitCode {
+    act(arg, Action::Audit(last)).await
+}
+
+async fn act(arg: ConfigArg, action: Action) -> ExitCode {
     let config = match load(&arg) {
         Ok(c) => c,
         Err(code) => return code,
-    };
-    let action = match Action::parse(what) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
     };
     match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
         Ok(store) => match action.offline(Ops::offline(store)).await {
@@ -115,6 +123,7 @@ enum Action {
     Log(Filter, usize),
     Requeue(RequeueRequest),
     Pause(String, bool),
+    Audit(usize),
 }
 
 impl Action {
@@ -179,6 +188,7 @@ impl Action {
             Action::Status => ("GET", "/deliveries".to_owned(), None),
             Action::Dead(f) => ("GET", format!("/deliveries/dead{}", query(&f, None)), None),
             Action::Log(f, last) => ("GET", format!("/deliveries/log{}", query(&f, Some(last))), None),
+            Action::Audit(last) => ("GET", format!("/audit?last={last}"), None),
             Action::Requeue(req) => (
                 "POST",
                 "/deliveries/requeue".to_owned(),
@@ -204,11 +214,13 @@ impl Action {
             Action::Status => json(serde_json::json!(ops.status().await?)),
             Action::Dead(f) => json(serde_json::json!(ops.dead_letters(&f)?)),
             Action::Log(f, last) => json(serde_json::json!(ops.log(&f, last)?)),
+            Action::Audit(last) => json(serde_json::json!(ops.audit(last)?)),
             Action::Requeue(req) => json(serde_json::json!(
-                ops.requeue(req.integration_id, req.event_ids).await?
+                ops.requeue(&crate::ops::Actor::cli(), req.integration_id, req.event_ids)
+                    .await?
             )),
             Action::Pause(integration, pause) => {
-                let changed = ops.pause(&integration, pause).await?;
+                let changed = ops.pause(&crate::ops::Actor::cli(), &integration, pause).await?;
                 json(serde_json::json!({"paused": pause, "changed": changed}))
             }
         })
@@ -258,7 +270,21 @@ fn print_queue(queue: &Store, last: usize, config: &crate::config::QueueConfig) 
 /// Asks the running daemon for its queue view.
 /// The queue is held by the running daemon: asks it over HTTP and prints its answer.
 fn ask_daemon(config: &Config, method: &str, path: &str, body: Option<&str>) -> ExitCode {
-    match crate::serve::http::request_local(config.http.listen, method, path, body, Duration::from_secs(10)) {
+    // the configuration's own token: an `operate` one to act, any to read
+    let token = config
+        .http
+        .tokens
+        .iter()
+        .find(|t| method == "GET" || t.role == crate::config::Role::Operate)
+        .map(|t| t.secret.expose().as_str());
+    match crate::serve::http::request_local(
+        config.http.listen,
+        method,
+        path,
+        body,
+        token,
+        Duration::from_secs(10),
+    ) {
         Ok((200, body)) => {
             println!("{body}");
             ExitCode::SUCCESS

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{AppError, Daemon, Ended};
 use crate::config::Config;
-use deliveries::{deliveries, queue_view, Deliveries};
+use deliveries::{audit, deliveries, queue_view, Deliveries};
 use secret::{secret, SecretCommand};
 use token::{token, TokenArgs};
 
@@ -57,6 +57,14 @@ enum Command {
     Secret {
         #[command(subcommand)]
         what: SecretCommand,
+    },
+    /// The audit trail: the newest operator actions (requeue, pause, resume, and those refused),
+    /// who took them, from where, and the result.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 50)]
+        last: usize,
     },
     /// Print a signed, expiring token that opens one organisation's (or one wedding's) live
     /// stream, for an app's backend to hand to a browser.
@@ -102,6 +110,7 @@ pub fn main() -> ExitCode {
             Command::Deliveries { config, what } => deliveries(config, what).await,
             Command::Secret { what } => secret(what),
             Command::Token(args) => token(args),
+            Command::Audit { config, last } => audit(config, last).await,
         }
     })
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `None` when `[admin] listen` is not set.
     pub admin: Option<AdminConfig>,
+    /// How long the audit trail of operator actions is kept (`[admin] audit_retention`).
+    pub audit_retention: std::time::Duration,
     pub log: LogConfig,
     pub mapping: Mapping,
     pub events: EventsConfig,
@@ -126,8 +128,8 @@ pub struct QueueConfig {
 #[derive(Clone, Debug)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    pub user: String,
-    pub password: crate::secret::Secret<String>,
+    /// `[admin] user` (an `operate` user) first, then `[admin] users`.
+    pub users: Vec<Credential>,
     /// Connections held at once, logged in or not (`53300` past it).
     pub max_connections: usize,
     /// From connect to logged in; a slower connection is closed.
@@ -155,6 +157,33 @@ pub struct HttpConfig {
     pub max_connections: Option<u32>,
     /// Open live streams at most.
     pub max_streams: u32,
+    /// Bearer tokens of the endpoints that act or show personal data.
+    pub tokens: Vec<Credential>,
+}
+
+/// What an operator may do: read the views, or also act (requeue, pause, resume).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Operate,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+        }
+    }
+}
+
+/// An admin user and its password, or an HTTP bearer token, with its role.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub name: String,
+    pub secret: crate::secret::Secret<String>,
+    pub role: Role,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -196,6 +196,21 @@ pub struct RawHttp {
     pub max_connections: u32,
     /// Open live streams (`/events/stream`) at most; past it, 503 with `Retry-After`.
     pub max_streams: u32,
+    /// Bearer tokens of the endpoints that act (`operate`) or show personal data (`read`).
+    pub tokens: Vec<RawCredential>,
+}
+
+/// An admin user (`[admin] users`) or an HTTP bearer token (`[http] tokens`): a name (what the
+/// audit trail records), the secret, and a role (`read` or `operate`).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCredential {
+    pub name: String,
+    /// An admin user's password.
+    pub password: crate::secret::Secret<String>,
+    /// An HTTP bearer token.
+    pub token: crate::secret::Secret<String>,
+    pub role: String,
 }
 
 impl Default for RawHttp {
@@ -208,6 +223,7 @@ impl Default for RawHttp {
             idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             max_streams: DEFAULT_HTTP_MAX_STREAMS,
+            tokens: Vec::new(),
         }
     }
 }
@@ -226,7 +242,15 @@ pub struct RawAdmin {
     pub auth_timeout: Duration,
     /// The longest query string.
     pub max_query_bytes: usize,
+    /// More users, each with a role; `user` is an `operate` user.
+    pub users: Vec<RawCredential>,
+    /// How long the audit trail of operator actions is kept.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
 }
+
+/// A year: operator actions are looked back on for incidents and audits.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The admin port's defaults (`crate::serve::admin::limits` applies them).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -248,6 +272,8 @@ impl Default for RawAdmin {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
+            users: Vec::new(),
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }

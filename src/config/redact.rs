@@ -20,7 +20,7 @@ struct Rendered<'a> {
     replication: Replication<'a>,
     capture: Capture,
     queue: Queue,
-    http: Http,
+    http: Http<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     admin: Option<Admin<'a>>,
     log: Log<'a>,
@@ -74,7 +74,7 @@ struct Queue {
 }
 
 #[derive(Serialize)]
-struct Http {
+struct Http<'a> {
     listen: String,
     stream_token: &'static str,
     stream_signing_key_file: String,
@@ -84,6 +84,7 @@ struct Http {
     idle_timeout: Duration,
     max_connections: u32,
     max_streams: u32,
+    tokens: Vec<Shown<'a>>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +96,20 @@ struct Admin<'a> {
     #[serde(with = "humantime_serde")]
     auth_timeout: Duration,
     max_query_bytes: usize,
+    users: Vec<Shown<'a>>,
+    #[serde(with = "humantime_serde")]
+    audit_retention: Duration,
+}
+
+/// An admin user or an HTTP token, its secret shown as `***`.
+#[derive(Serialize)]
+struct Shown<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'static str>,
+    role: &'static str,
 }
 
 #[derive(Serialize)]
@@ -154,14 +169,35 @@ pub(super) fn render(config: &Config) -> String {
             idle_timeout: config.http.idle_timeout,
             max_connections: config.http.max_connections.unwrap_or(0),
             max_streams: config.http.max_streams,
+            tokens: config
+                .http
+                .tokens
+                .iter()
+                .map(|t| Shown {
+                    name: &t.name,
+                    password: None,
+                    token: Some("***"),
+                    role: t.role.as_str(),
+                })
+                .collect(),
         },
         admin: config.admin.as_ref().map(|a| Admin {
             listen: a.listen.to_string(),
-            user: &a.user,
+            user: &a.users[0].name,
             password: "***",
             max_connections: a.max_connections,
             auth_timeout: a.auth_timeout,
             max_query_bytes: a.max_query_bytes,
+            users: a.users[1..]
+                .iter()
+                .map(|u| Shown {
+                    name: &u.name,
+                    password: Some("***"),
+                    token: None,
+                    role: u.role.as_str(),
+                })
+                .collect(),
+            audit_retention: config.audit_retention,
         }),
         log: Log {
             level: &config.log.level,

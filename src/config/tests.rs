@@ -241,6 +241,85 @@ fn other_invalid_values_name_their_key() {
 }
 
 #[test]
+fn users_and_tokens_need_a_known_role_a_long_secret_and_a_name_of_their_own() {
+    let admin = |users: &str| {
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\npassword = \"twelve chars!\"\nusers = [{users}]\n")
+    };
+    for (users, says) in [
+        (
+            r#"{ name = "v", password = "twelve chars!", role = "superuser" }"#,
+            &[
+                "admin.users[0].role",
+                "\"superuser\" is not a role",
+                "\"read\"",
+                "\"operate\"",
+            ][..],
+        ),
+        (
+            r#"{ name = "v", password = "short", role = "read" }"#,
+            &["admin.users[0].password", "at least 12"],
+        ),
+        (
+            r#"{ name = "fieldsync", password = "twelve chars!", role = "read" }"#,
+            &["\"fieldsync\" is configured twice"],
+        ),
+        (
+            r#"{ name = "v", token = "twelve chars!", role = "read" }"#,
+            &["admin.users[0]", "takes a password, not a token"],
+        ),
+    ] {
+        let e = err(&admin(users), &[]);
+        assert!(says.iter().all(|s| e.contains(s)), "{users}: {e}");
+        assert!(!e.contains("short\"") && !e.contains("twelve chars!"), "{e}");
+    }
+    let c = load(
+        &admin(r#"{ name = "v", password = "twelve chars!", role = "read" }"#),
+        &[],
+    )
+    .unwrap();
+    let roles: Vec<(String, Role)> = c
+        .admin
+        .unwrap()
+        .users
+        .into_iter()
+        .map(|u| (u.name, u.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("fieldsync".to_owned(), Role::Operate),
+            ("v".to_owned(), Role::Read)
+        ]
+    );
+
+    let http = |tokens: &str| format!("[http]\ntokens = [{tokens}]\n");
+    let e = err(
+        &http(r#"{ name = "ci", token = "too short", role = "operate" }"#),
+        &[],
+    );
+    assert!(
+        e.contains("http.tokens[0].token") && e.contains("at least 32"),
+        "{e}"
+    );
+    let long = "x".repeat(32);
+    let e = err(
+        &http(&format!(r#"{{ name = "", token = "{long}", role = "read" }}"#)),
+        &[],
+    );
+    assert!(e.contains("http.tokens[0].name"), "{e}");
+    let c = load(
+        &http(&format!(
+            r#"{{ name = "ci", token = "{long}", role = "operate" }}"#
+        )),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.http.tokens[0].role, Role::Operate);
+    assert!(!format!("{c:?}").contains(&long) && !c.redacted().contains(&long));
+    assert!(c.redacted().contains("name = \"ci\""), "{}", c.redacted());
+}
+
+#[test]
 fn a_stream_signing_key_file_must_hold_a_key_and_never_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.key");

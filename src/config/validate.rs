@@ -8,11 +8,12 @@ use std::time::Duration;
 use crate::config::load::Origins;
 use crate::config::pgurl;
 use crate::config::raw::{
-    self, RawAdmin, RawCapture, RawConfig, RawHttp, RawLog, RawPostgres, RawQueue, RawReplication,
+    self, RawAdmin, RawCapture, RawConfig, RawCredential, RawHttp, RawLog, RawPostgres, RawQueue,
+    RawReplication,
 };
 use crate::config::{
-    AdminConfig, CaptureConfig, Config, ConfigError, HttpConfig, LogConfig, QueueConfig, ReplicationConfig,
-    TableName,
+    AdminConfig, CaptureConfig, Config, ConfigError, Credential, HttpConfig, LogConfig, QueueConfig,
+    ReplicationConfig, Role, TableName,
 };
 use crate::pg::{PgTarget, TlsMode};
 use crate::secret::quoted;
@@ -49,6 +50,7 @@ impl RawConfig {
             capture,
             queue: c.queue(self.queue)?,
             http: c.http(self.http)?,
+            audit_retention: c.audit_retention(&self.admin)?,
             admin: c.admin(self.admin)?,
             log: c.log(self.log)?,
             mapping,
@@ -356,7 +358,85 @@ impl Checker<'_> {
             idle_timeout: raw.idle_timeout,
             max_connections,
             max_streams: raw.max_streams,
+            tokens: self.credentials("http.tokens", raw.tokens, 32, |c| &c.token, "token")?,
         })
+    }
+
+    /// `[admin] users` or `[http] tokens`: each named once, with a role, and a secret (`field`) at
+    /// least `min_secret` characters long.
+    fn credentials(
+        &self,
+        key: &str,
+        raw: Vec<RawCredential>,
+        min_secret: usize,
+        secret: impl Fn(&RawCredential) -> &crate::secret::Secret<String>,
+        field: &str,
+    ) -> Result<Vec<Credential>, ConfigError> {
+        let mut out: Vec<Credential> = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let at = format!("{key}[{i}]");
+            if c.name.is_empty() || out.iter().any(|o| o.name == c.name) {
+                return Err(self.err(
+                    &format!("{at}.name"),
+                    format!(
+                        "{:?} must be a name of its own (the audit trail records it)",
+                        c.name
+                    ),
+                ));
+            }
+            let role = match c.role.as_str() {
+                "read" => Role::Read,
+                "operate" => Role::Operate,
+                other => {
+                    return Err(self.err(
+                        &format!("{at}.role"),
+                        format!(
+                            "{} is not a role: use \"read\" (the views and reads) or \"operate\" (also requeue, pause, resume)",
+                            quoted(other)
+                        ),
+                    ))
+                }
+            };
+            let other = if field == "password" {
+                c.token.expose()
+            } else {
+                c.password.expose()
+            };
+            if !other.is_empty() {
+                return Err(self.err(
+                    &at,
+                    format!(
+                        "takes a {field}, not a {}",
+                        if field == "password" { "token" } else { "password" }
+                    ),
+                ));
+            }
+            if secret(c).expose().chars().count() < min_secret {
+                return Err(self.err(
+                    &format!("{at}.{field}"),
+                    format!("must be at least {min_secret} characters (fieldsync secret keygen prints one)"),
+                ));
+            }
+            out.push(Credential {
+                name: c.name.clone(),
+                secret: secret(c).clone(),
+                role,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `[admin] audit_retention`, checked whether or not the admin port is on (HTTP actions are
+    /// audited too).
+    fn audit_retention(&self, raw: &RawAdmin) -> Result<Duration, ConfigError> {
+        if raw.audit_retention < Duration::from_secs(3600) {
+            return Err(self.err(
+                "admin.audit_retention",
+                "must be at least 1h: the audit trail is what an incident review reads, e.g. \"365d\""
+                    .to_owned(),
+            ));
+        }
+        Ok(raw.audit_retention)
     }
 
     fn admin(&self, raw: RawAdmin) -> Result<Option<AdminConfig>, ConfigError> {
@@ -412,10 +492,28 @@ impl Checker<'_> {
                 ),
             ));
         }
+        let mut users = vec![Credential {
+            name: raw.user,
+            secret: raw.password,
+            role: Role::Operate,
+        }];
+        users.extend(self.credentials("admin.users", raw.users, 12, |c| &c.password, "password")?);
+        if let Some(twice) = users
+            .iter()
+            .enumerate()
+            .find_map(|(i, u)| users[..i].iter().find(|o| o.name == u.name))
+        {
+            return Err(self.err(
+                "admin.users",
+                format!(
+                    "user {:?} is configured twice (admin.user is one of them): names must differ",
+                    twice.name
+                ),
+            ));
+        }
         Ok(Some(AdminConfig {
             listen,
-            user: raw.user,
-            password: raw.password,
+            users,
             max_connections: raw.max_connections,
             auth_timeout: raw.auth_timeout,
             max_query_bytes: raw.max_query_bytes,

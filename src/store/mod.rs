@@ -22,6 +22,7 @@
 //!   head per network read, and one background flusher flushes whatever has been written since
 //!   its last flush, so a burst of small transactions costs one sled write and one fsync.
 
+pub mod audit;
 pub mod chunk;
 pub mod context;
 pub mod deliveries;
@@ -286,6 +287,11 @@ impl Store {
     /// The delivery store (one per open queue: its buffers are shared by every handle).
     pub fn deliveries(&self) -> Result<deliveries::DeliveryStore, StoreError> {
         Ok(self.deliveries.clone())
+    }
+
+    /// The audit trail of operator actions, in the same database.
+    pub fn audit(&self) -> Result<audit::AuditTrail, StoreError> {
+        audit::AuditTrail::open(&self.db)
     }
 
     /// The wedding context store kept in the same database.

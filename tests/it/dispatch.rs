@@ -363,8 +363,9 @@ async fn a_400_for_one_wedding_stops_only_it_dead_letters_it_and_requeue_deliver
     std::fs::write(
         config.path(),
         format!(
-            "[http]\nlisten = \"{}\"\n[queue]\npath = \"{}\"\n",
+            "[http]\nlisten = \"{}\"\n{}[queue]\npath = \"{}\"\n",
             d.http_addr,
+            daemon::operator_token_toml(),
             _dir.path().join("q").display()
         ),
     )
@@ -733,7 +734,8 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"{http}\"\n[queue]\npath = \"{}\"\n",
+            "[http]\nlisten = \"{http}\"\n{}[queue]\npath = \"{}\"\n",
+            daemon::operator_token_toml(),
             _dir.path().join("q").display()
         ),
     )

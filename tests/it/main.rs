@@ -21,6 +21,7 @@ mod official_clients;
 mod ops;
 mod order;
 mod retention;
+mod roles;
 mod sandbox_google;
 mod sandbox_lightblue;
 mod sandbox_stripe;

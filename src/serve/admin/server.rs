@@ -5,6 +5,7 @@
 //! the daemon, carries on. Each connection is driven by [`super::wire`] (framing with limits,
 //! login timeout and throttle); at most `max_connections` are served at once.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -35,8 +36,9 @@ use super::throttle::Throttle;
 use super::wire::{serve_connection, Conn, End};
 
 use super::sql::{self, Plan, SqlError, Statement, Type, Value};
-use super::views::Views;
-use crate::secret::Secret;
+use super::views::{Session, Views};
+use crate::config::{Credential, Role};
+use crate::ops::Actor;
 
 /// PBKDF2 rounds of the SCRAM verifier (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
@@ -50,19 +52,23 @@ const MAX_REFUSING: usize = 64;
 pub async fn serve(
     listener: TcpListener,
     views: Arc<Views>,
-    user: String,
-    password: Secret<String>,
+    users: Vec<Credential>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let salt: [u8; 16] = rand::random();
     let login = Arc::new(Login {
-        user,
-        salted: gen_salted_password(password.expose(), &salt, SCRAM_ITERATIONS),
-        salt: salt.to_vec(),
+        users: users
+            .iter()
+            .map(|u| {
+                let salt: [u8; 16] = rand::random();
+                let salted = gen_salted_password(u.secret.expose(), &salt, SCRAM_ITERATIONS);
+                (u.name.clone(), (salt.to_vec(), salted))
+            })
+            .collect(),
     });
     let handler = Arc::new(Handler {
         views,
+        roles: Arc::new(users.into_iter().map(|u| (u.name, u.role)).collect()),
         max_query_bytes: limits.max_query_bytes,
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -170,23 +176,22 @@ async fn refuse(mut socket: TcpStream) {
     .await;
 }
 
+/// Each user's SCRAM salt and salted password.
 struct Login {
-    user: String,
-    salt: Vec<u8>,
-    salted: Vec<u8>,
+    users: HashMap<String, (Vec<u8>, Vec<u8>)>,
 }
 
 #[async_trait]
 impl AuthSource for Login {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        if login.user() != Some(self.user.as_str()) {
+        match login.user().and_then(|u| self.users.get(u)) {
+            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
             // the same answer as a wrong password: no hint about which user exists (the
             // connection logs and throttles it as one)
-            return Err(PgWireError::InvalidPassword(
+            None => Err(PgWireError::InvalidPassword(
                 login.user().unwrap_or_default().to_owned(),
-            ));
+            )),
         }
-        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
     }
 }
 
@@ -204,7 +209,25 @@ fn startup_handler(
 
 pub struct Handler {
     views: Arc<Views>,
+    /// Each user's role.
+    roles: Arc<HashMap<String, Role>>,
     max_query_bytes: usize,
+}
+
+/// Who sends a connection's queries, as the audit trail records it.
+fn actor<C: ClientInfo>(client: &C, roles: &HashMap<String, Role>) -> Actor {
+    let name = client
+        .metadata()
+        .get(pgwire::api::METADATA_USER)
+        .cloned()
+        .unwrap_or_default();
+    Actor {
+        // only logged-in connections send queries; an unknown name cannot log in
+        role: roles.get(&name).copied().unwrap_or(Role::Read),
+        name,
+        via: "admin",
+        from: Some(client.socket_addr().to_string()),
+    }
 }
 
 fn error_info(e: SqlError) -> ErrorInfo {
@@ -237,10 +260,19 @@ fn fields(plan: &Plan, format: &Format) -> Vec<FieldInfo> {
 
 impl Handler {
     /// Runs a plan on a blocking thread and encodes its rows.
-    async fn query<'a>(&self, plan: Plan, params: Vec<Value>, format: &Format) -> PgWireResult<Response<'a>> {
+    async fn query<'a>(
+        &self,
+        actor: Actor,
+        plan: Plan,
+        params: Vec<Value>,
+        format: &Format,
+    ) -> PgWireResult<Response<'a>> {
         let schema = Arc::new(fields(&plan, format));
-        let views = self.views.clone();
-        let rows = tokio::task::spawn_blocking(move || sql::run(&plan, &params, &*views))
+        let session = Session {
+            views: self.views.clone(),
+            actor,
+        };
+        let rows = tokio::task::spawn_blocking(move || sql::run(&plan, &params, &session))
             .await
             .map_err(|e| {
                 user_error(SqlError::new(
@@ -279,12 +311,13 @@ impl Handler {
 
     async fn execute<'a>(
         &self,
+        actor: Actor,
         stmt: Statement,
         params: Vec<Value>,
         format: &Format,
     ) -> PgWireResult<Response<'a>> {
         Ok(match stmt {
-            Statement::Query(plan) => self.query(*plan, params, format).await?,
+            Statement::Query(plan) => self.query(actor, *plan, params, format).await?,
             Statement::Set(tag) => Response::Execution(Tag::new(tag)),
             Statement::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Statement::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
@@ -295,7 +328,7 @@ impl Handler {
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
-    async fn do_query<'a, C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response<'a>>>
+    async fn do_query<'a, C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response<'a>>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -309,7 +342,9 @@ impl SimpleQueryHandler for Handler {
         };
         let mut out = Vec::new();
         for s in statements {
-            let r = self.execute(s, Vec::new(), &Format::UnifiedText).await?;
+            let r = self
+                .execute(actor(client, &self.roles), s, Vec::new(), &Format::UnifiedText)
+                .await?;
             let failed = matches!(r, Response::Error(_));
             out.push(r);
             if failed {
@@ -461,7 +496,7 @@ impl ExtendedQueryHandler for Handler {
 
     async fn do_query<'a, C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Option<Statement>>,
         _max_rows: usize,
     ) -> PgWireResult<Response<'a>>
@@ -472,6 +507,12 @@ impl ExtendedQueryHandler for Handler {
             return Ok(Response::EmptyQuery);
         };
         let params = param_values(portal)?;
-        self.execute(stmt, params, &portal.result_column_format).await
+        self.execute(
+            actor(client, &self.roles),
+            stmt,
+            params,
+            &portal.result_column_format,
+        )
+        .await
     }
 }

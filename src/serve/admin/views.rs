@@ -3,9 +3,11 @@
 //! [`crate::ops`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::sql::{state, Catalog, Column, Function, Rows, SqlError, Type, Value};
-use crate::ops::{Filter, OpsError};
+use crate::config::Role;
+use crate::ops::{Actor, Filter, OpsError};
 use crate::serve::http::AppState;
 use crate::store::record::EventId;
 use crate::store::StoreError;
@@ -96,6 +98,18 @@ const DELIVERIES: &[Column] = &[
     col("status", Type::Int),
     col("error", Type::Text),
     col("latency_ms", Type::Float),
+];
+
+const AUDIT: &[Column] = &[
+    col("at", Type::Time),
+    col("actor", Type::Text),
+    col("role", Type::Text),
+    col("via", Type::Text),
+    col("client", Type::Text),
+    col("action", Type::Text),
+    col("integration_id", Type::Text),
+    col("event_ids", Type::Text),
+    col("result", Type::Text),
 ];
 
 /// The views over one daemon.
@@ -293,7 +307,52 @@ impl Views {
             .collect())
     }
 
-    fn requeue(&self, args: &[Value]) -> Result<Value, SqlError> {
+    fn audit(&self) -> Result<Vec<Vec<Value>>, SqlError> {
+        Ok(self
+            .ops(|o| async move { o.audit(crate::ops::MAX_LOG_READ) })?
+            .into_iter()
+            .map(|e| {
+                vec![
+                    Value::time_rfc3339(Some(&e.at)),
+                    Value::text(e.actor),
+                    Value::text(e.role),
+                    Value::text(e.via),
+                    Value::opt_text(e.from),
+                    Value::text(e.action),
+                    Value::opt_text(e.integration),
+                    Value::opt_text((!e.events.is_empty()).then(|| e.events.join(","))),
+                    Value::text(e.result),
+                ]
+            })
+            .collect())
+    }
+
+    /// Calls an admin function as `actor`: the functions that act need role `operate`; a `read`
+    /// user gets `42501`, and the refusal is in the audit trail too.
+    fn call_as(&self, actor: &Actor, name: &str, args: &[Value]) -> Result<Value, SqlError> {
+        if matches!(name, "requeue" | "pause" | "resume") && actor.role < Role::Operate {
+            let why = format!("user {:?} has role {}", actor.name, actor.role.as_str());
+            self.state
+                .ops()
+                .refused(actor, name, args.first().map(Value::render), &why);
+            return Err(SqlError::new(
+                state::INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for function {name}: {why}"),
+            )
+            .hint("requeue, pause and resume need a user of [admin] users with role = \"operate\""));
+        }
+        match name {
+            "requeue" => self.requeue(actor, args),
+            "pause" => self.pause(actor, args, true),
+            "resume" => self.pause(actor, args, false),
+            _ => Err(SqlError::new(
+                state::UNDEFINED_FUNCTION,
+                format!("function {name}() does not exist"),
+            )),
+        }
+    }
+
+    fn requeue(&self, actor: &Actor, args: &[Value]) -> Result<Value, SqlError> {
         let integration = args[0].render();
         let events = match args.get(1) {
             Some(v) => Some(vec![v.render().parse::<EventId>().map_err(|e| {
@@ -302,13 +361,13 @@ impl Views {
             })?]),
             None => None,
         };
-        let answer = self.ops(|o| async move { o.requeue(Some(integration), events).await })?;
+        let answer = self.ops(|o| async move { o.requeue(actor, Some(integration), events).await })?;
         Ok(Value::Int(answer.requeued as i64))
     }
 
-    fn pause(&self, args: &[Value], pause: bool) -> Result<Value, SqlError> {
+    fn pause(&self, actor: &Actor, args: &[Value], pause: bool) -> Result<Value, SqlError> {
         let integration = args[0].render();
-        let changed = self.ops(|o| async move { o.pause(&integration, pause).await })?;
+        let changed = self.ops(|o| async move { o.pause(actor, &integration, pause).await })?;
         Ok(Value::text(match (pause, changed) {
             (true, true) => "paused",
             (true, false) => "already paused",
@@ -329,7 +388,14 @@ fn rows(v: Vec<Vec<Value>>) -> Rows<'static> {
 
 impl Catalog for Views {
     fn views(&self) -> &'static [&'static str] {
-        &["status", "integrations", "queue", "dead_letters", "deliveries"]
+        &[
+            "status",
+            "integrations",
+            "queue",
+            "dead_letters",
+            "deliveries",
+            "audit",
+        ]
     }
 
     fn columns(&self, view: &str) -> Option<&'static [Column]> {
@@ -339,6 +405,7 @@ impl Catalog for Views {
             "queue" => QUEUE,
             "dead_letters" => DEAD_LETTERS,
             "deliveries" => DELIVERIES,
+            "audit" => AUDIT,
             _ => return None,
         })
     }
@@ -349,6 +416,7 @@ impl Catalog for Views {
             "integrations" => rows(self.integrations()?),
             "queue" => rows(self.queue()?),
             "dead_letters" => rows(self.dead_letters()?),
+            "audit" => rows(self.audit()?),
             "deliveries" => {
                 let store = self.state.queue.deliveries().map_err(storage)?;
                 Box::new(store.log_newest_first().map_err(storage)?.map(|e| {
@@ -390,15 +458,39 @@ impl Catalog for Views {
         })
     }
 
+    /// Queries run in a [`Session`], which knows who calls.
+    fn call(&self, name: &str, _args: &[Value]) -> Result<Value, SqlError> {
+        Err(SqlError::new(
+            state::INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for function {name}: no logged-in user"),
+        ))
+    }
+}
+
+/// The views as one logged-in user runs them: every call goes through [`Views::call_as`].
+pub struct Session {
+    pub views: Arc<Views>,
+    pub actor: Actor,
+}
+
+impl Catalog for Session {
+    fn views(&self) -> &'static [&'static str] {
+        self.views.views()
+    }
+
+    fn columns(&self, view: &str) -> Option<&'static [Column]> {
+        self.views.columns(view)
+    }
+
+    fn scan(&self, view: &str) -> Result<Rows<'_>, SqlError> {
+        self.views.scan(view)
+    }
+
+    fn function(&self, name: &str) -> Option<Function> {
+        self.views.function(name)
+    }
+
     fn call(&self, name: &str, args: &[Value]) -> Result<Value, SqlError> {
-        match name {
-            "requeue" => self.requeue(args),
-            "pause" => self.pause(args, true),
-            "resume" => self.pause(args, false),
-            _ => Err(SqlError::new(
-                state::UNDEFINED_FUNCTION,
-                format!("function {name}() does not exist"),
-            )),
-        }
+        self.views.call_as(&self.actor, name, args)
     }
 }

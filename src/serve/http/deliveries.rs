@@ -4,13 +4,16 @@
 //! `fieldsync deliveries` CLI calls them on the running daemon.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{authorize, Peer};
 use super::AppState;
+use crate::config::Role;
 use crate::ops::{self, OpsError};
 use crate::store::record::{EventId, ParseEventIdError};
 
@@ -20,8 +23,15 @@ pub fn routes() -> Router<AppState> {
         .route("/deliveries/dead", get(dead))
         .route("/deliveries/log", get(log))
         .route("/deliveries/requeue", post(requeue))
-        .route("/deliveries/pause", post(|st, req| pause(st, req, true)))
-        .route("/deliveries/resume", post(|st, req| pause(st, req, false)))
+        .route(
+            "/deliveries/pause",
+            post(|st, peer, headers, req| pause(st, peer, headers, req, true)),
+        )
+        .route(
+            "/deliveries/resume",
+            post(|st, peer, headers, req| pause(st, peer, headers, req, false)),
+        )
+        .route("/audit", get(audit))
 }
 
 /// An operator action's error as an HTTP answer.
@@ -67,14 +77,39 @@ fn filter(q: ReadQuery) -> Result<(ops::Filter, Option<usize>), ParseEventIdErro
     ))
 }
 
-async fn dead(State(st): State<AppState>, Query(q): Query<ReadQuery>) -> Response {
+type PeerExt = Option<Extension<Peer>>;
+
+/// The answer refusing a read of personal data without a token (once tokens are configured).
+fn may_read(st: &AppState, peer: PeerExt, headers: &HeaderMap, what: &str) -> Option<Response> {
+    authorize(st, headers, peer.map(|p| p.0), Role::Read, what, None)
+        .err()
+        .map(IntoResponse::into_response)
+}
+
+async fn dead(
+    State(st): State<AppState>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    if let Some(refused) = may_read(&st, peer, &headers, "reading dead letters") {
+        return refused;
+    }
     match filter(q) {
         Ok((f, _)) => answer(st.ops().dead_letters(&f)),
         Err(e) => bad_request(e),
     }
 }
 
-async fn log(State(st): State<AppState>, Query(q): Query<ReadQuery>) -> Response {
+async fn log(
+    State(st): State<AppState>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    if let Some(refused) = may_read(&st, peer, &headers, "reading the delivery log") {
+        return refused;
+    }
     match filter(q) {
         Ok((f, last)) => answer(st.ops().log(&f, last.unwrap_or(50))),
         Err(e) => bad_request(e),
@@ -88,8 +123,41 @@ pub struct RequeueRequest {
     pub event_ids: Option<Vec<EventId>>,
 }
 
-async fn requeue(State(st): State<AppState>, Json(req): Json<RequeueRequest>) -> Response {
-    answer(st.ops().requeue(req.integration_id, req.event_ids).await)
+async fn requeue(
+    State(st): State<AppState>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    Json(req): Json<RequeueRequest>,
+) -> Response {
+    match authorize(
+        &st,
+        &headers,
+        peer.map(|p| p.0),
+        Role::Operate,
+        "requeue",
+        req.integration_id.as_deref(),
+    ) {
+        Ok(actor) => answer(st.ops().requeue(&actor, req.integration_id, req.event_ids).await),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    last: Option<usize>,
+}
+
+/// `GET /audit?last=N`: the newest operator actions (default 50), oldest first.
+async fn audit(
+    State(st): State<AppState>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    if let Some(refused) = may_read(&st, peer, &headers, "reading the audit trail") {
+        return refused;
+    }
+    answer(st.ops().audit(q.last.unwrap_or(50)))
 }
 
 /// `POST /deliveries/pause` and `/deliveries/resume` body.
@@ -98,11 +166,28 @@ pub struct PauseRequest {
     pub integration_id: String,
 }
 
-async fn pause(State(st): State<AppState>, Json(req): Json<PauseRequest>, pause: bool) -> Response {
-    answer(
-        st.ops()
-            .pause(&req.integration_id, pause)
-            .await
-            .map(|changed| serde_json::json!({"paused": pause, "changed": changed})),
-    )
+async fn pause(
+    State(st): State<AppState>,
+    peer: PeerExt,
+    headers: HeaderMap,
+    Json(req): Json<PauseRequest>,
+    pause: bool,
+) -> Response {
+    let action = if pause { "pause" } else { "resume" };
+    match authorize(
+        &st,
+        &headers,
+        peer.map(|p| p.0),
+        Role::Operate,
+        action,
+        Some(&req.integration_id),
+    ) {
+        Ok(actor) => answer(
+            st.ops()
+                .pause(&actor, &req.integration_id, pause)
+                .await
+                .map(|changed| serde_json::json!({"paused": pause, "changed": changed})),
+        ),
+        Err(refused) => refused.into_response(),
+    }
 }

@@ -38,6 +38,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
+use super::auth::{bearer, same};
 use super::AppState;
 use crate::store::record::{ChangeRecord, EventId};
 use crate::store::Store;
@@ -66,10 +67,7 @@ fn unauthorized(why: String) -> Response {
 
 /// The reader the request's token names, or why it is refused (401).
 fn authenticate(st: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Reader, String> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer = bearer(headers);
     let offered = bearer.or(query_token);
     let Some(offered) = offered else {
         return Err(
@@ -92,11 +90,6 @@ fn authenticate(st: &AppState, headers: &HeaderMap, query_token: Option<&str>) -
         }
         _ => Err("wrong bearer token\n".to_owned()),
     }
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn stream(

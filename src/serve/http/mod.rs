@@ -18,6 +18,7 @@
 //!   gets a best-effort 503 and is closed at once, never held;
 //! - at most `[http] max_streams` live streams (see [`live`]) are open; past it, 503.
 
+pub mod auth;
 pub mod deliveries;
 pub mod live;
 mod metrics_page;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// The store's size on disk and its bound (`None` where no daemon measures it).
     pub disk: Option<crate::store::disk::DiskWatch>,
     pub stream_token: Option<crate::secret::Secret<String>>,
+    /// Bearer tokens of the endpoints that act or show personal data (`auth`).
+    pub tokens: Arc<Vec<crate::config::Credential>>,
     /// Checks stream tokens scoped to an organisation or a wedding.
     pub stream_signer: Option<Arc<crate::token::Signer>>,
     /// Turns true on shutdown: open live streams end, so the server can stop.
@@ -221,27 +224,29 @@ pub fn get_local(
     path: &str,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
-    request_local(addr, "GET", path, None, timeout)
+    request_local(addr, "GET", path, None, None, timeout)
 }
 
-/// [`get_local`] with any method and an optional JSON body.
+/// [`get_local`] with any method, an optional JSON body and an optional bearer token.
 pub fn request_local(
     addr: SocketAddr,
     method: &str,
     path: &str,
     json: Option<&str>,
+    bearer: Option<&str>,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
+    let auth = bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     match json {
         Some(body) => write!(
             stream,
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?,
-        None => write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?,
+        None => write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?,
     }
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -396,6 +396,7 @@ async fn connection(
     tracker: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = stream.peer_addr().ok().map(super::auth::Peer);
     let io = hyper_util::rt::TokioIo::new(Tracked {
         io: stream,
         conn: conn.clone(),
@@ -403,6 +404,7 @@ async fn connection(
     let service = Service {
         inner: hyper_util::service::TowerToHyperService::new(router),
         conn: conn.clone(),
+        peer,
     };
     let served = hyper::server::conn::http1::Builder::new()
         // timeouts are kept here, per phase, rather than by hyper (whose header timer also runs
@@ -454,6 +456,8 @@ async fn connection(
 struct Service {
     inner: hyper_util::service::TowerToHyperService<Router>,
     conn: Arc<Conn>,
+    /// The client's address, given to handlers as an extension.
+    peer: Option<super::auth::Peer>,
 }
 
 impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Service {
@@ -461,7 +465,10 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Ser
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         self.conn.set(BUSY);
         let busy = Busy(self.conn.clone());
         let response = self.inner.call(req);

@@ -13,7 +13,16 @@ use fieldsync::store::Store;
 
 use super::Cluster;
 
-/// A configuration for `cluster` as superuser `postgres`, fast status updates and reconnects.
+/// The `operate` bearer token of the HTTP endpoints in [`config_toml`] (`[http] tokens`).
+pub const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
+
+/// The `[http] tokens` line that configures [`OPERATOR_TOKEN`].
+pub fn operator_token_toml() -> String {
+    format!("tokens = [{{ name = \"test-operator\", token = \"{OPERATOR_TOKEN}\", role = \"operate\" }}]\n")
+}
+
+/// A configuration for `cluster` as superuser `postgres`, fast status updates and reconnects, and
+/// an operator's HTTP token ([`OPERATOR_TOKEN`]).
 pub fn config_toml(cluster: &Cluster, queue: &Path, http_port: u16) -> String {
     format!(
         r#"
@@ -32,9 +41,10 @@ cache_capacity_mb = 32
 
 [http]
 listen = "127.0.0.1:{http_port}"
-"#,
+{tokens}"#,
         url = cluster.url("postgres", "postgres"),
         queue = queue.display(),
+        tokens = operator_token_toml(),
     )
 }
 
@@ -104,8 +114,17 @@ pub fn free_port() -> u16 {
 }
 
 /// A plain HTTP/1.0 GET; `None` when nothing answers.
+/// A GET with [`OPERATOR_TOKEN`] (the open endpoints ignore it).
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    fieldsync::serve::http::get_local(addr, path, Duration::from_secs(5)).ok()
+    fieldsync::serve::http::request_local(
+        addr,
+        "GET",
+        path,
+        None,
+        Some(OPERATOR_TOKEN),
+        Duration::from_secs(5),
+    )
+    .ok()
 }
 
 /// The `fieldsync` binary running as a child process, its stderr appended to a log file.
@@ -271,6 +290,7 @@ pub fn event_ids(d: &fieldsync::app::Daemon) -> Vec<String> {
 pub async fn requeue_all(http: SocketAddr) -> serde_json::Value {
     let answer = reqwest::Client::new()
         .post(format!("http://{http}/deliveries/requeue"))
+        .bearer_auth(OPERATOR_TOKEN)
         .header("content-type", "application/json")
         .body("{}")
         .send()
