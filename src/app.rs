@@ -201,7 +201,13 @@ impl Daemon {
             _ => None,
         };
         let limits = http::Limits::from_config(&config.http);
-        let http = tokio::spawn(http::serve(listener, state, shutdown_rx.clone(), limits));
+        let http = tokio::spawn(http::serve(
+            listener,
+            state,
+            shutdown_rx.clone(),
+            limits,
+            config.http.tls.clone(),
+        ));
         let source = tokio::spawn(source.run(work_rx));
         match admin_addr {
             Some(admin) => tracing::info!(http = %http_addr, %admin, "fieldsync started"),

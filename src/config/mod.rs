@@ -19,6 +19,7 @@ pub mod mapping;
 mod pgurl;
 mod redact;
 pub mod size;
+mod tls;
 mod validate;
 
 pub mod env;
@@ -132,6 +133,8 @@ pub struct AdminConfig {
     pub users: Vec<Credential>,
     /// Connections held at once, logged in or not (`53300` past it).
     pub max_connections: usize,
+    /// Clear text off loopback was allowed explicitly.
+    pub allow_plaintext_off_loopback: bool,
     /// From connect to logged in; a slower connection is closed.
     pub auth_timeout: std::time::Duration,
     /// The longest query string (`54000` past it).
@@ -159,6 +162,12 @@ pub struct HttpConfig {
     pub max_streams: u32,
     /// Bearer tokens of the endpoints that act or show personal data.
     pub tokens: Vec<Credential>,
+    /// TLS for the port (`tls_cert_file`, `tls_key_file`); `None`: HTTP in clear.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The certificate and key files, as configured.
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Clear text off loopback was allowed explicitly.
+    pub allow_plaintext_off_loopback: bool,
 }
 
 /// What an operator may do: read the views, or also act (requeue, pause, resume).

@@ -198,6 +198,11 @@ pub struct RawHttp {
     pub max_streams: u32,
     /// Bearer tokens of the endpoints that act (`operate`) or show personal data (`read`).
     pub tokens: Vec<RawCredential>,
+    /// PEM certificate (chain) and private key: with both set the port serves HTTPS only.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Off loopback, the daemon refuses to serve HTTP in clear unless this is true.
+    pub allow_plaintext_off_loopback: bool,
 }
 
 /// An admin user (`[admin] users`) or an HTTP bearer token (`[http] tokens`): a name (what the
@@ -224,6 +229,9 @@ impl Default for RawHttp {
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             max_streams: DEFAULT_HTTP_MAX_STREAMS,
             tokens: Vec::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            allow_plaintext_off_loopback: false,
         }
     }
 }
@@ -247,6 +255,9 @@ pub struct RawAdmin {
     /// How long the audit trail of operator actions is kept.
     #[serde(with = "humantime_serde")]
     pub audit_retention: Duration,
+    /// Off loopback, the daemon refuses to serve the admin port (results in clear) unless this is
+    /// true.
+    pub allow_plaintext_off_loopback: bool,
 }
 
 /// A year: operator actions are looked back on for incidents and audits.
@@ -274,6 +285,7 @@ impl Default for RawAdmin {
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             users: Vec::new(),
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            allow_plaintext_off_loopback: false,
         }
     }
 }

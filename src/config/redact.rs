@@ -85,6 +85,9 @@ struct Http<'a> {
     max_connections: u32,
     max_streams: u32,
     tokens: Vec<Shown<'a>>,
+    tls_cert_file: String,
+    tls_key_file: String,
+    allow_plaintext_off_loopback: bool,
 }
 
 #[derive(Serialize)]
@@ -99,6 +102,7 @@ struct Admin<'a> {
     users: Vec<Shown<'a>>,
     #[serde(with = "humantime_serde")]
     audit_retention: Duration,
+    allow_plaintext_off_loopback: bool,
 }
 
 /// An admin user or an HTTP token, its secret shown as `***`.
@@ -180,6 +184,19 @@ pub(super) fn render(config: &Config) -> String {
                     role: t.role.as_str(),
                 })
                 .collect(),
+            tls_cert_file: config
+                .http
+                .tls_files
+                .as_ref()
+                .map(|(c, _)| c.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tls_key_file: config
+                .http
+                .tls_files
+                .as_ref()
+                .map(|(_, k)| k.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            allow_plaintext_off_loopback: config.http.allow_plaintext_off_loopback,
         },
         admin: config.admin.as_ref().map(|a| Admin {
             listen: a.listen.to_string(),
@@ -198,6 +215,7 @@ pub(super) fn render(config: &Config) -> String {
                 })
                 .collect(),
             audit_retention: config.audit_retention,
+            allow_plaintext_off_loopback: a.allow_plaintext_off_loopback,
         }),
         log: Log {
             level: &config.log.level,

@@ -320,6 +320,72 @@ fn users_and_tokens_need_a_known_role_a_long_secret_and_a_name_of_their_own() {
 }
 
 #[test]
+fn tls_files_must_be_a_certificate_and_its_own_key_and_clear_text_off_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let one = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = write("cert.pem", &one.cert.pem());
+    let key = write("key.pem", &one.key_pair.serialize_pem());
+    let wrong_key = write("other.pem", &other.key_pair.serialize_pem());
+    let http = |extra: &str| format!("[http]\n{extra}");
+    let c = load(
+        &http(&format!("tls_cert_file = {cert:?}\ntls_key_file = {key:?}\n")),
+        &[],
+    )
+    .unwrap();
+    assert!(c.http.tls.is_some());
+    for (extra, says) in [
+        (
+            format!("tls_cert_file = {cert:?}\ntls_key_file = {wrong_key:?}\n"),
+            "is not the key of the certificate",
+        ),
+        (
+            format!("tls_cert_file = {cert:?}\n"),
+            "set both http.tls_cert_file and http.tls_key_file",
+        ),
+        (
+            format!("tls_cert_file = {key:?}\ntls_key_file = {key:?}\n"),
+            "holds no PEM certificate",
+        ),
+        (
+            format!("tls_cert_file = {cert:?}\ntls_key_file = {cert:?}\n"),
+            "holds no PEM private key",
+        ),
+        (
+            format!("tls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = {key:?}\n"),
+            "cannot read /nonexistent/c.pem",
+        ),
+        (
+            "listen = \"0.0.0.0:9187\"\n".to_owned(),
+            "off loopback and the port has no TLS",
+        ),
+    ] {
+        let e = err(&http(&extra), &[]);
+        assert!(e.contains(says), "{extra}: {e}");
+        assert!(!e.contains("PRIVATE KEY"), "{e}");
+    }
+    let open = load(
+        &http("listen = \"0.0.0.0:9187\"\nallow_plaintext_off_loopback = true\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(open.http.tls.is_none());
+    let tls_off_loopback =
+        format!("listen = \"0.0.0.0:9187\"\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n");
+    assert!(load(&http(&tls_off_loopback), &[]).is_ok());
+    let e = err(
+        "[admin]\nlisten = \"0.0.0.0:6433\"\npassword = \"twelve chars!\"\n",
+        &[],
+    );
+    assert!(e.contains("admin.listen") && e.contains("off loopback"), "{e}");
+}
+
+#[test]
 fn a_stream_signing_key_file_must_hold_a_key_and_never_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.key");

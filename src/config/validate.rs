@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::load::Origins;
@@ -302,6 +303,34 @@ impl Checker<'_> {
         let stream_token = Some(raw.stream_token)
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
+        let (tls, tls_files) = match (raw.tls_cert_file.as_str(), raw.tls_key_file.as_str()) {
+            ("", "") => (None, None),
+            ("", _) | (_, "") => {
+                return Err(self.err(
+                    if raw.tls_cert_file.is_empty() {
+                        "http.tls_cert_file"
+                    } else {
+                        "http.tls_key_file"
+                    },
+                    "set both http.tls_cert_file and http.tls_key_file (PEM), or neither".to_owned(),
+                ))
+            }
+            (cert, key) => {
+                let config = super::tls::server_config(Path::new(cert), Path::new(key))
+                    .map_err(|why| self.err("http.tls_cert_file", why))?;
+                (Some(config), Some((PathBuf::from(cert), PathBuf::from(key))))
+            }
+        };
+        if !listen.ip().is_loopback() && tls.is_none() && !raw.allow_plaintext_off_loopback {
+            return Err(self.err(
+                "http.listen",
+                format!(
+                    "{listen} is off loopback and the port has no TLS: tokens and personal data would cross \
+                     the network in clear; set http.tls_cert_file and http.tls_key_file, or \
+                     http.allow_plaintext_off_loopback = true behind a TLS-terminating proxy"
+                ),
+            ));
+        }
         let stream_signing_key = match raw.stream_signing_key_file.as_str() {
             "" => None,
             path => {
@@ -359,6 +388,9 @@ impl Checker<'_> {
             max_connections,
             max_streams: raw.max_streams,
             tokens: self.credentials("http.tokens", raw.tokens, 32, |c| &c.token, "token")?,
+            tls,
+            tls_files,
+            allow_plaintext_off_loopback: raw.allow_plaintext_off_loopback,
         })
     }
 
@@ -492,6 +524,16 @@ impl Checker<'_> {
                 ),
             ));
         }
+        if !listen.ip().is_loopback() && !raw.allow_plaintext_off_loopback {
+            return Err(self.err(
+                "admin.listen",
+                format!(
+                    "{listen} is off loopback and the admin port has no TLS (not built yet): its results \
+                     would cross the network in clear; listen on 127.0.0.1 and reach it through an SSH \
+                     tunnel, or set admin.allow_plaintext_off_loopback = true"
+                ),
+            ));
+        }
         let mut users = vec![Credential {
             name: raw.user,
             secret: raw.password,
@@ -514,6 +556,7 @@ impl Checker<'_> {
         Ok(Some(AdminConfig {
             listen,
             users,
+            allow_plaintext_off_loopback: raw.allow_plaintext_off_loopback,
             max_connections: raw.max_connections,
             auth_timeout: raw.auth_timeout,
             max_query_bytes: raw.max_query_bytes,

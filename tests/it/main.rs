@@ -31,3 +31,4 @@ mod slot;
 mod source_conn;
 mod stream_tokens;
 mod support;
+mod tls;

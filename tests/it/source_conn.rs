@@ -9,7 +9,7 @@ use fieldsync::source::conn::{ReplicationConnection, SnapshotAction};
 use fieldsync::source::error::SourceError;
 use fieldsync::source::wire::{ReplicationMessage, ReplicationStream};
 
-use crate::support::{wait_for, Cluster, ClusterOptions, HbaAuth, TlsFiles};
+use crate::support::{pki, wait_for, Cluster, ClusterOptions, HbaAuth, TlsFiles};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "s3cret wörd";
@@ -53,32 +53,6 @@ async fn scalar(conn: &mut ReplicationConnection, sql: &str) -> Option<String> {
         .next()
         .and_then(|row| row.into_iter().next())
         .flatten()
-}
-
-/// A CA and a server certificate it signed for `localhost` and `127.0.0.1`.
-struct Pki {
-    ca_pem: String,
-    server: TlsFiles,
-}
-
-fn pki(alg: &'static rcgen::SignatureAlgorithm) -> Pki {
-    let ca_key = rcgen::KeyPair::generate_for(alg).unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "fieldsync test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        server: TlsFiles {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        },
-    }
 }
 
 fn write_ca(dir: &tempfile::TempDir, pem: &str) -> std::path::PathBuf {

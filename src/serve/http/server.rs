@@ -136,7 +136,9 @@ pub async fn serve(
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let router = router(state);
     let tracker = Arc::new(Tracker::new(limits.max_connections));
     let soft = nofile_limit().map(|(s, _)| s);
@@ -191,6 +193,7 @@ pub async fn serve(
             Some((slot, conn)) => {
                 tokio::spawn(connection(
                     stream,
+                    tls.clone(),
                     slot,
                     conn,
                     router.clone(),
@@ -387,8 +390,10 @@ impl Tracker {
 
 /// Serves one connection until it ends, times out, is evicted or the server shuts down; its slot
 /// is given back once the socket is closed.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     _slot: OwnedSemaphorePermit,
     conn: Arc<Conn>,
     router: Router,
@@ -397,6 +402,25 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = stream.peer_addr().ok().map(super::auth::Peer);
+    let stream = match tls {
+        None => Box::new(stream) as Box<dyn Io>,
+        // the handshake is part of the head: it has `header_read_timeout` too
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = ?peer, "http: TLS handshake failed: {e}");
+                    tracker.remove(conn.id);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = ?peer, "http: TLS handshake not finished within header_read_timeout");
+                    tracker.remove(conn.id);
+                    return;
+                }
+            }
+        }
+    };
     let io = hyper_util::rt::TokioIo::new(Tracked {
         io: stream,
         conn: conn.clone(),
@@ -516,9 +540,14 @@ impl hyper::body::Body for BusyBody {
 
 /// The socket, noting when bytes arrive on an idle connection.
 struct Tracked {
-    io: TcpStream,
+    io: Box<dyn Io>,
     conn: Arc<Conn>,
 }
+
+/// A connection's socket, in clear or under TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl AsyncRead for Tracked {
     fn poll_read(

@@ -66,3 +66,29 @@ pub fn cluster_with_schema() -> Cluster {
         .unwrap_or_else(|e| panic!("default schema failed: {e}\n{}", c.log_tail(30)));
     c
 }
+
+/// A CA and a server certificate it signed for `localhost` and `127.0.0.1`.
+pub struct Pki {
+    pub ca_pem: String,
+    pub server: TlsFiles,
+}
+
+pub fn pki(alg: &'static rcgen::SignatureAlgorithm) -> Pki {
+    let ca_key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fieldsync test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca.pem(),
+        server: TlsFiles {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    }
+}
