@@ -75,7 +75,7 @@ pub fn tls_client_config(
         TlsMode::Disable => return Ok(None),
         TlsMode::Prefer | TlsMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(tls::AcceptAnyCertificate(provider)))
+            .with_custom_certificate_verifier(std::sync::Arc::new(tls::AcceptAnyCertificate(provider, None)))
             .with_no_client_auth(),
         TlsMode::VerifyFull => {
             let mut roots = rustls::RootCertStore::empty();
@@ -100,6 +100,29 @@ pub fn tls_client_config(
         }
     };
     Ok(Some(std::sync::Arc::new(config)))
+}
+
+/// A TLS client that trusts exactly the certificate (the first) in `cert_file`: how the command line
+/// reaches its own daemon's HTTPS port, whose certificate the configuration names.
+pub fn pinned_client_config(
+    cert_file: &std::path::Path,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let pem = std::fs::read(cert_file).map_err(|e| format!("cannot read {} ({e})", cert_file.display()))?;
+    let cert = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .ok_or_else(|| format!("{} holds no PEM certificate", cert_file.display()))?
+        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(tls::AcceptAnyCertificate(
+            provider,
+            Some(cert),
+        )))
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }
 
 /// Opens an ordinary SQL connection (not a replication one) and drives it on a background task.
@@ -143,20 +166,29 @@ mod tls {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
-    /// libpq's `sslmode=require`: encrypt, but trust any certificate (signatures are still checked).
+    /// libpq's `sslmode=require`: encrypt, but trust any certificate (signatures are still checked);
+    /// with a pinned certificate, trust that one only.
     #[derive(Debug)]
-    pub(super) struct AcceptAnyCertificate(pub(super) std::sync::Arc<rustls::crypto::CryptoProvider>);
+    pub(super) struct AcceptAnyCertificate(
+        pub(super) std::sync::Arc<rustls::crypto::CryptoProvider>,
+        pub(super) Option<CertificateDer<'static>>,
+    );
 
     impl ServerCertVerifier for AcceptAnyCertificate {
         fn verify_server_cert(
             &self,
-            _end_entity: &CertificateDer<'_>,
+            end_entity: &CertificateDer<'_>,
             _intermediates: &[CertificateDer<'_>],
             _server_name: &ServerName<'_>,
             _ocsp: &[u8],
             _now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
+            match &self.1 {
+                Some(pinned) if pinned.as_ref() != end_entity.as_ref() => Err(rustls::Error::General(
+                    "the server's certificate is not the one configured".to_owned(),
+                )),
+                _ => Ok(ServerCertVerified::assertion()),
+            }
         }
 
         fn verify_tls12_signature(

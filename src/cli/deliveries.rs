@@ -277,12 +277,24 @@ fn ask_daemon(config: &Config, method: &str, path: &str, body: Option<&str>) -> 
         .iter()
         .find(|t| method == "GET" || t.role == crate::config::Role::Operate)
         .map(|t| t.secret.expose().as_str());
+    // with TLS on, the daemon's own certificate (the configuration names it) is the one trusted
+    let tls = match &config.http.tls_files {
+        Some((cert, _)) => match crate::pg::pinned_client_config(cert) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: [http] tls_cert_file: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     match crate::serve::http::request_local(
         config.http.listen,
         method,
         path,
         body,
         token,
+        tls,
         Duration::from_secs(10),
     ) {
         Ok((200, body)) => {

@@ -83,5 +83,16 @@ async fn curl_with_the_ca_reads_metrics_and_the_live_stream_over_tls_and_plainte
     // and the daemon is none the worse
     let (code, _) = curl(&["--cacert", &ca, &format!("https://localhost:{port}/healthz")]);
     assert_eq!(code, 0);
+
+    // the command line reaches its daemon over HTTPS, trusting the certificate the
+    // configuration names (and no other)
+    let config = dir.path().join("fieldsync.toml");
+    let at = format!("listen = \"{}\"", d.http_addr);
+    std::fs::write(&config, toml.replacen("listen = \"127.0.0.1:0\"", &at, 1)).unwrap();
+    let (code, out, err) = daemon::cli("deliveries", &config, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("integrations"), "{out}");
+    let (code, _, err) = daemon::cli("audit", &config, &[]);
+    assert_eq!(code, 0, "{err}");
     d.stop().await.unwrap();
 }

@@ -224,8 +224,12 @@ pub fn get_local(
     path: &str,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
-    request_local(addr, "GET", path, None, None, timeout)
+    request_local(addr, "GET", path, None, None, None, timeout)
 }
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 /// [`get_local`] with any method, an optional JSON body and an optional bearer token.
 pub fn request_local(
@@ -234,11 +238,21 @@ pub fn request_local(
     path: &str,
     json: Option<&str>,
     bearer: Option<&str>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     timeout: std::time::Duration,
 ) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let auth = bearer.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     match json {
         Some(body) => write!(
@@ -248,8 +262,14 @@ pub fn request_local(
         )?,
         None => write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?,
     }
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let mut bytes = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut bytes) {
+        // a TLS peer that closes without close_notify, after its answer: the answer stands
+        if e.kind() != std::io::ErrorKind::UnexpectedEof || bytes.is_empty() {
+            return Err(e);
+        }
+    }
+    let response = String::from_utf8_lossy(&bytes).into_owned();
     let malformed = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
     let (head, body) = response.split_once("\r\n\r\n").ok_or_else(malformed)?;
     let status = head

@@ -122,6 +122,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         path,
         None,
         Some(OPERATOR_TOKEN),
+        None,
         Duration::from_secs(5),
     )
     .ok()
