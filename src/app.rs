@@ -194,6 +194,7 @@ impl Daemon {
                     views,
                     admin.users.clone(),
                     crate::serve::admin::Limits::from(admin),
+                    admin.tls.clone(),
                     shutdown_rx.clone(),
                 ));
                 Some(addr)

@@ -135,6 +135,10 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// Clear text off loopback was allowed explicitly.
     pub allow_plaintext_off_loopback: bool,
+    /// TLS for the port: with it, a startup packet in clear is refused.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The certificate and key files, as configured.
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// From connect to logged in; a slower connection is closed.
     pub auth_timeout: std::time::Duration,
     /// The longest query string (`54000` past it).

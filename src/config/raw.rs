@@ -258,6 +258,9 @@ pub struct RawAdmin {
     /// Off loopback, the daemon refuses to serve the admin port (results in clear) unless this is
     /// true.
     pub allow_plaintext_off_loopback: bool,
+    /// PEM certificate (chain) and private key: with both set the port takes TLS only.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 /// A year: operator actions are looked back on for incidents and audits.
@@ -286,6 +289,8 @@ impl Default for RawAdmin {
             users: Vec::new(),
             audit_retention: DEFAULT_AUDIT_RETENTION,
             allow_plaintext_off_loopback: false,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }

@@ -103,6 +103,8 @@ struct Admin<'a> {
     #[serde(with = "humantime_serde")]
     audit_retention: Duration,
     allow_plaintext_off_loopback: bool,
+    tls_cert_file: String,
+    tls_key_file: String,
 }
 
 /// An admin user or an HTTP token, its secret shown as `***`.
@@ -184,18 +186,8 @@ pub(super) fn render(config: &Config) -> String {
                     role: t.role.as_str(),
                 })
                 .collect(),
-            tls_cert_file: config
-                .http
-                .tls_files
-                .as_ref()
-                .map(|(c, _)| c.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            tls_key_file: config
-                .http
-                .tls_files
-                .as_ref()
-                .map(|(_, k)| k.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            tls_cert_file: file(&config.http.tls_files, 0),
+            tls_key_file: file(&config.http.tls_files, 1),
             allow_plaintext_off_loopback: config.http.allow_plaintext_off_loopback,
         },
         admin: config.admin.as_ref().map(|a| Admin {
@@ -216,6 +208,8 @@ pub(super) fn render(config: &Config) -> String {
                 .collect(),
             audit_retention: config.audit_retention,
             allow_plaintext_off_loopback: a.allow_plaintext_off_loopback,
+            tls_cert_file: file(&a.tls_files, 0),
+            tls_key_file: file(&a.tls_files, 1),
         }),
         log: Log {
             level: &config.log.level,
@@ -245,4 +239,12 @@ pub(super) fn url_without_password(pg: &PgTarget) -> String {
         pg.port,
         percent_encode(&pg.dbname)
     )
+}
+
+/// The certificate (`0`) or key (`1`) file of a port's TLS, or empty.
+fn file(files: &Option<(std::path::PathBuf, std::path::PathBuf)>, which: usize) -> String {
+    files
+        .as_ref()
+        .map(|(cert, key)| if which == 0 { cert } else { key }.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

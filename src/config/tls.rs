@@ -5,8 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-/// A rustls server configuration from PEM files, HTTP/1.1 over ALPN.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// A rustls server configuration from PEM files, offering `alpn` (a client that offers none is
+/// served too).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()));
     let cert_pem = read(cert_file)?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -36,6 +41,6 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::Se
             ),
             e => format!("{}: {e}", key_file.display()),
         })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }

@@ -303,24 +303,7 @@ impl Checker<'_> {
         let stream_token = Some(raw.stream_token)
             .filter(|t| !t.expose().is_empty())
             .map(|t| crate::secret::Secret::new(t.expose().clone()));
-        let (tls, tls_files) = match (raw.tls_cert_file.as_str(), raw.tls_key_file.as_str()) {
-            ("", "") => (None, None),
-            ("", _) | (_, "") => {
-                return Err(self.err(
-                    if raw.tls_cert_file.is_empty() {
-                        "http.tls_cert_file"
-                    } else {
-                        "http.tls_key_file"
-                    },
-                    "set both http.tls_cert_file and http.tls_key_file (PEM), or neither".to_owned(),
-                ))
-            }
-            (cert, key) => {
-                let config = super::tls::server_config(Path::new(cert), Path::new(key))
-                    .map_err(|why| self.err("http.tls_cert_file", why))?;
-                (Some(config), Some((PathBuf::from(cert), PathBuf::from(key))))
-            }
-        };
+        let (tls, tls_files) = self.tls("http", &raw.tls_cert_file, &raw.tls_key_file, b"http/1.1")?;
         if !listen.ip().is_loopback() && tls.is_none() && !raw.allow_plaintext_off_loopback {
             return Err(self.err(
                 "http.listen",
@@ -458,6 +441,42 @@ impl Checker<'_> {
         Ok(out)
     }
 
+    /// `[section] tls_cert_file` and `tls_key_file`: both or neither, a certificate and its key.
+    #[allow(clippy::type_complexity)]
+    fn tls(
+        &self,
+        section: &str,
+        cert: &str,
+        key: &str,
+        alpn: &[u8],
+    ) -> Result<
+        (
+            Option<std::sync::Arc<rustls::ServerConfig>>,
+            Option<(PathBuf, PathBuf)>,
+        ),
+        ConfigError,
+    > {
+        match (cert, key) {
+            ("", "") => Ok((None, None)),
+            ("", _) | (_, "") => Err(self.err(
+                &format!(
+                    "{section}.{}",
+                    if cert.is_empty() {
+                        "tls_cert_file"
+                    } else {
+                        "tls_key_file"
+                    }
+                ),
+                format!("set both {section}.tls_cert_file and {section}.tls_key_file (PEM), or neither"),
+            )),
+            (cert, key) => {
+                let config = super::tls::server_config(Path::new(cert), Path::new(key), alpn)
+                    .map_err(|why| self.err(&format!("{section}.tls_cert_file"), why))?;
+                Ok((Some(config), Some((PathBuf::from(cert), PathBuf::from(key)))))
+            }
+        }
+    }
+
     /// `[admin] audit_retention`, checked whether or not the admin port is on (HTTP actions are
     /// audited too).
     fn audit_retention(&self, raw: &RawAdmin) -> Result<Duration, ConfigError> {
@@ -524,13 +543,14 @@ impl Checker<'_> {
                 ),
             ));
         }
-        if !listen.ip().is_loopback() && !raw.allow_plaintext_off_loopback {
+        let (tls, tls_files) = self.tls("admin", &raw.tls_cert_file, &raw.tls_key_file, b"postgresql")?;
+        if !listen.ip().is_loopback() && tls.is_none() && !raw.allow_plaintext_off_loopback {
             return Err(self.err(
                 "admin.listen",
                 format!(
-                    "{listen} is off loopback and the admin port has no TLS (not built yet): its results \
-                     would cross the network in clear; listen on 127.0.0.1 and reach it through an SSH \
-                     tunnel, or set admin.allow_plaintext_off_loopback = true"
+                    "{listen} is off loopback and the admin port has no TLS: its results would cross the \
+                     network in clear; set admin.tls_cert_file and admin.tls_key_file, or \
+                     admin.allow_plaintext_off_loopback = true"
                 ),
             ));
         }
@@ -557,6 +577,8 @@ impl Checker<'_> {
             listen,
             users,
             allow_plaintext_off_loopback: raw.allow_plaintext_off_loopback,
+            tls,
+            tls_files,
             max_connections: raw.max_connections,
             auth_timeout: raw.auth_timeout,
             max_query_bytes: raw.max_query_bytes,

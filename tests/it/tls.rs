@@ -1,11 +1,22 @@
 //! TLS on the HTTP port: `curl --cacert` reads `/metrics` and the live stream over HTTPS with the
 //! certificate verified; a plaintext client gets nothing.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::dispatch::{seed, ORG};
 use crate::support::daemon::{self, config_toml, sql};
 use crate::support::{cluster_with_schema, pki};
+
+/// A CA and a server certificate for `localhost` and `127.0.0.1`, as files: (CA, certificate, key).
+fn write_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let pki = pki(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let files = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&files.0, &pki.ca_pem).unwrap();
+    std::fs::write(&files.1, &pki.server.cert_pem).unwrap();
+    std::fs::write(&files.2, &pki.server.key_pem).unwrap();
+    files
+}
 
 /// `curl` with the test CA: (exit code, what `-w` printed, the body).
 fn curl(args: &[&str]) -> (i32, String) {
@@ -26,15 +37,7 @@ async fn curl_with_the_ca_reads_metrics_and_the_live_stream_over_tls_and_plainte
     let db = sql(&cluster).await;
     seed(&db, 1, "http://127.0.0.1:9/unused").await;
     let dir = tempfile::tempdir().unwrap();
-    let pki = pki(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let (ca, cert, key) = (
-        dir.path().join("ca.pem"),
-        dir.path().join("cert.pem"),
-        dir.path().join("key.pem"),
-    );
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    std::fs::write(&cert, &pki.server.cert_pem).unwrap();
-    std::fs::write(&key, &pki.server.key_pem).unwrap();
+    let (ca, cert, key) = write_pki(dir.path());
     let toml = config_toml(&cluster, &dir.path().join("q"), 0).replace(
         "[http]\n",
         &format!(
@@ -94,5 +97,79 @@ async fn curl_with_the_ca_reads_metrics_and_the_live_stream_over_tls_and_plainte
     assert!(out.contains("integrations"), "{out}");
     let (code, _, err) = daemon::cli("audit", &config, &[]);
     assert_eq!(code, 0, "{err}");
+    d.stop().await.unwrap();
+}
+
+/// `psql` to the admin port with `conninfo` (and `sslrootcert` when given): (success, output).
+fn psql(bin: &std::path::Path, conninfo: &str) -> (bool, String) {
+    let out = Command::new(bin.join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "SELECT connected FROM status",
+        ])
+        .arg(conninfo)
+        .env("PGPASSWORD", "correct horse battery staple")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_verify_full_reads_the_admin_port_over_tls_and_a_startup_in_clear_gets_28000() {
+    let cluster = cluster_with_schema();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_pki(dir.path());
+    let toml = config_toml(&cluster, &dir.path().join("q"), 0)
+        + &format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\nuser = \"dba\"\npassword = \"correct horse battery staple\"\n\
+             tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+    let d = daemon::start(&toml).await;
+    let admin = d.admin_addr.unwrap();
+    let bin = cluster.bin_dir().to_path_buf();
+    let base = format!("host=localhost port={} user=dba dbname=fieldsync", admin.port());
+
+    let (ok, out) = psql(
+        &bin,
+        &format!("{base} sslmode=verify-full sslrootcert={}", ca.display()),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "t");
+    // a certificate psql cannot verify: refused by the client
+    let other = pki(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca_pem).unwrap();
+    let (ok, out) = psql(
+        &bin,
+        &format!("{base} sslmode=verify-full sslrootcert={}", other_ca.display()),
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("SSL error"), "{out}");
+    // in clear: refused by the daemon, before any password
+    let (ok, out) = psql(&bin, &format!("{base} sslmode=disable"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("this port takes TLS only"), "{out}");
+    let refused = tokio_postgres::connect(
+        &format!("{base} password='correct horse battery staple' sslmode=disable"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .err()
+    .expect("refused in clear");
+    assert_eq!(refused.code().map(|c| c.code()), Some("28000"), "{refused}");
+    // and the port goes on serving
+    let (ok, out) = psql(&bin, &format!("{base} sslmode=require"));
+    assert!(ok, "{out}");
     d.stop().await.unwrap();
 }

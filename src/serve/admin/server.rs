@@ -27,7 +27,7 @@ use std::panic::AssertUnwindSafe;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -54,8 +54,10 @@ pub async fn serve(
     views: Arc<Views>,
     users: Vec<Credential>,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let login = Arc::new(Login {
         users: users
             .iter()
@@ -92,9 +94,21 @@ pub async fn serve(
                         continue;
                     };
                     let startup = startup_handler(login.clone());
-                    let (handler, throttle) = (handler.clone(), throttle.clone());
+                    let (handler, throttle, tls) = (handler.clone(), throttle.clone(), tls.clone());
                     tokio::spawn(async move {
-                        let mut conn = Conn::new(socket, peer);
+                        let required = tls.is_some();
+                        let (socket, secure) = match tokio::time::timeout(limits.auth_timeout, negotiate(socket, tls.as_ref())).await {
+                            Ok(Ok(negotiated)) => negotiated,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "admin port: TLS negotiation failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "admin port: TLS negotiation not finished within auth_timeout");
+                                return;
+                            }
+                        };
+                        let mut conn = Conn::new(socket, peer).tls(secure, required);
                         let served = AssertUnwindSafe(serve_connection(&mut conn, startup, handler, limits, &throttle))
                             .catch_unwind()
                             .await;
@@ -177,6 +191,48 @@ async fn refuse(mut socket: TcpStream) {
 }
 
 /// Each user's SCRAM salt and salted password.
+/// A connection's socket, in clear or under TLS.
+trait AdminIo: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> AdminIo for T {}
+
+/// With TLS on the port: answers the encryption requests that come before the startup packet
+/// (GSSAPI `N`, SSL `S` and the handshake) and gives the socket to speak the protocol over, and
+/// whether it is TLS. Without TLS, or when the client starts in clear, the socket as it is (the
+/// connection refuses an SSL request, or a startup in clear when TLS is required). Exactly the
+/// request's 8 bytes are read before the handshake, so nothing sent in clear after it is taken as
+/// protocol.
+async fn negotiate(
+    mut socket: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<(Box<dyn AdminIo>, bool)> {
+    let Some(acceptor) = tls else {
+        return Ok((Box::new(socket), false));
+    };
+    loop {
+        let mut head = [0u8; 8];
+        let mut seen = socket.peek(&mut head).await?;
+        while (1..8).contains(&seen) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            seen = socket.peek(&mut head).await?;
+        }
+        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let code = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        match (seen, len, code) {
+            (8, 8, super::wire::GSSENC_REQUEST) => {
+                socket.read_exact(&mut head).await?;
+                socket.write_all(b"N").await?;
+            }
+            (8, 8, super::wire::SSL_REQUEST) => {
+                socket.read_exact(&mut head).await?;
+                socket.write_all(b"S").await?;
+                return Ok((Box::new(acceptor.accept(socket).await?), true));
+            }
+            _ => return Ok((Box::new(socket), false)),
+        }
+    }
+}
+
 struct Login {
     users: HashMap<String, (Vec<u8>, Vec<u8>)>,
 }

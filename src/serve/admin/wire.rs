@@ -44,8 +44,8 @@ use super::limits::{Limits, MAX_STARTUP_BYTES, REFUSAL_DELAY, WRITE_TIMEOUT};
 use super::sql::{state, Statement};
 use super::throttle::Throttle;
 
-const SSL_REQUEST: i32 = 80_877_103;
-const GSSENC_REQUEST: i32 = 80_877_104;
+pub const SSL_REQUEST: i32 = 80_877_103;
+pub const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 const PROTOCOL_3: i32 = 3 << 16;
 
@@ -96,6 +96,10 @@ pub struct Conn<S> {
     /// Frames have no type byte until the startup packet is read.
     startup: bool,
     max_frame: usize,
+    /// The connection runs under TLS.
+    secure: bool,
+    /// A startup packet in clear is refused (`28000`).
+    tls_required: bool,
 }
 
 /// Flush before buffering more than this.
@@ -110,7 +114,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             client: DefaultClient::new(peer, false),
             startup: true,
             max_frame: MAX_STARTUP_BYTES,
+            secure: false,
+            tls_required: false,
         }
+    }
+
+    /// Marks the connection as running under TLS (`secure`), or refused in clear (`required`).
+    pub fn tls(mut self, secure: bool, required: bool) -> Conn<S> {
+        self.secure = secure;
+        self.tls_required = required;
+        self
     }
 
     /// Reads until `n` bytes are buffered; `false` at a clean end of stream before any of them.
@@ -296,7 +309,7 @@ impl<S> ClientInfo for Conn<S> {
     }
 
     fn is_secure(&self) -> bool {
-        false
+        self.secure
     }
 
     fn state(&self) -> PgWireConnectionState {
@@ -384,6 +397,12 @@ where
             Some(Frame::Message(m)) => m,
         };
         match &message {
+            PgWireFrontendMessage::Startup(_) if conn.tls_required && !conn.secure => {
+                return Err(End::fatal(
+                    state::INVALID_AUTHORIZATION,
+                    "this port takes TLS only: connect with sslmode=verify-full (or require)",
+                ));
+            }
             PgWireFrontendMessage::Startup(_) => {
                 if throttle.blocked(peer.ip(), Instant::now()) {
                     tokio::time::sleep(REFUSAL_DELAY).await;
