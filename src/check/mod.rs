@@ -144,7 +144,38 @@ pub async fn run(config: &Config) -> Report {
         }
         Err(err) => results.push(reach::unreachable(&config.postgres, &err)),
     }
+    results.extend(security(config));
     Report { results }
+}
+
+/// What the configuration leaves open, as warnings (none fails a run).
+pub fn security(config: &Config) -> Vec<CheckResult> {
+    use crate::config::Role;
+    let mut out = vec![CheckResult::warn(
+        "encryption at rest",
+        format!(
+            "the queue at {} holds field values (names, dates, dietary notes) in clear: fieldsync does not \
+             encrypt its store yet",
+            config.queue.path.display()
+        ),
+        Some("keep [queue] path on an encrypted filesystem (LUKS, an encrypted cloud volume)".to_owned()),
+    )];
+    if !config.http.tokens.iter().any(|t| t.role == Role::Operate) {
+        out.push(CheckResult::warn(
+            "http tokens",
+            if config.http.tokens.is_empty() {
+                "no [http] tokens: requeue, pause and resume over HTTP answer 401, and dead letters and the \
+                 delivery log are readable by anyone who reaches the port"
+            } else {
+                "no [http] token has role \"operate\": requeue, pause and resume over HTTP answer 403"
+            },
+            Some(
+                "[http] tokens = [{ name = \"ops\", token = \"<32 or more characters>\", role = \"operate\" }]"
+                    .to_owned(),
+            ),
+        ));
+    }
+    out
 }
 
 /// Runs the checks for `fieldsync run`: the first failure, or `Ok` (warnings are logged).
@@ -364,6 +395,35 @@ pub fn replica_identity_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_warns_of_data_in_clear_and_of_no_operator_token() {
+        let names = |c: &Config| {
+            security(c)
+                .into_iter()
+                .map(|r| (r.name, r.status))
+                .collect::<Vec<_>>()
+        };
+        let mut c = Config::default();
+        assert_eq!(
+            names(&c),
+            [
+                ("encryption at rest", Status::Warn),
+                ("http tokens", Status::Warn)
+            ]
+        );
+        c.http.tokens.push(crate::config::Credential {
+            name: "ops".to_owned(),
+            secret: crate::secret::Secret::new("x".repeat(32)),
+            role: crate::config::Role::Operate,
+        });
+        assert_eq!(names(&c), [("encryption at rest", Status::Warn)]);
+        assert!(security(&c)[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("encrypted filesystem"));
+    }
 
     #[test]
     fn keywords_are_sorted_for_binary_search() {
