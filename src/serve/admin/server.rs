@@ -1,4 +1,5 @@
-//! The pgwire side: SCRAM-SHA-256 login with the `[admin]` user and password, the simple query
+//! The pgwire side: TLS when configured ([`negotiate`]), SCRAM-SHA-256 login with the `[admin]`
+//! users and passwords (each query runs as its user, with its role: [`Session`]), the simple query
 //! protocol (psql) and the extended one (drivers: Parse/Describe/Bind/Execute with `$n`
 //! parameters, text or binary). Queries run on a blocking thread (they read sled and wait for the
 //! dispatcher); errors go back as PostgreSQL errors with their SQLSTATE, and the connection, like
