@@ -102,16 +102,27 @@ pub fn tls_client_config(
     Ok(Some(std::sync::Arc::new(config)))
 }
 
+/// The PEM certificates in `path`, at least one; errors name the file.
+pub fn pem_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// A TLS client that trusts exactly the certificate (the first) in `cert_file`: how the command line
 /// reaches its own daemon's HTTPS port, whose certificate the configuration names.
 pub fn pinned_client_config(
     cert_file: &std::path::Path,
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    let pem = std::fs::read(cert_file).map_err(|e| format!("cannot read {} ({e})", cert_file.display()))?;
-    let cert = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .ok_or_else(|| format!("{} holds no PEM certificate", cert_file.display()))?
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    let cert = pem_certs(cert_file)?.swap_remove(0);
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -12,18 +12,8 @@ pub fn server_config(
     key_file: &Path,
     alpn: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()));
-    let cert_pem = read(cert_file)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not PEM: {e}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            cert_file.display()
-        ));
-    }
-    let key_pem = read(key_file)?;
+    let certs = crate::pg::pem_certs(cert_file)?;
+    let key_pem = std::fs::read(key_file).map_err(|e| format!("cannot read {} ({e})", key_file.display()))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("{} is not PEM: {e}", key_file.display()))?
         .ok_or_else(|| format!("{} holds no PEM private key", key_file.display()))?;

@@ -138,8 +138,7 @@ mod tests {
         let actions: Vec<String> = trail.newest(2).unwrap().into_iter().map(|e| e.action).collect();
         assert_eq!(actions, ["resume", "requeue"]);
         assert_eq!(trail.prune(std::time::Duration::from_secs(3600)).unwrap(), 0);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        assert_eq!(trail.prune(std::time::Duration::from_millis(1)).unwrap(), 3);
+        assert_eq!(trail.prune(std::time::Duration::ZERO).unwrap(), 3);
         assert!(trail.newest(10).unwrap().is_empty());
     }
 }
