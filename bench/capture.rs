@@ -20,7 +20,6 @@ use fieldsync::config::Config;
 use fieldsync::lsn::Lsn;
 use fieldsync::source::progress::SourceStatus;
 use fieldsync::source::stream::Source;
-use fieldsync::store::Store;
 use fieldsync_dev::devdb::{Cluster, ClusterOptions};
 use fieldsync_dev::process::Spawned;
 use fieldsync_dev::rss::peak_rss_kib;
@@ -302,7 +301,7 @@ async fn latency(cluster: &Cluster, rate: u64, duration: Duration, removal: bool
     }
     let cfg =
         Config::from_toml_str(&toml, "bench", std::iter::empty::<(String, String)>()).expect("bench config");
-    let queue = Store::open(&cfg.queue.path, cfg.queue.cache_capacity_bytes).unwrap();
+    let queue = fieldsync::app::open_store(&cfg.queue).unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(SourceStatus::default());
     let source = Source::new(Arc::new(cfg.clone()), queue.clone(), status.clone()).unwrap();

@@ -87,12 +87,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Checks prerequisites (writing nothing when they fail), then opens the queue and starts.
+    /// Checks prerequisites (writing nothing when they fail), then opens the queue (refused,
+    /// before anything is written, when it needs a key the configuration lacks) and starts.
     pub async fn start(config: Config) -> Result<Daemon, AppError> {
         check::preflight(&config).await.map_err(AppError::Preflight)?;
         // before any task records a metric: handles taken earlier would record nowhere
         crate::telemetry::metrics::install();
-        let queue = Store::open(&config.queue.path, config.queue.cache_capacity_bytes)?;
+        let queue = open_store(&config.queue)?;
         let listener = http::bind(config.http.listen).map_err(|source| AppError::Listen {
             key: "[http] listen",
             addr: config.http.listen,
@@ -380,4 +381,12 @@ fn probe_space(dir: &std::path::Path) -> std::io::Result<()> {
     });
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// Opens (or creates) the queue `[queue]` configures, its values sealed under its keys.
+pub fn open_store(q: &crate::config::QueueConfig) -> Result<Store, StoreError> {
+    let old: Vec<&[u8; 32]> = q.old_encryption_keys.iter().map(|k| k.key.expose()).collect();
+    let current = q.encryption_key.as_ref().map(|k| k.key.expose());
+    let sealer = crate::store::cipher::Sealer::new(current, &old);
+    Store::open_sealed(&q.path, q.cache_capacity_bytes, sealer)
 }

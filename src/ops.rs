@@ -238,6 +238,30 @@ impl Ops {
         result
     }
 
+    /// Seals everything the store holds under the current key (see [`Store::reencrypt`]), on a
+    /// blocking thread; capture and delivery go on meanwhile.
+    pub async fn reencrypt(&self, actor: &Actor) -> Result<crate::store::Reencrypted, OpsError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.reencrypt())
+            .await
+            .unwrap_or_else(|join| {
+                Err(StoreError::Corrupt {
+                    what: "re-encryption".to_owned(),
+                    reason: format!("the task failed: {join}"),
+                })
+            })
+            .map_err(OpsError::from);
+        let outcome = match &result {
+            Ok(r) => match r.key {
+                Some(k) => format!("ok: {} values sealed under key {k}", r.rewritten),
+                None => format!("ok: {} values stored in clear (no encryption key)", r.rewritten),
+            },
+            Err(e) => format!("failed: {e}"),
+        };
+        self.record(actor, "reencrypt", None, Vec::new(), outcome);
+        result
+    }
+
     /// Records an action refused for lack of a role.
     pub fn refused(&self, actor: &Actor, action: &str, integration: Option<String>, why: &str) {
         self.record(actor, action, integration, Vec::new(), format!("denied: {why}"));

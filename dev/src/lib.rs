@@ -8,6 +8,7 @@
 //! - `receiver`: an in-process Standard Webhooks receiver for tests and benchmarks.
 //! - `process`: a daemon started as a child process, stopped when dropped.
 //! - `rss`: a process's peak resident set size, for the benchmarks.
+//! - `scan`: raw byte scans of a directory, for the tests of encryption at rest and erasure.
 
 pub mod demo;
 pub mod devdb;
@@ -15,3 +16,4 @@ pub mod process;
 pub mod receiver;
 pub mod rss;
 pub mod sandbox;
+pub mod scan;

@@ -20,7 +20,7 @@ use crate::events::build::{Cell, Commit, Role, RowView};
 use crate::events::{Envelope, EventBuilder};
 use crate::lsn::Lsn;
 use crate::pgoutput::{self, Column, Datum, Message, OldTuple, Relation, RelationCache, Tuple};
-use crate::store::record::{EventId, OldImage, Op, TxnRecord};
+use crate::store::record::{ColumnValue, EventId, OldImage, Op, TxnRecord};
 use crate::store::{QueueWriter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -337,8 +337,9 @@ impl Capture {
             tuple: new,
             fallback,
         };
+        let table_role = self.events.role(&rel.namespace, &rel.name);
         let role = if self.events.enabled() {
-            self.events.role(&rel.namespace, &rel.name)
+            table_role
         } else {
             Role::Other
         };
@@ -365,6 +366,8 @@ impl Capture {
         // a field change is stored once: its event carries the values, the ids and the context,
         // so the row images are not kept beside it
         let images = event.is_none();
+        // an integration's credentials reach delivery through the context, not the queue
+        let withheld = (table_role == Role::Integrations).then(|| self.events.integrations_config());
         let record = RecordRef {
             id,
             commit_lsn: txn.commit_lsn,
@@ -380,12 +383,14 @@ impl Capture {
                 tuple: t,
                 key_only: identity == Some(OldImage::Key),
                 fallback: None,
+                withheld,
             }),
             new: new.filter(|_| images).map(|t| RowRef {
                 columns: &rel.columns,
                 tuple: t,
                 key_only: false,
                 fallback,
+                withheld,
             }),
             event: event.as_ref(),
             deliveries: &deliveries,
@@ -469,6 +474,8 @@ struct RowRef<'a> {
     /// Old key images list only the replica identity columns.
     key_only: bool,
     fallback: Option<&'a Tuple>,
+    /// A column whose value is not stored (see `ColumnValue::Withheld`).
+    withheld: Option<&'a str>,
 }
 
 impl Serialize for RowRef<'_> {
@@ -485,6 +492,10 @@ impl Serialize for RowRef<'_> {
                 },
                 _ => datum,
             };
+            if self.withheld == Some(col.name.as_str()) && !matches!(datum, Datum::Null) {
+                map.serialize_entry(&col.name, &ColumnValue::Withheld)?;
+                continue;
+            }
             map.serialize_entry(&col.name, &DatumRef(datum))?;
         }
         map.end()

@@ -151,15 +151,21 @@ pub async fn run(config: &Config) -> Report {
 /// What the configuration leaves open, as warnings (none fails a run).
 pub fn security(config: &Config) -> Vec<CheckResult> {
     use crate::config::Role;
-    let mut out = vec![CheckResult::warn(
-        "encryption at rest",
-        format!(
-            "the queue at {} holds field values (names, dates, dietary notes) in clear: fieldsync does not \
-             encrypt its store yet",
-            config.queue.path.display()
-        ),
-        Some("keep [queue] path on an encrypted filesystem (LUKS, an encrypted cloud volume)".to_owned()),
-    )];
+    let mut out = Vec::new();
+    if config.queue.encryption_key.is_none() {
+        out.push(CheckResult::warn(
+            "encryption at rest",
+            format!(
+                "the queue at {} holds field values (names, dates, dietary notes) in clear",
+                config.queue.path.display()
+            ),
+            Some(
+                "make a key with `fieldsync secret keygen > store.key` (mode 0600), set [queue] \
+                 encryption_key_file to it, restart, then run `fieldsync reencrypt` for what is already held"
+                    .to_owned(),
+            ),
+        ));
+    }
     if !config.http.tokens.iter().any(|t| t.role == Role::Operate) {
         out.push(CheckResult::warn(
             "http tokens",
@@ -422,7 +428,12 @@ mod tests {
             .fix
             .as_deref()
             .unwrap()
-            .contains("encrypted filesystem"));
+            .contains("encryption_key_file"));
+        c.queue.encryption_key = Some(crate::config::KeyFile {
+            path: "store.key".into(),
+            key: crate::secret::Secret::new([1; 32]),
+        });
+        assert!(names(&c).is_empty());
     }
 
     #[test]

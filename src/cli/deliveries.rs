@@ -50,7 +50,7 @@ pub(super) async fn queue_view(arg: ConfigArg, last: usize) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
+    match crate::app::open_store(&config.queue) {
         Ok(queue) => match print_queue(&queue, last, &config.queue) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -80,6 +80,12 @@ pub(super) async fn deliveries(arg: ConfigArg, what: Deliveries) -> ExitCode {
     }
 }
 
+/// `fieldsync reencrypt`: seals what the store holds under the current key, in the daemon or on
+/// the store.
+pub(super) async fn reencrypt(arg: ConfigArg) -> ExitCode {
+    act(arg, Action::Reencrypt).await
+}
+
 /// `fieldsync audit`: the newest operator actions, from the daemon or the store.
 pub(super) async fn audit(arg: ConfigArg, last: usize) -> ExitCode {
     act(arg, Action::Audit(last)).await
@@ -90,7 +96,7 @@ async fn act(arg: ConfigArg, action: Action) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match Store::open(&config.queue.path, config.queue.cache_capacity_bytes) {
+    match crate::app::open_store(&config.queue) {
         Ok(store) => match action.offline(Ops::offline(store)).await {
             Ok(text) => {
                 println!("{text}");
@@ -124,6 +130,7 @@ enum Action {
     Requeue(RequeueRequest),
     Pause(String, bool),
     Audit(usize),
+    Reencrypt,
 }
 
 impl Action {
@@ -189,6 +196,7 @@ impl Action {
             Action::Dead(f) => ("GET", format!("/deliveries/dead{}", query(&f, None)), None),
             Action::Log(f, last) => ("GET", format!("/deliveries/log{}", query(&f, Some(last))), None),
             Action::Audit(last) => ("GET", format!("/audit?last={last}"), None),
+            Action::Reencrypt => ("POST", "/queue/reencrypt".to_owned(), None),
             Action::Requeue(req) => (
                 "POST",
                 "/deliveries/requeue".to_owned(),
@@ -215,6 +223,7 @@ impl Action {
             Action::Dead(f) => json(serde_json::json!(ops.dead_letters(&f)?)),
             Action::Log(f, last) => json(serde_json::json!(ops.log(&f, last)?)),
             Action::Audit(last) => json(serde_json::json!(ops.audit(last)?)),
+            Action::Reencrypt => json(serde_json::json!(ops.reencrypt(&crate::ops::Actor::cli()).await?)),
             Action::Requeue(req) => json(serde_json::json!(
                 ops.requeue(&crate::ops::Actor::cli(), req.integration_id, req.event_ids)
                     .await?
@@ -250,6 +259,29 @@ fn print_queue(queue: &Store, last: usize, config: &crate::config::QueueConfig) 
         s.durable.end_lsn, s.durable.commit_lsn
     );
     println!("confirmed LSN: {}", s.confirmed);
+    let e = &s.encryption;
+    let others: Vec<String> = e
+        .held
+        .keys
+        .iter()
+        .filter(|k| Some(**k) != e.key)
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "encryption:    {}{}{}",
+        e.key
+            .map_or_else(|| "off (values in clear)".to_owned(), |k| format!("on, key {k}")),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; values still under {}", others.join(", "))
+        },
+        if e.held.plain && e.key.is_some() {
+            "; some values still in clear"
+        } else {
+            ""
+        },
+    );
     let records = queue.last_records(last)?;
     if !records.is_empty() {
         println!("newest records:");

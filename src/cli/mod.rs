@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{AppError, Daemon, Ended};
 use crate::config::Config;
-use deliveries::{audit, deliveries, queue_view, Deliveries};
+use deliveries::{audit, deliveries, queue_view, reencrypt, Deliveries};
 use secret::{secret, SecretCommand};
 use token::{token, TokenArgs};
 
@@ -66,6 +66,9 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         last: usize,
     },
+    /// Seal everything the queue holds under [queue] encryption_key_file (after a key rotation,
+    /// or once encryption is turned on); then the old keys may leave the configuration.
+    Reencrypt(ConfigArg),
     /// Print a signed, expiring token that opens one organisation's (or one wedding's) live
     /// stream, for an app's backend to hand to a browser.
     Token(TokenArgs),
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
             Command::Secret { what } => secret(what),
             Command::Token(args) => token(args),
             Command::Audit { config, last } => audit(config, last).await,
+            Command::Reencrypt(config) => reencrypt(config).await,
         }
     })
 }
@@ -162,6 +166,8 @@ fn report(e: AppError) -> ExitCode {
     tracing::error!(error = %e, "fieldsync stopped");
     match e {
         AppError::Preflight(_) => ExitCode::from(3),
+        // the configuration lacks a key the store needs
+        AppError::Store(crate::store::StoreError::MissingKey { .. }) => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
 }

@@ -7,8 +7,14 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub(super) enum SecretCommand {
-    /// Print a new random key (32 bytes, base64) for [dispatch] secrets_key_file.
+    /// Print a new random key (32 bytes, base64) for [dispatch] secrets_key_file,
+    /// [queue] encryption_key_file or [http] stream_signing_key_file.
     Keygen,
+    /// Print the id of a [queue] encryption key, as the store's errors and `fieldsync status` name it.
+    KeyId {
+        /// The key file.
+        key_file: PathBuf,
+    },
     /// Read a secret from standard input and print {"encrypted": "fsenc1:…"} for an integration's config.
     Encrypt {
         /// The key file ([dispatch] secrets_key_file).
@@ -24,11 +30,18 @@ pub(super) fn secret(what: SecretCommand) -> ExitCode {
             println!("{}", credentials::generate_key());
             ExitCode::SUCCESS
         }
+        SecretCommand::KeyId { key_file } => match read_key(&key_file) {
+            Ok(key) => {
+                println!("{}", crate::store::cipher::KeyId::of(&key));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", key_file.display());
+                ExitCode::from(2)
+            }
+        },
         SecretCommand::Encrypt { key_file } => {
-            let key = match std::fs::read_to_string(&key_file)
-                .map_err(|e| e.to_string())
-                .and_then(|t| credentials::parse_key(t.trim()))
-            {
+            let key = match read_key(&key_file) {
                 Ok(k) => k,
                 Err(e) => {
                     eprintln!("error: --key-file {}: {e}", key_file.display());
@@ -52,4 +65,10 @@ pub(super) fn secret(what: SecretCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn read_key(path: &std::path::Path) -> Result<[u8; 32], String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::credentials::parse_key(t.trim()))
 }

@@ -123,6 +123,17 @@ pub struct QueueConfig {
     /// A record leaves the queue once it is confirmed, every delivery of it is final, and it is
     /// older than this (also the live stream's replay window).
     pub retention: std::time::Duration,
+    /// The key that seals stored values (`[queue] encryption_key_file`), and its file.
+    pub encryption_key: Option<KeyFile>,
+    /// Earlier keys that still open values (`[queue] old_encryption_key_files`).
+    pub old_encryption_keys: Vec<KeyFile>,
+}
+
+/// A 32-byte key read from a file (`fieldsync secret keygen` makes one).
+#[derive(Clone, Debug)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub key: crate::secret::Secret<[u8; 32]>,
 }
 
 /// The SQL admin port.

@@ -165,6 +165,12 @@ pub struct RawQueue {
     pub max_disk: super::size::RawSize,
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Key file (32 bytes, base64: `fieldsync secret keygen`) that seals stored values; empty: the
+    /// store is not encrypted.
+    pub encryption_key_file: String,
+    /// Earlier keys' files: values sealed under them still open (`fieldsync reencrypt` moves
+    /// them to the current key).
+    pub old_encryption_key_files: Vec<String>,
 }
 
 impl Default for RawQueue {
@@ -174,6 +180,8 @@ impl Default for RawQueue {
             cache_capacity_mb: DEFAULT_CACHE_CAPACITY_MB,
             max_disk: super::size::RawSize::Text(DEFAULT_MAX_DISK.to_owned()),
             retention: DEFAULT_RETENTION,
+            encryption_key_file: String::new(),
+            old_encryption_key_files: Vec::new(),
         }
     }
 }

@@ -71,6 +71,8 @@ struct Queue {
     cache_capacity_mb: u64,
     #[serde(with = "humantime_serde")]
     retention: Duration,
+    encryption_key_file: String,
+    old_encryption_key_files: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +159,18 @@ pub(super) fn render(config: &Config) -> String {
             path: config.queue.path.to_string_lossy().into_owned(),
             cache_capacity_mb: config.queue.cache_capacity_bytes / (1024 * 1024),
             retention: config.queue.retention,
+            encryption_key_file: config
+                .queue
+                .encryption_key
+                .as_ref()
+                .map(|k| k.path.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            old_encryption_key_files: config
+                .queue
+                .old_encryption_keys
+                .iter()
+                .map(|k| k.path.to_string_lossy().into_owned())
+                .collect(),
         },
         http: Http {
             listen: config.http.listen.to_string(),

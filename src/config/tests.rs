@@ -412,6 +412,42 @@ fn a_stream_signing_key_file_must_hold_a_key_and_never_shows_it() {
 }
 
 #[test]
+fn store_encryption_keys_are_read_from_files_checked_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "bm90IGEga2V5\n").unwrap();
+    let e = err(&format!("[queue]\nencryption_key_file = {bad:?}\n"), &[]);
+    assert!(
+        e.contains("queue.encryption_key_file") && e.contains("32 bytes in base64"),
+        "{e}"
+    );
+    assert!(!e.contains("bm90IGEga2V5"), "{e}");
+    let missing = dir.path().join("missing.key");
+    let e = err(
+        &format!("[queue]\nold_encryption_key_files = [{missing:?}]\n"),
+        &[],
+    );
+    assert!(
+        e.contains("queue.old_encryption_key_files[0]") && e.contains("cannot read"),
+        "{e}"
+    );
+    let (new, old) = (dir.path().join("new.key"), dir.path().join("old.key"));
+    std::fs::write(&new, crate::credentials::generate_key()).unwrap();
+    std::fs::write(&old, crate::credentials::generate_key()).unwrap();
+    let c = load(
+        &format!("[queue]\nencryption_key_file = {new:?}\nold_encryption_key_files = [{old:?}]\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(c.queue.encryption_key.is_some() && c.queue.old_encryption_keys.len() == 1);
+    let shown = format!("{c:?}{}", c.redacted());
+    for key in [&new, &old] {
+        assert!(!shown.contains(std::fs::read_to_string(key).unwrap().trim()));
+    }
+    assert!(c.redacted().contains("new.key") && c.redacted().contains("old.key"));
+}
+
+#[test]
 fn a_syntax_error_gives_line_and_column_without_quoting_the_line() {
     let e = err("[postgres]\npassword = \"hunter2\n", &[]);
     assert!(

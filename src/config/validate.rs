@@ -13,7 +13,7 @@ use crate::config::raw::{
     RawReplication,
 };
 use crate::config::{
-    AdminConfig, CaptureConfig, Config, ConfigError, Credential, HttpConfig, LogConfig, QueueConfig,
+    AdminConfig, CaptureConfig, Config, ConfigError, Credential, HttpConfig, KeyFile, LogConfig, QueueConfig,
     ReplicationConfig, Role, TableName,
 };
 use crate::pg::{PgTarget, TlsMode};
@@ -281,11 +281,39 @@ impl Checker<'_> {
                 ),
             ));
         }
+        let encryption_key = match raw.encryption_key_file.as_str() {
+            "" => None,
+            path => Some(self.key_file("queue.encryption_key_file", path)?),
+        };
+        let old_encryption_keys = raw
+            .old_encryption_key_files
+            .iter()
+            .enumerate()
+            .map(|(i, path)| self.key_file(&format!("queue.old_encryption_key_files[{i}]"), path))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(QueueConfig {
             path: raw.path,
             cache_capacity_bytes,
             max_disk_bytes,
             retention: raw.retention,
+            encryption_key,
+            old_encryption_keys,
+        })
+    }
+
+    /// A 32-byte key in base64 from `path`, for the config key `key`.
+    fn key_file(&self, key: &str, path: &str) -> Result<KeyFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            self.err(
+                key,
+                format!("cannot read {path:?} ({e}): make one with `fieldsync secret keygen > {path}`"),
+            )
+        })?;
+        let bytes = crate::credentials::parse_key(text.trim())
+            .map_err(|why| self.err(key, format!("{path:?} {why}")))?;
+        Ok(KeyFile {
+            path: PathBuf::from(path),
+            key: crate::secret::Secret::new(bytes),
         })
     }
 
@@ -316,19 +344,7 @@ impl Checker<'_> {
         }
         let stream_signing_key = match raw.stream_signing_key_file.as_str() {
             "" => None,
-            path => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    self.err(
-                        "http.stream_signing_key_file",
-                        format!(
-                            "cannot read {path:?} ({e}): make one with `fieldsync secret keygen > {path}`"
-                        ),
-                    )
-                })?;
-                let key = crate::credentials::parse_key(text.trim())
-                    .map_err(|why| self.err("http.stream_signing_key_file", format!("{path:?} {why}")))?;
-                Some(crate::secret::Secret::new(key))
-            }
+            path => Some(self.key_file("http.stream_signing_key_file", path)?.key),
         };
         self.positive("http.header_read_timeout", raw.header_read_timeout)?;
         self.positive("http.idle_timeout", raw.idle_timeout)?;

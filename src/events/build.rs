@@ -123,6 +123,11 @@ impl EventBuilder {
         &self.events.origin
     }
 
+    /// The integrations table's column of credentials (`config`), which records never store.
+    pub fn integrations_config(&self) -> &str {
+        &self.mapping.integrations.config
+    }
+
     pub fn role(&self, schema: &str, table: &str) -> Role {
         let is = |t: &crate::config::TableName| t.schema == schema && t.name == table;
         let m = &self.mapping;

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cipher::{SealedTree, Sealer};
 use super::StoreError;
 
 /// Facts about a wedding learnt from its field values, which later events carry in its context.
@@ -87,17 +88,17 @@ impl std::fmt::Debug for Integration {
 
 #[derive(Clone)]
 pub struct ContextStore {
-    weddings: sled::Tree,
-    organizations: sled::Tree,
-    integrations: sled::Tree,
+    weddings: SealedTree,
+    organizations: SealedTree,
+    integrations: SealedTree,
 }
 
 impl ContextStore {
-    pub(crate) fn open(db: &sled::Db) -> Result<ContextStore, StoreError> {
+    pub(crate) fn open(db: &sled::Db, sealer: &Sealer) -> Result<ContextStore, StoreError> {
         Ok(ContextStore {
-            weddings: db.open_tree("ctx_weddings")?,
-            organizations: db.open_tree("ctx_organizations")?,
-            integrations: db.open_tree("ctx_integrations")?,
+            weddings: SealedTree::open(db, "ctx_weddings", sealer)?,
+            organizations: SealedTree::open(db, "ctx_organizations", sealer)?,
+            integrations: SealedTree::open(db, "ctx_integrations", sealer)?,
         })
     }
 
@@ -162,13 +163,13 @@ impl ContextStore {
 
     /// `TRUNCATE` of a context table.
     pub fn clear_weddings(&self) -> Result<(), StoreError> {
-        Ok(self.weddings.clear()?)
+        Ok(self.weddings.raw().clear()?)
     }
     pub fn clear_organizations(&self) -> Result<(), StoreError> {
-        Ok(self.organizations.clear()?)
+        Ok(self.organizations.raw().clear()?)
     }
     pub fn clear_integrations(&self) -> Result<(), StoreError> {
-        Ok(self.integrations.clear()?)
+        Ok(self.integrations.raw().clear()?)
     }
 
     /// The wedding's context with its organisation's name and, when the wedding has none, time zone.
@@ -213,7 +214,7 @@ impl ContextStore {
 
     fn get<T: serde::de::DeserializeOwned>(
         &self,
-        tree: &sled::Tree,
+        tree: &SealedTree,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
         tree.get(id.as_bytes())?
@@ -229,8 +230,8 @@ fn integration_key(organization_id: &str, id: &str) -> Vec<u8> {
     k
 }
 
-fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-    tree.insert(key, serde_json::to_vec(value).expect("context serializes"))?;
+fn put<T: Serialize>(tree: &SealedTree, key: &[u8], value: &T) -> Result<(), StoreError> {
+    tree.insert(key, &serde_json::to_vec(value).expect("context serializes"))?;
     Ok(())
 }
 
@@ -252,7 +253,7 @@ mod tests {
             .temporary(true)
             .open()
             .unwrap();
-        let store = ContextStore::open(&db).unwrap();
+        let store = ContextStore::open(&db, &Sealer::default()).unwrap();
         (dir, store)
     }
 

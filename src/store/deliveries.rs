@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::chunk::{pieces, CHUNK_BYTES};
+use super::cipher::{SealedTree, Sealer};
 use super::record::EventId;
 use super::StoreError;
 
@@ -137,9 +138,9 @@ pub struct LogEntry {
 pub struct DeliveryStore {
     db: sled::Db,
     state: sled::Tree,
-    dead: sled::Tree,
+    dead: SealedTree,
     meta: sled::Tree,
-    log: sled::Tree,
+    log: SealedTree,
     /// Entries written to `log` (counted on open, then kept up to date).
     log_entries: Arc<AtomicU64>,
     pending: Arc<Mutex<Pending>>,
@@ -188,8 +189,8 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl DeliveryStore {
-    pub fn open(db: &sled::Db) -> Result<DeliveryStore, StoreError> {
-        let log = db.open_tree("dl_log")?;
+    pub fn open(db: &sled::Db, sealer: &Sealer) -> Result<DeliveryStore, StoreError> {
+        let log = SealedTree::open(db, "dl_log", sealer)?;
         let meta = db.open_tree("dl_meta")?;
         // kept under `dl_meta/log_entries`; a store written before it is counted once
         let entries = match meta
@@ -209,7 +210,7 @@ impl DeliveryStore {
         Ok(DeliveryStore {
             db: db.clone(),
             state: db.open_tree("dl_state")?,
-            dead: db.open_tree("dl_dead")?,
+            dead: SealedTree::open(db, "dl_dead", sealer)?,
             meta,
             log,
             log_entries: Arc::new(AtomicU64::new(entries)),
@@ -290,7 +291,7 @@ impl DeliveryStore {
     pub fn put_dead(&self, d: &DeadLetter) -> Result<(), StoreError> {
         self.dead.insert(
             key(&d.integration_id, d.event_id),
-            serde_json::to_vec(d).expect("dead letters serialize"),
+            &serde_json::to_vec(d).expect("dead letters serialize"),
         )?;
         Ok(())
     }
@@ -336,7 +337,7 @@ impl DeliveryStore {
     pub fn dead_count(&self, integration: &str) -> usize {
         let mut prefix = integration.as_bytes().to_vec();
         prefix.push(0);
-        self.dead.scan_prefix(prefix).count()
+        self.dead.raw().scan_prefix(prefix).count()
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -412,9 +413,9 @@ impl DeliveryStore {
             k[..8].copy_from_slice(&micros.to_be_bytes());
             k[8..].copy_from_slice(&LOG_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
             n += lines_in(piece);
-            batch.insert(&k, piece);
+            batch.insert(&k, self.log.seal(piece));
         }
-        self.log.apply_batch(batch)?;
+        self.log.raw().apply_batch(batch)?;
         self.log_entries.fetch_add(n, Ordering::Relaxed);
         self.save_log_entries()
     }
@@ -452,7 +453,7 @@ impl DeliveryStore {
             .rev()
             .flat_map(|item| -> Vec<Result<LogEntry, StoreError>> {
                 match item {
-                    Err(e) => vec![Err(e.into())],
+                    Err(e) => vec![Err(e)],
                     Ok((_, chunk)) => chunk
                         .split(|b| *b == b'\n')
                         .rev()
@@ -512,7 +513,7 @@ mod tests {
     fn store() -> (tempfile::TempDir, DeliveryStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        (dir, DeliveryStore::open(&db).unwrap())
+        (dir, DeliveryStore::open(&db, &Sealer::default()).unwrap())
     }
 
     #[test]
@@ -644,13 +645,17 @@ mod tests {
             .collect();
         assert_eq!(left, [3, 3, 3, 4, 4, 4]);
         assert_eq!(
-            DeliveryStore::open(&s.db).unwrap().log_entries(),
+            DeliveryStore::open(&s.db, &Sealer::default())
+                .unwrap()
+                .log_entries(),
             6,
             "kept across an open"
         );
         s.meta.remove(LOG_ENTRIES).unwrap();
         assert_eq!(
-            DeliveryStore::open(&s.db).unwrap().log_entries(),
+            DeliveryStore::open(&s.db, &Sealer::default())
+                .unwrap()
+                .log_entries(),
             6,
             "a store without the count is counted once"
         );

@@ -24,11 +24,13 @@
 
 pub mod audit;
 pub mod chunk;
+pub mod cipher;
 pub mod context;
 pub mod deliveries;
 pub mod disk;
 pub mod event;
 pub mod flusher;
+pub mod keys;
 pub mod record;
 pub mod retention;
 mod writer;
@@ -40,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::lsn::Lsn;
+use cipher::{SealedTree, Sealer};
 use flusher::Flusher;
 pub use flusher::{Durable, LatencySamples};
 use record::{ChangeRecord, EventId, TxnRecord};
@@ -69,6 +72,11 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("transaction at {commit_lsn} is not after the queue head {head}: replays must be skipped")]
     OutOfOrder { commit_lsn: Lsn, head: Lsn },
+    #[error(
+        "{what} is encrypted under key {id}, which no configured key matches: set [queue] encryption_key_file, \
+         or list the key's file in [queue] old_encryption_key_files (`fieldsync secret key-id FILE` prints a key's id)"
+    )]
+    MissingKey { id: cipher::KeyId, what: String },
 }
 
 impl StoreError {
@@ -147,14 +155,35 @@ pub struct QueueSummary {
     pub durable: Durable,
     pub confirmed: Lsn,
     pub last_transaction: Option<TxnRecord>,
+    /// Encryption at rest: the key new values are sealed with, and what the store may hold.
+    pub encryption: Encryption,
+}
+
+/// Encryption at rest, as `fieldsync queue` and `/status` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Encryption {
+    /// The key new values are sealed with (`None`: they are stored in clear).
+    pub key: Option<cipher::KeyId>,
+    /// Keys that may have sealed a stored value, and whether some may be in clear: more than the
+    /// current key means `fieldsync reencrypt` has work to do.
+    pub held: keys::KeyRecord,
+}
+
+/// What [`Store::reencrypt`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reencrypted {
+    /// Values sealed again under the current key (or opened, with encryption off).
+    pub rewritten: u64,
+    pub key: Option<cipher::KeyId>,
 }
 
 /// Handle on the open queue. Cheap to clone; one [`QueueWriter`] at a time writes.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    changes: sled::Tree,
+    changes: SealedTree,
     meta: sled::Tree,
+    sealer: Sealer,
     flusher: Arc<Flusher>,
     deliveries: deliveries::DeliveryStore,
     _stop: Arc<StopFlusherOnDrop>,
@@ -206,8 +235,15 @@ fn restrict(path: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Opens (or creates) the queue and removes any half-received transaction left by a crash.
+    /// Opens (or creates) an unencrypted queue: see [`Store::open_sealed`].
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Store, StoreError> {
+        Store::open_sealed(path, cache_capacity_bytes, Sealer::default())
+    }
+
+    /// Opens (or creates) the queue, its values sealed by `sealer`, and removes any half-received
+    /// transaction left by a crash. A store holding values under a key `sealer` lacks is refused
+    /// before anything is written ([`StoreError::MissingKey`]).
+    pub fn open_sealed(path: &Path, cache_capacity_bytes: u64, sealer: Sealer) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         restrict(path).map_err(|source| StoreError::Open {
             path: shown.clone(),
@@ -234,10 +270,11 @@ impl Store {
             path: shown.clone(),
             source: sled::Error::Io(source),
         })?;
-        let changes = db.open_tree("changes")?;
+        let changes = SealedTree::open(&db, "changes", &sealer)?;
         let meta = db.open_tree("meta")?;
+        keys::check(&db, &meta, &sealer, &shown)?;
         let head = read_head(&meta)?;
-        retention::finish_removal(&changes, &retention::read_removed(&meta)?)?;
+        retention::finish_removal(changes.raw(), &retention::read_removed(&meta)?)?;
         let removed = remove_after(&changes, head.commit_lsn())?;
         if removed > 0 {
             tracing::warn!(
@@ -253,11 +290,12 @@ impl Store {
         };
         let flusher = Flusher::start(db.clone(), durable);
         let _stop = Arc::new(StopFlusherOnDrop(flusher.clone()));
-        let deliveries = deliveries::DeliveryStore::open(&db)?;
+        let deliveries = deliveries::DeliveryStore::open(&db, &sealer)?;
         Ok(Store {
             db,
             changes,
             meta,
+            sealer,
             flusher,
             deliveries,
             _stop,
@@ -296,7 +334,7 @@ impl Store {
 
     /// The wedding context store kept in the same database.
     pub fn context(&self) -> Result<context::ContextStore, StoreError> {
-        context::ContextStore::open(&self.db)
+        context::ContextStore::open(&self.db, &self.sealer)
     }
 
     /// Watch the durable watermark: the newest transaction whose records are flushed.
@@ -367,6 +405,34 @@ impl Store {
             durable: *self.durable().borrow(),
             confirmed: self.confirmed()?,
             last_transaction: head.last,
+            encryption: Encryption {
+                key: self.sealer.current(),
+                held: keys::read(&self.meta)?.unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Seals every stored value under the current key (opens them all with encryption off), then
+    /// records that no other key is needed: the older keys may then leave the configuration.
+    /// Runs beside capture and delivery (each value is swapped only if unchanged meanwhile).
+    pub fn reencrypt(&self) -> Result<Reencrypted, StoreError> {
+        let mut rewritten = 0;
+        for name in keys::SEALED_TREES {
+            rewritten += SealedTree::open(&self.db, name, &self.sealer)?.reseal()?;
+        }
+        // the rewritten values durable before the record stops naming their old keys
+        self.db.flush()?;
+        let current = self.sealer.current();
+        keys::write(
+            &self.meta,
+            &keys::KeyRecord {
+                keys: current.into_iter().collect(),
+                plain: current.is_none(),
+            },
+        )?;
+        Ok(Reencrypted {
+            rewritten,
+            key: current,
         })
     }
 
@@ -441,7 +507,7 @@ impl Store {
 
     /// The key of the chunk holding `after` (where a read after it starts); empty for the start.
     fn chunk_holding(&self, after: Option<EventId>) -> Result<Vec<u8>, StoreError> {
-        match after.map(|id| self.changes.range(..=id.key()).next_back()) {
+        match after.map(|id| self.changes.raw().range(..=id.key()).next_back()) {
             Some(Some(item)) => Ok(item?.0.to_vec()),
             _ => Ok(Vec::new()),
         }
@@ -496,7 +562,7 @@ fn read_head(meta: &sled::Tree) -> Result<Head, StoreError> {
 
 /// Removes every record committed after `head` (all of them when `None`): whole chunks past it,
 /// and the tail of the chunk that straddles it. Returns how many records were removed.
-fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, StoreError> {
+fn remove_after(changes: &SealedTree, head: Option<Lsn>) -> Result<u64, StoreError> {
     let from = match head {
         Some(Lsn(u64::MAX)) => return Ok(0),
         Some(h) => EventId {
@@ -520,7 +586,7 @@ fn remove_after(changes: &sled::Tree, head: Option<Lsn>) -> Result<u64, StoreErr
             Some(kept) if kept.len() == chunk.len() => {}
             Some(kept) => {
                 removed += before - chunk::lines(&kept).count() as u64;
-                changes.insert(key, kept)?;
+                changes.insert(key, &kept)?;
             }
             None => {
                 removed += before;

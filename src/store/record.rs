@@ -143,6 +143,9 @@ pub enum ColumnValue {
     /// A TOASTed value the change did not modify and the WAL did not carry. Never NULL.
     Unchanged,
     Text(String),
+    /// Not stored: the column holds credentials (an integration's `config`), which reach
+    /// delivery through the wedding context, never through the queue's records.
+    Withheld,
 }
 
 impl Serialize for ColumnValue {
@@ -156,6 +159,11 @@ impl Serialize for ColumnValue {
                 m.serialize_entry("unchanged", &true)?;
                 m.end()
             }
+            ColumnValue::Withheld => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("withheld", &true)?;
+                m.end()
+            }
         }
     }
 }
@@ -167,15 +175,17 @@ impl<'de> Deserialize<'de> for ColumnValue {
         enum Repr {
             Text(String),
             Unchanged { unchanged: bool },
+            Withheld { withheld: bool },
             Null(()),
         }
         match Option::<Repr>::deserialize(d)? {
             None | Some(Repr::Null(())) => Ok(ColumnValue::Null),
             Some(Repr::Text(t)) => Ok(ColumnValue::Text(t)),
             Some(Repr::Unchanged { unchanged: true }) => Ok(ColumnValue::Unchanged),
-            Some(Repr::Unchanged { unchanged: false }) => {
-                Err(serde::de::Error::custom("\"unchanged\" marker must be true"))
-            }
+            Some(Repr::Withheld { withheld: true }) => Ok(ColumnValue::Withheld),
+            Some(Repr::Unchanged { unchanged: false }) | Some(Repr::Withheld { withheld: false }) => Err(
+                serde::de::Error::custom("an \"unchanged\" or \"withheld\" marker must be true"),
+            ),
         }
     }
 }

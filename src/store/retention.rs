@@ -201,7 +201,7 @@ impl Store {
         for key in keys {
             batch.remove(key);
         }
-        self.changes.apply_batch(batch)?;
+        self.changes.raw().apply_batch(batch)?;
         self.db.flush()?;
         Ok(round)
     }

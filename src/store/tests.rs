@@ -183,7 +183,10 @@ fn a_large_transaction_is_written_out_in_bounded_chunks() {
     let q = Store::open(dir.path(), 8 << 20).unwrap();
     let mut w = q.writer().unwrap();
     stage_txn(&mut w, 100, 5_000);
-    assert!(q.changes.len() >= 2, "chunks were written before the commit");
+    assert!(
+        q.changes.raw().len() >= 2,
+        "chunks were written before the commit"
+    );
     assert!(
         w.chunk.len() < chunk::CHUNK_BYTES,
         "the in-memory chunk stays bounded"
@@ -318,4 +321,197 @@ fn retention_removes_leading_chunks_counts_them_and_a_counted_removal_is_finishe
     let s = q.summary().unwrap();
     assert_eq!((s.records, s.held, s.removed), (9, 0, 9));
     assert_eq!(s.oldest_record_age_seconds, None);
+}
+
+use fieldsync_dev::scan::{holds, raw_bytes};
+
+/// Writes one record, a wedding's context, a dead letter and a log entry, each holding `secret`.
+fn write_everywhere(q: &Store, commit: u64, secret: &str) {
+    let mut w = q.writer().unwrap();
+    let id = EventId {
+        commit_lsn: Lsn(commit),
+        index: 0,
+    };
+    let line = serde_json::to_vec(&serde_json::json!({
+        "id": id, "commit_lsn": id.commit_lsn, "commit_time": 0, "xid": 1, "origin": null,
+        "schema": "public", "table": "t", "op": "insert", "identity": null, "old": null,
+        "new": {"dietary_notes": secret}
+    }))
+    .unwrap();
+    w.stage(id, &line).unwrap();
+    w.commit(txn(commit, 1)).unwrap();
+    w.sync().unwrap();
+    q.flush_blocking().unwrap();
+    q.context()
+        .unwrap()
+        .upsert_wedding(context::WeddingContext {
+            id: format!("w{commit}"),
+            couple_names: Some(secret.to_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+    let d = q.deliveries().unwrap();
+    let dead = deliveries::DeadLetter {
+        integration_id: "crm".into(),
+        event_id: id,
+        wedding_id: Some(format!("w{commit}")),
+        field_id: None,
+        attempts: 1,
+        status: Some(422),
+        error: format!("rejected {secret}"),
+        failed_at: deliveries::now_rfc3339(),
+        requeued: false,
+        envelope: Some(format!("{{\"value\":\"{secret}\"}}")),
+        commit_time: 0,
+    };
+    d.put_dead(&dead).unwrap();
+    d.log(&deliveries::LogEntry {
+        at: deliveries::now_rfc3339(),
+        integration_id: "crm".into(),
+        event_id: id,
+        wedding_id: Some(format!("w{commit}")),
+        attempt: 1,
+        outcome: deliveries::LogOutcome::Dead,
+        status: Some(422),
+        error: Some(format!("rejected {secret}")),
+        latency_ms: None,
+    })
+    .unwrap();
+    d.persist(None).unwrap();
+    q.flush_blocking().unwrap();
+    q.db.flush().unwrap();
+}
+
+/// Reads back everything [`write_everywhere`] wrote for `commit` and checks it holds `secret`.
+fn reads_back(q: &Store, commit: u64, secret: &str) {
+    let id = EventId {
+        commit_lsn: Lsn(commit),
+        index: 0,
+    };
+    let rec = q.record(id).unwrap().expect("the record");
+    assert!(serde_json::to_string(&rec).unwrap().contains(secret));
+    let w = q
+        .context()
+        .unwrap()
+        .wedding(&format!("w{commit}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.couple_names.as_deref(), Some(secret));
+    let d = q.deliveries().unwrap();
+    assert!(d.dead_letters().unwrap().iter().any(|l| l.error.contains(secret)));
+    assert!(d
+        .read_log(None, Some(id), 10)
+        .unwrap()
+        .iter()
+        .any(|e| e.error.as_deref().is_some_and(|m| m.contains(secret))));
+}
+
+const KEY_A: [u8; 32] = [0xA1; 32];
+const KEY_B: [u8; 32] = [0xB2; 32];
+
+fn open_with(dir: &Path, current: Option<&[u8; 32]>, old: &[&[u8; 32]]) -> Result<Store, StoreError> {
+    Store::open_sealed(dir, 8 << 20, cipher::Sealer::new(current, old))
+}
+
+#[test]
+fn with_a_key_no_stored_byte_shows_a_value_and_everything_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = open_with(dir.path(), Some(&KEY_A), &[]).unwrap();
+        write_everywhere(&q, 100, "Ada Lovelace-Byron");
+        reads_back(&q, 100, "Ada Lovelace-Byron");
+    }
+    assert!(
+        !holds(&raw_bytes(dir.path()), "Lovelace"),
+        "a value is readable at rest"
+    );
+    let q = open_with(dir.path(), Some(&KEY_A), &[]).unwrap();
+    reads_back(&q, 100, "Ada Lovelace-Byron");
+    assert_eq!(
+        q.summary().unwrap().encryption.held.keys,
+        vec![cipher::KeyId::of(&KEY_A)]
+    );
+    assert!(
+        !q.summary().unwrap().encryption.held.plain,
+        "a new store holds nothing in clear"
+    );
+}
+
+#[test]
+fn a_missing_or_wrong_key_is_refused_at_open_naming_the_key_id() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_with(dir.path(), Some(&KEY_A), &[]).unwrap());
+    let id = cipher::KeyId::of(&KEY_A).to_string();
+    for (current, what) in [(None, "no key"), (Some(&KEY_B), "another key")] {
+        let e = open_with(dir.path(), current, &[]).err().expect(what).to_string();
+        assert!(e.contains(&id), "{what}: {e}");
+        assert!(e.contains("encryption_key_file"), "{what}: {e}");
+    }
+    // refused without writing: the right key still opens it, and no other key is recorded
+    let q = open_with(dir.path(), Some(&KEY_A), &[]).unwrap();
+    assert_eq!(
+        q.summary().unwrap().encryption.held.keys,
+        vec![cipher::KeyId::of(&KEY_A)]
+    );
+}
+
+#[test]
+fn a_rotated_key_reads_old_values_and_reencrypt_retires_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = open_with(dir.path(), Some(&KEY_A), &[]).unwrap();
+        write_everywhere(&q, 100, "Grace Hopper-Murray");
+    }
+    {
+        let q = open_with(dir.path(), Some(&KEY_B), &[&KEY_A]).unwrap();
+        reads_back(&q, 100, "Grace Hopper-Murray");
+        write_everywhere(&q, 200, "Katherine Johnson-Goble");
+        let held = q.summary().unwrap().encryption.held;
+        assert_eq!(
+            held.keys,
+            vec![cipher::KeyId::of(&KEY_A), cipher::KeyId::of(&KEY_B)]
+        );
+        let done = q.reencrypt().unwrap();
+        assert!(done.rewritten >= 4, "{done:?}");
+        assert_eq!(
+            q.summary().unwrap().encryption.held.keys,
+            vec![cipher::KeyId::of(&KEY_B)]
+        );
+        assert_eq!(
+            q.reencrypt().unwrap().rewritten,
+            0,
+            "nothing left under the old key"
+        );
+    }
+    let q = open_with(dir.path(), Some(&KEY_B), &[]).unwrap();
+    reads_back(&q, 100, "Grace Hopper-Murray");
+    reads_back(&q, 200, "Katherine Johnson-Goble");
+}
+
+#[test]
+fn a_plain_store_stays_readable_when_encryption_is_turned_on_and_reencrypt_seals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Store::open(dir.path(), 8 << 20).unwrap();
+        write_everywhere(&q, 100, "Mary Jackson-Land");
+    }
+    assert!(
+        holds(&raw_bytes(dir.path()), "Jackson-Land"),
+        "the scan finds plain values"
+    );
+    {
+        let q = open_with(dir.path(), Some(&KEY_A), &[]).unwrap();
+        reads_back(&q, 100, "Mary Jackson-Land");
+        assert!(q.summary().unwrap().encryption.held.plain);
+        q.reencrypt().unwrap();
+        assert!(!q.summary().unwrap().encryption.held.plain);
+        reads_back(&q, 100, "Mary Jackson-Land");
+    }
+    // turning encryption off again: the old key opens, reencrypt writes the values in clear
+    let q = open_with(dir.path(), None, &[&KEY_A]).unwrap();
+    reads_back(&q, 100, "Mary Jackson-Land");
+    q.reencrypt().unwrap();
+    drop(q);
+    let q = Store::open(dir.path(), 8 << 20).unwrap();
+    reads_back(&q, 100, "Mary Jackson-Land");
 }

@@ -148,3 +148,74 @@ fn the_product_binary_has_no_development_commands() {
         assert!(!commands.contains(&command), "{command} listed in:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_sealed_under_a_key_the_config_lacks_is_refused_at_start_naming_the_key_id() {
+    use crate::support::daemon::{
+        sql, test_key_file, write_key, DaemonProcess, Workdir, ROTATED_KEY, TEST_KEY,
+    };
+    let cluster = cluster_with_schema();
+    let work = Workdir::new(&cluster);
+    let db = sql(&cluster).await;
+    let daemon = DaemonProcess::spawn(&work.config, work.http, &work.log);
+    db.batch_execute("INSERT INTO organizations (id, name) VALUES (gen_random_uuid(), 'Sealed Studio')")
+        .await
+        .unwrap();
+    crate::support::wait_for(std::time::Duration::from_secs(30), "the row to be stored", || {
+        daemon.stored_records().is_some_and(|n| n >= 1)
+    });
+    assert!(daemon.terminate().success());
+    let toml = std::fs::read_to_string(&work.config).unwrap();
+    let key_line = format!("encryption_key_file = \"{}\"", test_key_file().display());
+    let other = write_key(work.dir(), "other.key", &ROTATED_KEY);
+    let id = fieldsync::store::cipher::KeyId::of(&TEST_KEY).to_string();
+    for (what, line) in [
+        ("no key", String::new()),
+        (
+            "another key",
+            format!("encryption_key_file = \"{}\"", other.display()),
+        ),
+    ] {
+        std::fs::write(&work.config, toml.replace(&key_line, &line)).unwrap();
+        let out = fieldsync(&["run"], &work.config);
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(
+            e.contains(&id) && e.contains("encryption_key_file"),
+            "{what}: {e}"
+        );
+        assert!(
+            !e.contains(&std::fs::read_to_string(test_key_file()).unwrap()),
+            "{e}"
+        );
+    }
+    // refused before writing: no value and no key record under the other key
+    let held = crate::support::daemon::open_queue(&work.queue)
+        .unwrap()
+        .summary()
+        .unwrap()
+        .encryption
+        .held;
+    assert_eq!(
+        held.keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [id.clone()]
+    );
+    // the right key, as an old one beside a new current key, opens it again
+    std::fs::write(
+        &work.config,
+        toml.replace(
+            &key_line,
+            &format!(
+                "encryption_key_file = \"{}\"\nold_encryption_key_files = [\"{}\"]",
+                other.display(),
+                test_key_file().display()
+            ),
+        ),
+    )
+    .unwrap();
+    let daemon = DaemonProcess::spawn(&work.config, work.http, &work.log);
+    crate::support::wait_for(std::time::Duration::from_secs(30), "the daemon to serve", || {
+        daemon.stored_records().is_some_and(|n| n >= 1)
+    });
+    assert!(daemon.terminate().success());
+}

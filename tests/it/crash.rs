@@ -1,7 +1,9 @@
 //! Durability by killing: `fieldsync run` is SIGKILLed at random moments while PostgreSQL takes a
 //! write load and retention removes delivered records (`retention = "1s"`), then restarted; every
 //! committed change must be stored exactly once, in commit order: the records still held, and
-//! the webhook receiver's deliveries for the ones removed.
+//! the webhook receiver's deliveries for the ones removed. The store is encrypted, and its key
+//! is rotated halfway through the kills (then `fieldsync reencrypt` retires the old one); at
+//! the end no byte of the store's files shows a name or a secret of the workload.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use crate::dispatch::{dispatch_toml, SECRET};
-use crate::support::daemon::{config_toml, read_queue, sql, DaemonProcess, Workdir};
+use crate::support::daemon::{
+    cli, config_toml, read_queue, sql, test_key_file, write_key, DaemonProcess, Workdir, ROTATED_KEY,
+};
 use crate::support::{cluster_with_schema, wait_for};
 use fieldsync_dev::receiver::Receiver;
 
@@ -21,6 +25,9 @@ const WEDDING: &str = "00000000-0000-0000-0000-0000000000c1";
 const INTEGRATION: &str = "00000000-0000-0000-0000-0000000000e1";
 /// Rows written before the load: the organisation, the wedding and the integration.
 const SEEDED: u64 = 3;
+/// Values of the seeded rows that must never be readable in the store's files.
+const COUPLE: &str = "Gwendolyn Hieronymus-Vantongeren";
+const STUDIO: &str = "Crash Studio Quillfeather";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
@@ -32,7 +39,7 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
         "cache_capacity_mb = 32\n",
         "cache_capacity_mb = 32\nretention = \"1s\"\n",
     ) + &dispatch_toml(100_000);
-    std::fs::write(config_path, toml).unwrap();
+    std::fs::write(config_path, &toml).unwrap();
 
     let db = sql(&cluster).await;
     // The slot exists before any write, so every change below must be captured.
@@ -40,8 +47,8 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     db.batch_execute(&format!(
-        "INSERT INTO organizations (id, name) VALUES ('{ORG}', 'Crash Studio');
-         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', 'G & H');
+        "INSERT INTO organizations (id, name) VALUES ('{ORG}', '{STUDIO}');
+         INSERT INTO weddings (id, organization_id, couple_names) VALUES ('{WEDDING}', '{ORG}', '{COUPLE}');
          INSERT INTO organization_integrations (id, organization_id, integration_type, config, is_active)
            VALUES ('{INTEGRATION}', '{ORG}', 'webhook', '{{\"url\": \"{}\", \"secret\": \"{SECRET}\"}}', true);",
         receiver.url()
@@ -75,7 +82,21 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFEE);
     let mut kills = 0;
+    let rotated = write_key(work.dir(), "rotated.key", &ROTATED_KEY);
     while kills < KILLS || written.load(Ordering::Relaxed) < MIN_CHANGES {
+        if kills == KILLS / 2 {
+            // a key rotation mid-run: new values under the new key, the old one still opens
+            let rotate = toml.replace(
+                &format!("encryption_key_file = \"{}\"", test_key_file().display()),
+                &format!(
+                    "encryption_key_file = \"{}\"\nold_encryption_key_files = [\"{}\"]",
+                    rotated.display(),
+                    test_key_file().display()
+                ),
+            );
+            assert_ne!(rotate, toml);
+            std::fs::write(config_path, rotate).unwrap();
+        }
         let daemon = DaemonProcess::spawn(config_path, http, log);
         // Kill at a random moment: sometimes during start-up, mostly while streaming, delivering
         // and (past the first second, once a floor is saved) removing.
@@ -124,7 +145,40 @@ async fn kill_9_at_random_moments_under_load_loses_and_duplicates_nothing() {
         receiver.final_state().len() as u64 == total
     });
     let removed = daemon.status().unwrap()["queue"]["removed"].as_u64().unwrap();
+    // everything still under the old key is sealed again under the new one, in the running daemon
+    let (code, out, err) = cli("reencrypt", config_path, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let encryption = &daemon.status().unwrap()["queue"]["encryption"];
+    let new_id = fieldsync::store::cipher::KeyId::of(&ROTATED_KEY).to_string();
+    assert_eq!(
+        encryption["held"]["keys"],
+        serde_json::json!([new_id]),
+        "{encryption}"
+    );
     assert!(daemon.terminate().success(), "clean stop on SIGTERM");
+    // the old key may go: the store opens and reads with the new one alone
+    std::fs::write(
+        config_path,
+        toml.replace(
+            &test_key_file().display().to_string(),
+            &rotated.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = cli("queue", config_path, &["--last", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("on, key {new_id}")), "{out}");
+    let raw = fieldsync_dev::scan::raw_bytes(queue_path);
+    for (what, value) in [
+        ("couple names", COUPLE),
+        ("studio name", STUDIO),
+        ("webhook secret", SECRET),
+    ] {
+        assert!(
+            !fieldsync_dev::scan::holds(&raw, value),
+            "the {what} is readable in the store's files"
+        );
+    }
     let mut delivered: Vec<(String, u64)> = receiver
         .accepted()
         .into_iter()

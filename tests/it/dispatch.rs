@@ -677,7 +677,11 @@ async fn offline_the_cli_reads_dead_letters_requeues_and_pauses_and_the_next_sta
     let config = _dir.path().join("cli.toml");
     std::fs::write(
         &config,
-        format!("[queue]\npath = \"{}\"\n", _dir.path().join("q").display()),
+        format!(
+            "[queue]\npath = \"{}\"\n{}",
+            _dir.path().join("q").display(),
+            daemon::test_key_line()
+        ),
     )
     .unwrap();
     let (code, out, err) = cli(&config, &["dead", "--integration", INTEGRATION]);

@@ -330,7 +330,7 @@ async fn a_snapshot_interrupted_by_kill_9_is_taken_again_on_restart_without_gap_
         let first = DaemonProcess::spawn(config_path, http, log);
         wait_for_async(DEADLINE, "the snapshot to start", || async { slots().await == 1 }).await;
         first.kill9();
-        let state = fieldsync::store::Store::open(queue_path, 8 << 20)
+        let state = crate::support::daemon::open_queue(queue_path)
             .and_then(|q| q.snapshot_state())
             .unwrap();
         if state == Some(fieldsync::store::SnapshotState::Started) {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fieldsync::store::deliveries::LogOutcome;
-use fieldsync::store::Store;
 use fieldsync_dev::receiver::{Faults, Receiver};
 use fieldsync_dev::sandbox::{Api, Faults as SandboxFaults};
 use rand::{Rng, SeedableRng};
@@ -188,7 +187,7 @@ fn check_tave(state: &Value, want: &BTreeMap<(usize, &str), Value>) -> Result<()
 
 /// How many deliveries of `integration` the delivery log records as superseded (coalesced).
 fn superseded(queue: &std::path::Path, integration: &str) -> usize {
-    let queue = Store::open(queue, 16 << 20).unwrap();
+    let queue = crate::support::daemon::open_queue(queue).unwrap();
     let log = queue
         .deliveries()
         .unwrap()

@@ -298,6 +298,7 @@ fn summary(r: &ChangeRecord) -> String {
         Some(ColumnValue::Text(t)) => t.clone(),
         Some(ColumnValue::Null) => "null".into(),
         Some(ColumnValue::Unchanged) => "(unchanged)".into(),
+        Some(ColumnValue::Withheld) => "(withheld)".into(),
         None => String::new(),
     };
     if let Some(e) = &r.event {

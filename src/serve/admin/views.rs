@@ -330,7 +330,7 @@ impl Views {
     /// Calls an admin function as `actor`: the functions that act need role `operate`; a `read`
     /// user gets `42501`, and the refusal is in the audit trail too.
     fn call_as(&self, actor: &Actor, name: &str, args: &[Value]) -> Result<Value, SqlError> {
-        if matches!(name, "requeue" | "pause" | "resume") && actor.role < Role::Operate {
+        if matches!(name, "requeue" | "pause" | "resume" | "reencrypt") && actor.role < Role::Operate {
             let why = format!("user {:?} has role {}", actor.name, actor.role.as_str());
             self.state
                 .ops()
@@ -339,12 +339,18 @@ impl Views {
                 state::INSUFFICIENT_PRIVILEGE,
                 format!("permission denied for function {name}: {why}"),
             )
-            .hint("requeue, pause and resume need a user of [admin] users with role = \"operate\""));
+            .hint(
+                "requeue, pause, resume and reencrypt need a user of [admin] users with role = \"operate\"",
+            ));
         }
         match name {
             "requeue" => self.requeue(actor, args),
             "pause" => self.pause(actor, args, true),
             "resume" => self.pause(actor, args, false),
+            "reencrypt" => {
+                let done = self.ops(|o| async move { o.reencrypt(actor).await })?;
+                Ok(Value::Int(done.rewritten as i64))
+            }
             _ => Err(SqlError::new(
                 state::UNDEFINED_FUNCTION,
                 format!("function {name}() does not exist"),
@@ -454,6 +460,7 @@ impl Catalog for Views {
             "requeue" => f("requeue", 1, 2, Type::Int),
             "pause" => f("pause", 1, 1, Type::Text),
             "resume" => f("resume", 1, 1, Type::Text),
+            "reencrypt" => f("reencrypt", 0, 0, Type::Int),
             _ => return None,
         })
     }

@@ -1,7 +1,8 @@
 //! HTTP endpoints of the dispatcher, on the `[http]` listener: `GET /deliveries` (per-integration
 //! status), `GET /deliveries/dead` (dead letters), `GET /deliveries/log` (attempts) and
-//! `POST /deliveries/requeue`, `POST /deliveries/pause` and `POST /deliveries/resume`. The
-//! `fieldsync deliveries` CLI calls them on the running daemon.
+//! `POST /deliveries/requeue`, `POST /deliveries/pause` and `POST /deliveries/resume`; and the
+//! store's operator actions, `POST /queue/reencrypt`. The `fieldsync deliveries` and
+//! `fieldsync reencrypt` commands call them on the running daemon.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
             post(|st, peer, headers, req| pause(st, peer, headers, req, false)),
         )
         .route("/audit", get(audit))
+        .route("/queue/reencrypt", post(reencrypt))
 }
 
 /// An operator action's error as an HTTP answer.
@@ -138,6 +140,14 @@ async fn requeue(
         req.integration_id.as_deref(),
     ) {
         Ok(actor) => answer(st.ops().requeue(&actor, req.integration_id, req.event_ids).await),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// `POST /queue/reencrypt`: seals everything held under the current key (operate).
+async fn reencrypt(State(st): State<AppState>, peer: PeerExt, headers: HeaderMap) -> Response {
+    match authorize(&st, &headers, peer.map(|p| p.0), Role::Operate, "reencrypt", None) {
+        Ok(actor) => answer(st.ops().reencrypt(&actor).await),
         Err(refused) => refused.into_response(),
     }
 }

@@ -21,8 +21,43 @@ pub fn operator_token_toml() -> String {
     format!("tokens = [{{ name = \"test-operator\", token = \"{OPERATOR_TOKEN}\", role = \"operate\" }}]\n")
 }
 
-/// A configuration for `cluster` as superuser `postgres`, fast status updates and reconnects, and
-/// an operator's HTTP token ([`OPERATOR_TOKEN`]).
+/// The store key of [`config_toml`]: every test daemon encrypts its store unless a test says
+/// otherwise (`[queue] encryption_key_file`, see [`test_key_line`]).
+pub const TEST_KEY: [u8; 32] = *b"fieldsync-test-store-key-32bytes";
+
+/// The `[queue]` line that sets [`TEST_KEY`] (its file is written once per test process).
+pub fn test_key_line() -> String {
+    format!("encryption_key_file = \"{}\"\n", test_key_file().display())
+}
+
+pub fn test_key_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let name = format!("fieldsync-test-store-{}.key", std::process::id());
+        write_key(&std::env::temp_dir(), &name, &TEST_KEY)
+    })
+}
+
+/// The key a test rotates to from [`TEST_KEY`].
+pub const ROTATED_KEY: [u8; 32] = *b"fieldsync-test-rotated-key-32byt";
+
+/// Writes `key` to a file under `dir` for `[queue] encryption_key_file`.
+pub fn write_key(dir: &Path, name: &str, key: &[u8; 32]) -> PathBuf {
+    use base64::Engine;
+    let path = dir.join(name);
+    std::fs::write(&path, base64::engine::general_purpose::STANDARD.encode(key)).unwrap();
+    path
+}
+
+/// Opens the queue at `path` as a test reads it: values sealed under [`TEST_KEY`] or
+/// [`ROTATED_KEY`] open, and nothing new is sealed (the daemon's next start sees the same keys).
+pub fn open_queue(path: &Path) -> Result<Store, fieldsync::store::StoreError> {
+    let sealer = fieldsync::store::cipher::Sealer::new(None, &[&TEST_KEY, &ROTATED_KEY]);
+    Store::open_sealed(path, 16 << 20, sealer)
+}
+
+/// A configuration for `cluster` as superuser `postgres`, fast status updates and reconnects, an
+/// operator's HTTP token ([`OPERATOR_TOKEN`]) and a store encrypted under [`TEST_KEY`].
 pub fn config_toml(cluster: &Cluster, queue: &Path, http_port: u16) -> String {
     format!(
         r#"
@@ -38,12 +73,13 @@ reconnect_backoff_max = "1s"
 [queue]
 path = "{queue}"
 cache_capacity_mb = 32
-
+{key}
 [http]
 listen = "127.0.0.1:{http_port}"
 {tokens}"#,
         url = cluster.url("postgres", "postgres"),
         queue = queue.display(),
+        key = test_key_line(),
         tokens = operator_token_toml(),
     )
 }
@@ -100,7 +136,7 @@ pub async fn sql(cluster: &Cluster) -> tokio_postgres::Client {
 
 /// Every durable record of the queue at `path` (the daemon must not hold it).
 pub fn read_queue(path: &Path) -> Vec<ChangeRecord> {
-    let queue = Store::open(path, 16 << 20).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
+    let queue = open_queue(path).unwrap_or_else(|e| panic!("cannot open queue: {e}"));
     queue
         .records_after(None, usize::MAX)
         .unwrap_or_else(|e| panic!("cannot read queue: {e}"))
@@ -242,6 +278,11 @@ pub struct Workdir {
 }
 
 impl Workdir {
+    /// The directory holding the queue, the config and the log.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn new(cluster: &Cluster) -> Workdir {
         let dir = tempfile::tempdir().unwrap();
         let queue = dir.path().join("queue");

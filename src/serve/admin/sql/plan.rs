@@ -865,7 +865,7 @@ impl<'a> Planner<'a> {
                 let Some(func) = self.catalog.function(&name) else {
                     return Err(SqlError::new(state::UNDEFINED_FUNCTION, format!("function {name}() does not exist"))
                         .hint(format!(
-                            "the functions are: {SCALARS}; aggregates {AGGREGATES}; admin requeue(integration[, event]), pause(integration), resume(integration)"
+                            "the functions are: {SCALARS}; aggregates {AGGREGATES}; admin requeue(integration[, event]), pause(integration), resume(integration), reencrypt()"
                         )));
                 };
                 if !(func.min_args..=func.max_args).contains(&planned.len()) {
